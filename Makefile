@@ -1,0 +1,25 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh machine: each one
+# creates .venv and installs unetkit into it first (once; again when pyproject.toml changes).
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch and torchvision first, pinned, so that nothing else pulls in another build of them.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test test-fast
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,onnx]'
+	touch $@
+
+demo: install
+	$(BIN)/unetkit demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,0 +1,139 @@
+"""Augmentation applied to whole batches on the training device (GPU or CPU).
+
+A recipe declares a list of operations, each with its probability, e.g.
+
+    augment:
+      - {op: hflip, p: 0.5}
+      - {op: rot90, p: 0.5}
+      - {op: gamma, p: 0.2, limit: [70, 120]}
+      - {op: rgb_shift, p: 0.3, limit: 10}
+
+Each sample of a batch draws its own parameters; geometric operations move the image and its
+mask together (masks with nearest-neighbour sampling), colour operations touch the image only.
+Parameters are drawn from a seeded CPU generator, so a run is reproducible on any device. The
+operations follow albumentations' definitions of the same names (HorizontalFlip, VerticalFlip,
+RandomRotate90, RandomGamma, RGBShift, RandomBrightnessContrast, Affine); the tests compare
+their output distributions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigError
+
+
+def _uniform(gen, n, low, high):
+    return torch.rand(n, generator=gen) * (high - low) + low
+
+
+def _chosen(gen, n, p):
+    return torch.rand(n, generator=gen) < p
+
+
+def hflip(img, mask, gen, p=0.5):
+    sel = _chosen(gen, img.shape[0], p).to(img.device)
+    return torch.where(sel[:, None, None, None], img.flip(-1), img), \
+        torch.where(sel[:, None, None], mask.flip(-1), mask)
+
+
+def vflip(img, mask, gen, p=0.5):
+    sel = _chosen(gen, img.shape[0], p).to(img.device)
+    return torch.where(sel[:, None, None, None], img.flip(-2), img), \
+        torch.where(sel[:, None, None], mask.flip(-2), mask)
+
+
+def rot90(img, mask, gen, p=0.5):
+    """Rotate by a random multiple of 90 degrees (1, 2 or 3 turns), as RandomRotate90 does
+    with 0 turns included; needs square inputs."""
+    if img.shape[-1] != img.shape[-2]:
+        raise ConfigError("augment op rot90 needs a square data.image_size")
+    n = img.shape[0]
+    sel = _chosen(gen, n, p)
+    turns = torch.randint(0, 4, (n,), generator=gen) * sel
+    img, mask = img.clone(), mask.clone()
+    for k in (1, 2, 3):
+        idx = (turns == k).nonzero().flatten().to(img.device)
+        if len(idx):
+            img[idx] = img[idx].rot90(k, (-2, -1))
+            mask[idx] = mask[idx].rot90(k, (-2, -1))
+    return img, mask
+
+
+def gamma(img, mask, gen, p=0.5, limit=(80, 120)):
+    """img ** (g / 100), g uniform in `limit` (RandomGamma's gamma_limit)."""
+    n = img.shape[0]
+    g = _uniform(gen, n, limit[0] / 100, limit[1] / 100)
+    g = torch.where(_chosen(gen, n, p), g, torch.ones(n)).to(img.device, img.dtype)
+    return img.clamp_min(0) ** g[:, None, None, None], mask
+
+
+def rgb_shift(img, mask, gen, p=0.5, limit=20):
+    """Add a uniform shift in [-limit, limit] (of 255) to each channel (RGBShift)."""
+    n, c = img.shape[:2]
+    shift = _uniform(gen, n * c, -limit / 255, limit / 255).reshape(n, c)
+    shift = (shift * _chosen(gen, n, p)[:, None]).to(img.device, img.dtype)
+    return (img + shift[:, :, None, None]).clamp(0, 1), mask
+
+
+def brightness_contrast(img, mask, gen, p=0.5, brightness=0.2, contrast=0.2):
+    """img * (1 + c) + b with b, c uniform in +-limit (RandomBrightnessContrast, max-based)."""
+    n = img.shape[0]
+    b = _uniform(gen, n, -brightness, brightness)
+    c = _uniform(gen, n, -contrast, contrast)
+    sel = _chosen(gen, n, p)
+    b, c = (b * sel).to(img.device, img.dtype), (c * sel).to(img.device, img.dtype)
+    return (img * (1 + c[:, None, None, None]) + b[:, None, None, None]).clamp(0, 1), mask
+
+
+def affine(img, mask, gen, p=0.5, scale=(0.9, 1.1), rotate=(-15, 15), translate=0.0625):
+    """Random scale, rotation (degrees) and translation (fraction of the side), about the centre.
+    Pixels from outside the image are black (image) and background (mask)."""
+    n = img.shape[0]
+    sel = _chosen(gen, n, p)
+    s = torch.where(sel, _uniform(gen, n, *scale), torch.ones(n))
+    a = torch.where(sel, _uniform(gen, n, *rotate), torch.zeros(n)) * math.pi / 180
+    t = _uniform(gen, 2 * n, -translate, translate).reshape(n, 2) * sel[:, None] * 2
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s  # grid maps output -> input: inverse transform
+    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(img.device, img.dtype), list(img.shape), align_corners=False)
+    img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mask = F.grid_sample(mask[:, None].to(img.dtype), grid, mode="nearest", padding_mode="zeros",
+                         align_corners=False)[:, 0].round().to(mask.dtype)
+    return img, mask
+
+
+OPS = {f.__name__: f for f in (hflip, vflip, rot90, gamma, rgb_shift, brightness_contrast, affine)}
+
+
+class BatchAugment:
+    """The recipe's `train.augment` list as one callable: (images, masks) -> (images, masks).
+
+    images: (B, C, H, W) float in [0, 1] before normalisation; masks: (B, H, W) integer.
+    """
+
+    def __init__(self, ops: list[dict], seed: int = 0):
+        self.steps = []
+        for spec in ops:
+            spec = dict(spec)
+            name = spec.pop("op", None)
+            if name not in OPS:
+                raise ConfigError(f"train.augment: unknown op '{name}'; known: {', '.join(OPS)}")
+            try:  # check the parameters now, not at the first batch
+                OPS[name](torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long),
+                          torch.Generator().manual_seed(0), **spec)
+            except TypeError as exc:
+                raise ConfigError(f"train.augment op '{name}': {exc}") from None
+            self.steps.append((OPS[name], spec))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor):
+        for fn, params in self.steps:
+            images, masks = fn(images, masks, self.generator, **params)
+        return images, masks

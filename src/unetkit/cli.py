@@ -1,0 +1,169 @@
+"""The `unetkit` command: one thin wrapper per verb over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__, config as config_mod
+
+
+def _config_args(p: argparse.ArgumentParser, required: bool) -> None:
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("--recipe", help="a recipe shipped with unetkit (see `unetkit recipes`)")
+    group.add_argument("--config", help="a YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one config field, e.g. --set train.epochs=5 (repeatable)")
+
+
+def cmd_train(args) -> int:
+    from .train import fit
+
+    if args.resume:
+        run_dir = Path(args.resume if isinstance(args.resume, str) else args.out or "")
+        if not run_dir.name:
+            raise config_mod.ConfigError("--resume needs the run folder: --resume RUN_DIR")
+        values = config_mod.read_yaml(run_dir / "config.yaml")
+        values = config_mod.apply_overrides(values, args.overrides)
+        if args.data:
+            values["data"]["root"] = args.data
+        cfg = config_mod.from_dict(values)
+        config_mod.validate(cfg)
+        fit(cfg, run_dir, resume=True, progress=not args.quiet)
+        return 0
+    if not (args.recipe or args.config):
+        raise config_mod.ConfigError("give --recipe NAME or --config FILE (or --resume RUN_DIR)")
+    cfg = config_mod.load(args.recipe, args.config, args.overrides, args.data)
+    fit(cfg, args.out, progress=not args.quiet)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+    from .runs import write_text
+
+    scores = evaluate(args.run_dir, args.data, args.split, args.tta, progress=not args.quiet)
+    keys = ("mDice", "mIoU", "dice", "iou", "precision", "recall", "accuracy")
+    print(f"{args.split} ({scores['images']} images{', TTA' if args.tta else ''}): "
+          + "  ".join(f"{k} {scores[k]:.4f}" for k in keys))
+    for name, s in scores.get("per_class", {}).items():
+        print(f"  {name:>20}: dice {s['dice']:.4f}  iou {s['iou']:.4f}  mDice {s['mDice']:.4f}")
+    if args.json:
+        write_text(args.json, json.dumps(scores, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict_files
+
+    result = predict_files(args.run_dir, args.inputs, args.out, tta=args.tta,
+                           threshold=args.threshold, overlays=args.overlay, probs=args.probs,
+                           progress=not args.quiet)
+    print(f"wrote {result['written']} masks to {result['out']}")
+    if result["failed"]:
+        print(f"{len(result['failed'])} files could not be read:", file=sys.stderr)
+        for line in result["failed"]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_check_data(args) -> int:
+    from .data import check_data
+
+    cfg = config_mod.load(args.recipe, args.config, args.overrides, args.dir)
+    pairs, problems = check_data(Path(args.dir), cfg, progress=not args.quiet)
+    if problems:
+        print(f"{args.dir}: {pairs} image/mask pairs, {len(problems)} problems:")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    print(f"{args.dir}: {pairs} image/mask pairs, no problems found")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    for name in config_mod.recipe_names():
+        values = config_mod.read_yaml(config_mod.recipe_path(name))
+        print(f"{name:22s} {values.get('description', '')}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unetkit", description="Train, evaluate and deploy U-Net segmentation models.")
+    parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model into a run folder")
+    _config_args(p, required=False)
+    p.add_argument("--data", help="the data folder (overrides data.root)")
+    p.add_argument("--out", help="the run folder (default: runs/<recipe name>)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a trained model on a data folder")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="the data folder")
+    p.add_argument("--split", default="val", help="train, val, test, all, or a file of stems")
+    p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write masks for images")
+    p.add_argument("run_dir")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--out", required=True, help="the folder for the masks")
+    p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.add_argument("--threshold", type=float, help="foreground probability threshold (binary)")
+    p.add_argument("--overlay", action="store_true", help="also write colour overlays")
+    p.add_argument("--probs", action="store_true", help="also write probability maps")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("check-data", help="list every problem in a data folder")
+    p.add_argument("dir")
+    _config_args(p, required=False)
+    p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("recipes", help="list the shipped recipes")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("demo", help="train, evaluate and predict on a synthetic data set")
+    p.add_argument("--out", default="runs/demo", help="the demo's folder (default: runs/demo)")
+    p.set_defaults(func=cmd_demo)
+
+    for p in sub.choices.values():
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+    from .images import ImageError
+    from .runs import RunError
+
+    try:
+        return args.func(args)
+    except (config_mod.ConfigError, DataError, ImageError, RunError, FileNotFoundError,
+            FloatingPointError) as exc:
+        print(f"unetkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"unetkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The run configuration: dataclasses are the one source of defaults, types and meaning.
+
+A recipe is a short YAML file of changes from these defaults; `--set a.b=value` changes one
+field more. Values given on the command line are parsed with `ast.literal_eval` (never `eval`),
+and an unknown key is an error that names the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used; the message says how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "unet"  # "unet" (the classic U-Net) or "timm-unet" (U-Net on a timm encoder)
+    in_channels: int = 3
+    base_channels: int = 64  # width of the first level; doubles at each level down
+    depth: int = 4  # number of 2x down-samplings (the classic U-Net has 4)
+    bilinear: bool = False  # bilinear up-sampling + 1x1 conv instead of 2x2 transposed conv
+    head_channels: int = 0  # >0 adds Conv(->head_channels)+BN+ReLU before the 1x1 output conv
+    encoder: str = "resnet34"  # timm model name, for arch "timm-unet"
+    encoder_weights: str | None = None  # None, "imagenet" (downloads through timm) or a file path
+    freeze_encoder_epochs: int = 0  # keep the pretrained encoder fixed for the first N epochs
+
+
+@dataclass
+class SplitConfig:
+    train: str | None = None  # file of stems (one per line), relative to the data root or absolute
+    val: str | None = None
+    val_fraction: float = 0.1  # used when no split files are given: a seeded random split
+    test_fraction: float = 0.0  # held out from both train and val in a random split
+    seed: int = 42
+    group_by: str | None = None  # regex whose first group names an item's group (never split)
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None
+    layout: str = "auto"  # auto | kvasir | neopolyp | isbi | carvana | custom
+    images: str | None = None  # sub-folder of images (set by the layout unless given)
+    masks: str | None = None  # sub-folder of masks (set by the layout unless given)
+    mask_suffix: str = ""  # mask stem = image stem + suffix (Carvana: "_mask")
+    classes: list[str] = field(default_factory=lambda: ["background", "foreground"])
+    mask_encoding: str = "binary"  # binary (grey >= threshold) | color | index
+    mask_threshold: int = 128
+    class_colors: list[list[int]] | None = None  # RGB per class, for mask_encoding "color"
+    image_size: list[int] = field(default_factory=lambda: [256, 256])  # [height, width]
+    mean: list[float] | None = None  # input normalisation; None: the model's default
+    std: list[float] | None = None
+    cache_dir: str | None = None  # where decoded, resized arrays are kept between runs
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class LossConfig:
+    bce: float = 1.0  # weight of BCE (binary) or cross-entropy (multi-class)
+    dice: float = 1.0  # weight of soft Dice
+    squared_dice: bool = False  # Dice denominator sum(p^2)+sum(g^2) instead of sum(p)+sum(g)
+    dice_include_background: bool = True
+    class_weights: list[float] | None = None  # cross-entropy weight per class
+    ignore_index: int | None = None  # mask value that neither loss nor metrics count
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | linear | constant | plateau
+    warmup_epochs: float = 0.0
+    plateau_factor: float = 0.5  # ReduceLROnPlateau on validation mDice
+    plateau_patience: int = 3
+    min_lr: float = 1e-6
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model; falls back to eager if compiling fails
+    deterministic: bool = False  # deterministic algorithms: bit-identical reruns and resumes
+    eval_batch_size: int = 32
+    samples: int = 4  # validation panels written to samples/
+    threshold: float = 0.5  # probability above which a binary pixel is foreground
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.classes)
+
+    @property
+    def out_channels(self) -> int:
+        """Binary tasks use one logit (sigmoid); multi-class tasks one logit per class (softmax)."""
+        return 1 if self.num_classes == 2 else self.num_classes
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dict <-> dataclass, with errors that say which key is wrong and what was meant.
+
+
+def _from_dict(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(f"{where}{key}", key, list(fields)))
+        f = fields[key]
+        sub = _dataclass_type(f)
+        kwargs[key] = _from_dict(sub, value, f"{where}{key}.") if sub else value
+    obj = cls(**kwargs)
+    _check_types(obj, where)
+    return obj
+
+
+def _dataclass_type(f: dataclasses.Field):
+    return {"ModelConfig": ModelConfig, "DataConfig": DataConfig, "TrainConfig": TrainConfig,
+            "LossConfig": LossConfig, "SplitConfig": SplitConfig}.get(str(f.type))
+
+
+def _check_types(obj, where: str) -> None:
+    """Catch the usual slips (a string where a number belongs) at load time, not mid-training."""
+    for f in dataclasses.fields(obj):
+        value, kind = getattr(obj, f.name), str(f.type)
+        if value is None:
+            if "None" not in kind:
+                raise ConfigError(f"{where}{f.name} must not be empty")
+            continue
+        if kind.startswith("float") and isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
+            setattr(obj, f.name, value)
+        if kind.startswith("int") and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{where}{f.name} must be an integer, got {value!r}")
+        if kind.startswith("float") and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ConfigError(f"{where}{f.name} must be a number, got {value!r}")
+        if kind.startswith("float"):
+            setattr(obj, f.name, float(value))
+        if kind == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{where}{f.name} must be true or false, got {value!r}")
+        if kind.startswith("str") and not isinstance(value, str):
+            setattr(obj, f.name, str(value))
+        if kind.startswith("list") and not isinstance(value, list):
+            raise ConfigError(f"{where}{f.name} must be a list, got {value!r}")
+
+
+def _all_keys(cls=Config, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        sub = _dataclass_type(f)
+        keys += _all_keys(sub, f"{prefix}{f.name}.") if sub else [f"{prefix}{f.name}"]
+    return keys
+
+
+def _unknown_key_message(path: str, key: str, siblings: list[str]) -> str:
+    close = difflib.get_close_matches(path, _all_keys(), n=1, cutoff=0.5)
+    close = close or difflib.get_close_matches(key, siblings, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys here: {', '.join(siblings)}"
+    return f"unknown config key '{path}'{hint}"
+
+
+def from_dict(values: dict) -> Config:
+    return _from_dict(Config, values or {}, "")
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values: Python/YAML literals (numbers, lists, true/false, null), else a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` overrides to a nested dict (unknown keys fail in `from_dict`)."""
+    values = dict(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if key.strip() not in _all_keys():
+            siblings = [k.split(".")[-1] for k in _all_keys() if k.startswith(".".join(parts[:-1]))]
+            raise ConfigError(_unknown_key_message(key.strip(), parts[-1], siblings))
+        _merge_into(values, parts, parse_value(text))
+    return values
+
+
+def _merge_into(values: dict, parts: list[str], value: Any) -> None:
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes and files.
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.exists():
+        close = difflib.get_close_matches(name, recipe_names(), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"no recipe '{name}': {hint}`unetkit recipes` lists them all")
+    return path
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping")
+    return values
+
+
+def load(recipe: str | None = None, file: str | None = None, overrides: list[str] = (),
+         data_root: str | None = None) -> Config:
+    """Build the configuration of a run: defaults <- recipe or file <- --data <- --set."""
+    values: dict = {}
+    if recipe:
+        values = read_yaml(recipe_path(recipe))
+        values.setdefault("name", recipe)
+    if file:
+        values = _merge(values, read_yaml(file))
+    if data_root:
+        _merge_into(values, ["data", "root"], str(data_root))
+    values = apply_overrides(values, list(overrides))
+    cfg = from_dict(values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that need more than one field, so a bad run fails before any data is read."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    choices = {
+        "model.arch": (m.arch, ("unet", "timm-unet")),
+        "data.mask_encoding": (d.mask_encoding, ("binary", "color", "index")),
+        "data.layout": (d.layout, ("auto", "kvasir", "neopolyp", "isbi", "carvana", "custom")),
+        "train.optimizer": (t.optimizer, ("adamw", "adam", "sgd")),
+        "train.schedule": (t.schedule, ("cosine", "linear", "constant", "plateau")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
+    if cfg.num_classes < 2:
+        raise ConfigError("data.classes needs at least two names, background first")
+    if d.mask_encoding == "binary" and cfg.num_classes != 2:
+        raise ConfigError("data.mask_encoding 'binary' needs exactly two classes; use 'color' or "
+                          "'index' for more")
+    if d.mask_encoding == "color":
+        if not d.class_colors or len(d.class_colors) != cfg.num_classes:
+            raise ConfigError("data.mask_encoding 'color' needs data.class_colors: one [R, G, B] "
+                              "per class in data.classes")
+    if len(d.image_size) != 2 or min(d.image_size) < 1:
+        raise ConfigError(f"data.image_size must be [height, width], got {d.image_size}")
+    if m.depth < 1:
+        raise ConfigError("model.depth must be at least 1")
+    if t.epochs < 1 or t.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    if (d.mean is None) != (d.std is None):
+        raise ConfigError("give both data.mean and data.std, or neither")
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

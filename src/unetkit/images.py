@@ -1,0 +1,153 @@
+"""Reading images and masks from disk, and turning masks into class-index arrays.
+
+Every failure raises `ImageError` with the file's name and what to do about it. Mask encodings
+are declared in the configuration (never guessed per file):
+- binary: a grey mask; pixels >= threshold are foreground (JPEG-noisy masks included);
+- color:  each pixel takes the class whose declared RGB colour is nearest (JPEG-noisy colour
+          masks, e.g. NeoPolyp's red/green on black); palette PNGs are read through their palette;
+- index:  pixel values are class indices (grey PNGs or the indices of a palette PNG).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+
+# Pillow's own guard against decompression bombs warns at 89 M pixels and fails at twice that.
+# A segmentation input above 100 M pixels (10,000 x 10,000) is refused with a clear message.
+MAX_PIXELS = 100_000_000
+
+
+class ImageError(ValueError):
+    """An image or mask that cannot be used; the message names the file and the fix."""
+
+
+def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
+    """Open and fully decode an image, EXIF orientation applied, or raise `ImageError`.
+
+    `draft`: a JPEG that will be shrunk to at most this side is decoded at a reduced scale
+    (libjpeg's DCT scaling), several times faster than a full decode followed by a resize.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{path}: {img.width}x{img.height} pixels is more than unetkit "
+                                 f"reads ({MAX_PIXELS:,}); downscale the image first")
+            if draft and img.format == "JPEG":
+                img.draft(img.mode, (draft, draft))
+            img.load()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image first") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "broken file"
+        raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
+                         "or remove it from the folder") from None
+    return ImageOps.exif_transpose(img)
+
+
+def to_array(img: Image.Image, channels: int) -> np.ndarray:
+    """An (H, W, channels) uint8 array: RGB for 3 channels, grey for 1, whatever the file's mode."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit scans: keep the top 8 bits
+        arr = np.asarray(img, dtype=np.uint32)
+        img = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "P") and channels == 3:
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))  # transparent pixels become black
+        img = Image.alpha_composite(background, img)
+    img = img.convert("RGB" if channels == 3 else "L")
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr if arr.ndim == 3 else arr[..., None]
+
+
+def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    return to_array(open_image(path), channels)
+
+
+def resize_image(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, C) uint8 image to (height, width) with antialiased bilinear filtering."""
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    out = np.asarray(img.resize((w, h), Image.BILINEAR, reducing_gap=3.0))
+    return out if out.ndim == 3 else out[..., None]
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if mask.shape == (h, w):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST))
+
+
+class MaskDecoder:
+    """Turns a mask file into an (H, W) uint8 array of class indices, as the config declares."""
+
+    def __init__(self, encoding: str, num_classes: int, threshold: int = 128,
+                 colors: list[list[int]] | None = None, ignore_index: int | None = None):
+        self.encoding, self.num_classes, self.threshold = encoding, num_classes, threshold
+        self.colors = np.asarray(colors, dtype=np.int32) if colors is not None else None
+        self.ignore_index = ignore_index
+
+    @classmethod
+    def from_config(cls, cfg) -> "MaskDecoder":
+        d = cfg.data
+        return cls(d.mask_encoding, cfg.num_classes, d.mask_threshold, d.class_colors,
+                   cfg.train.loss.ignore_index)
+
+    def decode(self, img: Image.Image) -> np.ndarray:
+        if self.encoding == "binary":
+            grey = to_array(img, 1)[..., 0]
+            return (grey >= self.threshold).astype(np.uint8)
+        if self.encoding == "index":
+            if img.mode not in ("P", "L", "I", "I;16", "1"):
+                img = img.convert("L")
+            return np.asarray(img).astype(np.uint8)
+        rgb = to_array(img, 3).astype(np.int32)
+        dist = ((rgb[:, :, None, :] - self.colors[None, None]) ** 2).sum(-1)  # (H, W, classes)
+        return dist.argmin(-1).astype(np.uint8)
+
+    def problems(self, img: Image.Image, mask: np.ndarray) -> list[str]:
+        """Reasons to doubt that this mask is encoded as declared (empty list: looks right)."""
+        found = []
+        if self.encoding == "binary":
+            grey = to_array(img, 1)[..., 0]
+            mid = ((grey > 32) & (grey < 224)).mean()
+            if 0 < grey.max() < self.threshold:
+                found.append(f"all values are below the threshold {self.threshold} (max "
+                             f"{grey.max()}): looks like a 0/1 index mask; set "
+                             "data.mask_encoding=index or data.mask_threshold=1")
+            elif mid > 0.05:
+                found.append(f"{mid:.0%} of pixels are mid-grey: not a binary mask; check "
+                             "data.masks points at masks, or declare data.mask_encoding")
+        elif self.encoding == "index":
+            valid = mask < self.num_classes
+            if self.ignore_index is not None:
+                valid |= mask == self.ignore_index
+            if not valid.all():
+                bad = sorted(set(np.unique(mask[~valid]).tolist()))[:5]
+                found.append(f"values {bad} are not class indices 0..{self.num_classes - 1}; "
+                             "declare data.mask_encoding=binary or color, or fix data.classes")
+        else:
+            rgb = to_array(img, 3).astype(np.int32)
+            nearest = self.colors[mask]
+            far = (np.abs(rgb - nearest).max(-1) > 100).mean()
+            if far > 0.01:
+                found.append(f"{far:.0%} of pixels are far from every colour in "
+                             "data.class_colors; check the colours declared for this data set")
+        return found
+
+
+def read_mask(path: str | Path, decoder: MaskDecoder) -> np.ndarray:
+    return decoder.decode(open_image(path))

@@ -1,0 +1,178 @@
+"""The run folder: everything needed to use a trained model, written atomically.
+
+    RUN_DIR/config.yaml          the fully resolved configuration
+    RUN_DIR/model.safetensors    the best weights (plain safetensors)
+    RUN_DIR/config.json          architecture, classes, input size, normalisation, metrics
+    RUN_DIR/checkpoints/last.pt  training state for --resume (loads with weights_only=True)
+    RUN_DIR/metrics.csv, curves.png, samples/*.png
+
+Every file is written to a temporary name in the same folder and renamed over the old one, so a
+crash or a full disk during a save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__, config as config_mod
+from .models import build_model
+
+
+class RunError(ValueError):
+    """A run folder or file that cannot be used; the message names it and says what to do."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load safetensors weights, failing with what differs when they belong to another model."""
+    path = Path(path)
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise RunError(f"{path}: no weights file") from None
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise RunError(f"{path}: not a readable safetensors file ({exc})") from None
+    check_state_dict(model, state, path)
+    model.load_state_dict(state)
+
+
+def check_state_dict(model: nn.Module, state: dict, source) -> None:
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in state]
+    extra = [k for k in state if k not in ours]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in ours.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} tensors differ in shape (first: {shapes[0]})")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (first: {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected tensors (first: {extra[0]})")
+        raise RunError(f"{source}: these weights belong to another architecture or class count: "
+                       f"{'; '.join(parts)}")
+
+
+def model_card(cfg, metrics: dict | None = None) -> dict:
+    """config.json: what `load_model` needs to rebuild the model and use it, and its scores."""
+    return {
+        "library": "unetkit", "unetkit_version": __version__,
+        "arch": cfg.model.arch, "in_channels": cfg.model.in_channels,
+        "out_channels": cfg.out_channels, "classes": cfg.data.classes,
+        "mask_encoding": cfg.data.mask_encoding, "class_colors": cfg.data.class_colors,
+        "image_size": cfg.data.image_size, "mean": cfg.data.mean, "std": cfg.data.std,
+        "threshold": cfg.train.threshold, "metrics": metrics or {},
+        "config": cfg.to_dict(),
+    }
+
+
+def write_model_card(run_dir: Path, cfg, metrics: dict | None = None) -> None:
+    write_text(run_dir / "config.json", json.dumps(model_card(cfg, metrics), indent=2))
+
+
+def read_model_card(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run_dir}: no config.json; is this a unetkit run folder (made by "
+                       "`unetkit train`)?") from None
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: damaged JSON ({exc})") from None
+
+
+def run_config(run_dir: str | Path):
+    """The Config a run was trained with (from config.json, which travels with the weights)."""
+    card = read_model_card(run_dir)
+    try:
+        return config_mod.from_dict(card["config"])
+    except (KeyError, config_mod.ConfigError) as exc:
+        raise RunError(f"{Path(run_dir) / 'config.json'}: not a unetkit model card ({exc})") from None
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a trained model from a run folder (or a Hub-style folder) alone, in eval mode.
+
+    The returned model carries its configuration as `model.unetkit_config`.
+    """
+    run_dir = resolve_model_dir(run_dir)
+    cfg = run_config(run_dir)
+    cfg.model.encoder_weights = None  # the trained weights below replace any pretrained ones
+    model = build_model(cfg)
+    load_weights(model, run_dir / "model.safetensors")
+    model.unetkit_config = cfg
+    return model.to(device).eval()
+
+
+def resolve_model_dir(name: str | Path) -> Path:
+    """A local folder, or a Hub id ("user/model") fetched with huggingface_hub when installed."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    if isinstance(name, str) and name.count("/") == 1 and not path.exists():
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            raise RunError(f"{name}: no such folder; to load a Hub id, `pip install "
+                           "huggingface_hub`") from None
+        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
+    raise RunError(f"{name}: no such run folder")
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def read_metrics_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
+                for row in csv.DictReader(f)]

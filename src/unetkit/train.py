@@ -1,0 +1,386 @@
+"""Training: `fit(cfg, run_dir)` trains a model and fills its run folder.
+
+The data are decoded and resized once into uint8 arrays, which live on the training device when
+they fit; each step gathers a batch by index, converts and augments it on the device, and runs
+the model under bf16 autocast (CUDA). Nothing in the step waits for the GPU: the loss is summed
+on the device and read once per progress-bar update.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import config as config_mod
+from .augment import BatchAugment
+from .data import ArrayData, DataError, load_arrays, pair_items, split_items
+from .images import MaskDecoder
+from .losses import SegmentationLoss
+from .metrics import SegmentationMetrics, logits_to_labels
+from .models import build_model
+from .plots import class_palette, panel, plot_curves, save_png
+from .runs import (RunError, atomic_write, read_metrics_csv, save_weights, unwrap,
+                   write_metrics_csv, write_model_card, write_text)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but no CUDA device is available; use "
+                           "--set train.device=cpu")
+    return torch.device(name)
+
+
+def resolve_normalisation(cfg, model) -> None:
+    """Fill data.mean/std: the encoder's pretrained statistics, or [0, 1] inputs for the plain
+    U-Net. Stored in the run so prediction normalises exactly as training did."""
+    if cfg.data.mean is not None:
+        return
+    c = cfg.model.in_channels
+    if hasattr(model, "pretrained_normalisation"):
+        mean, std = model.pretrained_normalisation()
+        if len(mean) != c:  # a grey input on an RGB encoder: average the statistics
+            mean, std = [sum(mean) / len(mean)] * c, [sum(std) / len(std)] * c
+    else:
+        mean, std = [0.0] * c, [1.0] * c
+    cfg.data.mean, cfg.data.std = [float(m) for m in mean], [float(s) for s in std]
+
+
+class Normalise:
+    """uint8 (B, H, W, C) on any device -> normalised float (B, C, H, W)."""
+
+    def __init__(self, mean, std, device):
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    def to_unit(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.permute(0, 3, 1, 2).float().div_(255)
+
+    def __call__(self, unit: torch.Tensor) -> torch.Tensor:
+        return (unit - self.mean) / self.std
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def make_optimizer(cfg, model) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = list(model.parameters())  # frozen ones too: they get no gradient, so no update
+    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
+    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True)
+
+
+def make_scheduler(cfg, optimizer, steps_per_epoch: int):
+    """Per-step LambdaLR for warmup + cosine/linear/constant; ReduceLROnPlateau per epoch."""
+    t = cfg.train
+    if t.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=t.plateau_factor, patience=t.plateau_patience,
+            min_lr=t.min_lr)
+    total, warmup = t.epochs * steps_per_epoch, int(t.warmup_epochs * steps_per_epoch)
+    floor = t.min_lr / t.lr if t.lr > 0 else 0.0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if t.schedule == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if t.schedule == "linear":
+            return floor + (1 - floor) * (1 - progress)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def prepare_data(cfg, progress: bool = True) -> tuple[ArrayData, ArrayData]:
+    if not cfg.data.root:
+        raise DataError("no data: give --data DIR (or data.root in the config)")
+    root = Path(cfg.data.root)
+    items, problems = pair_items(root, cfg.data)
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise DataError(f"{root}: {len(problems)} problems; fix them (or see all with "
+                        f"`unetkit check-data {root}`):\n  {shown}{more}")
+    splits = split_items(items, root, cfg.data.split)
+    if len(splits["train"]) < 1 or len(splits["val"]) < 1:
+        raise DataError(f"{root}: the split leaves {len(splits['train'])} training and "
+                        f"{len(splits['val'])} validation images; both need at least one")
+    decoder = MaskDecoder.from_config(cfg)
+    size, c = tuple(cfg.data.image_size), cfg.model.in_channels
+    train = load_arrays(splits["train"], size, c, decoder, cfg.data.cache_dir, "decoding train", progress)
+    val = load_arrays(splits["val"], size, c, decoder, cfg.data.cache_dir, "decoding val", progress)
+    return train, val
+
+
+def device_tensors(data: ArrayData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 arrays as tensors: on the GPU when they take under a quarter of its free memory
+    (then no host-to-device copy happens per step), else in pinned host memory."""
+    images, masks = torch.from_numpy(np.ascontiguousarray(data.images)), \
+        torch.from_numpy(np.ascontiguousarray(data.masks))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.numel() + masks.numel() < free // 4:
+            return images.to(device), masks.to(device)
+        return images.pin_memory(), masks.pin_memory()
+    return images, masks
+
+
+class Trainer:
+    def __init__(self, cfg, run_dir: Path, progress: bool = True, log=print):
+        self.cfg, self.run_dir, self.progress, self.log = cfg, Path(run_dir), progress, log
+        t = cfg.train
+        self.device = pick_device(t.device)
+        seed_everything(t.seed, t.deterministic)
+        self.train_data, self.val_data = prepare_data(cfg, progress)
+        self.model = build_model(cfg)
+        resolve_normalisation(cfg, self.model)
+        self.model.to(self.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda and t.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.step_model = self.model
+        if t.compile:
+            self.step_model = compile_or_eager(self.model, log)
+        self.norm = Normalise(cfg.data.mean, cfg.data.std, self.device)
+        self.loss_fn = SegmentationLoss(t.loss, cfg.num_classes).to(self.device)
+        self.augment = BatchAugment(t.augment, seed=t.seed + 1)
+        self.order = torch.Generator().manual_seed(t.seed + 2)  # the order of training samples
+        self.train_x, self.train_y = device_tensors(self.train_data, self.device)
+        self.val_x, self.val_y = device_tensors(self.val_data, self.device)
+        n = len(self.train_data)
+        self.batch_size = min(t.batch_size, n)
+        self.steps_per_epoch = n // self.batch_size
+        self.set_encoder_frozen(cfg.model.freeze_encoder_epochs > 0)
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.scheduler = make_scheduler(cfg, self.optimizer, self.steps_per_epoch)
+        self.epoch, self.best, self.history = 0, -1.0, []
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def set_encoder_frozen(self, frozen: bool) -> None:
+        encoder = getattr(self.model, "encoder", None)
+        if encoder is not None:
+            for p in encoder.parameters():
+                p.requires_grad_(not frozen)
+
+    def state(self) -> dict:
+        np_state = np.random.get_state()
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch, "best": self.best,
+            "rng": {
+                "order": self.order.get_state(), "augment": self.augment.generator.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.cuda else [],
+                "python": list(random.getstate()[1]),
+                "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
+            },
+        }
+
+    def save_checkpoint(self) -> None:
+        path = self.run_dir / "checkpoints" / "last.pt"
+        state = self.state()
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise RunError(f"{path}: no checkpoint to resume from") from None
+        except Exception as exc:
+            raise RunError(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc}); "
+                           "start a new run, or restore the file") from None
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.best = state["epoch"], state["best"]
+        rng = state["rng"]
+        self.order.set_state(rng["order"])
+        self.augment.generator.set_state(rng["augment"])
+        torch.set_rng_state(rng["torch"])
+        if self.cuda and rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate((3, tuple(rng["python"]), None))
+        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+        self.history = [r for r in read_metrics_csv(self.run_dir / "metrics.csv")
+                        if r["epoch"] <= self.epoch]
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def autocast(self):
+        enabled = self.cuda and self.cfg.train.amp
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled) if self.cuda \
+            else torch.autocast("cpu", enabled=False)
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, augment: bool):
+        idx = idx.to(x.device)
+        images = x[idx].to(self.device, non_blocking=True)
+        masks = y[idx].to(self.device, non_blocking=True).long()
+        images = self.norm.to_unit(images)
+        if augment and self.augment:
+            images, masks = self.augment(images, masks)
+        images = self.norm(images)
+        if self.cuda and self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks
+
+    def train_epoch(self) -> float:
+        self.model.train()
+        n = len(self.train_data)
+        perm = torch.randperm(n, generator=self.order)
+        total = torch.zeros((), device=self.device)
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+                   disable=not self.progress, leave=False, unit="batch")
+        per_step = not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        for step in bar:
+            images, masks = self.batch(self.train_x, self.train_y,
+                                       perm[step * self.batch_size:(step + 1) * self.batch_size], True)
+            with self.autocast():
+                logits = self.step_model(images)
+            loss = self.loss_fn(logits, masks)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if per_step:
+                self.scheduler.step()
+            total += loss.detach()
+            if self.progress and (step % 10 == 9 or step == self.steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
+        mean = total.item() / max(1, self.steps_per_epoch)
+        if not math.isfinite(mean):
+            raise FloatingPointError(
+                f"epoch {self.epoch + 1}: the training loss is {mean}; lower train.lr, or check "
+                "the data (run `unetkit check-data`). The best checkpoint was left as it was.")
+        return mean
+
+    @torch.no_grad()
+    def validate(self) -> tuple[dict, float]:
+        self.model.eval()
+        cfg = self.cfg
+        metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
+        loss_sum, n = torch.zeros((), device=self.device), len(self.val_data)
+        bs = cfg.train.eval_batch_size
+        for start in range(0, n, bs):
+            idx = torch.arange(start, min(n, start + bs))
+            images, masks = self.batch(self.val_x, self.val_y, idx, False)
+            with self.autocast():
+                logits = self.step_model(images)
+            loss_sum += self.loss_fn(logits, masks) * len(idx)
+            metrics.update(logits_to_labels(logits, cfg.train.threshold), masks)
+        return metrics.compute(), loss_sum.item() / max(1, n)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        write_text(self.run_dir / "config.yaml", config_mod.to_yaml(cfg))
+        if not (self.run_dir / "config.json").exists():
+            write_model_card(self.run_dir, cfg)
+        self.log(f"training {cfg.model.arch} on {len(self.train_data)} images, validating on "
+                 f"{len(self.val_data)}, {t.epochs} epochs, device {self.device}; run folder "
+                 f"{self.run_dir}")
+        started = time.perf_counter()
+        while self.epoch < t.epochs:
+            tic = time.perf_counter()
+            self.set_encoder_frozen(self.epoch < cfg.model.freeze_encoder_epochs)
+            train_loss = self.train_epoch()
+            scores, val_loss = self.validate()
+            self.epoch += 1
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(scores["mDice"])
+            seconds = time.perf_counter() - tic
+            row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
+                   "val_mDice": scores["mDice"], "val_mIoU": scores["mIoU"],
+                   "val_dice": scores["dice"], "val_iou": scores["iou"],
+                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
+            self.history.append(row)
+            improved = scores["mDice"] > self.best
+            if improved:
+                self.best = scores["mDice"]
+                save_weights(self.model, self.run_dir / "model.safetensors")
+                write_model_card(self.run_dir, cfg, {"epoch": self.epoch, "split": "val", **scores})
+            write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+            self.save_checkpoint()
+            self.log(f"epoch {self.epoch:3d}/{t.epochs}  train loss {train_loss:.4f}  val loss "
+                     f"{val_loss:.4f}  val mDice {scores['mDice']:.4f}  mIoU {scores['mIoU']:.4f}"
+                     f"  lr {row['lr']:.2e}  {seconds:.1f}s{'  *best' if improved else ''}")
+        self.log(f"done in {time.perf_counter() - started:.1f}s; best val mDice {self.best:.4f}")
+        self.finish()
+        return {"best_mDice": self.best, "epochs": self.epoch}
+
+    def finish(self) -> None:
+        """curves.png and the sample panels, from the best weights."""
+        plot_curves(self.history, self.run_dir / "curves.png")
+        from .runs import load_weights
+        load_weights(unwrap(self.model), self.run_dir / "model.safetensors")
+        self.model.eval()
+        cfg, k = self.cfg, min(self.cfg.train.samples, len(self.val_data))
+        if k == 0:
+            return
+        palette = class_palette(cfg.num_classes, cfg.data.class_colors)
+        images, masks = self.batch(self.val_x, self.val_y, torch.arange(k), False)
+        with torch.no_grad(), self.autocast():
+            pred = logits_to_labels(self.model(images), cfg.train.threshold).cpu().numpy()
+        for i in range(k):
+            name = self.val_data.names[i]
+            img = np.asarray(self.val_data.images[i])
+            save_png(self.run_dir / "samples" / f"{name}.png",
+                     panel(img, np.asarray(self.val_data.masks[i]), pred[i].astype(np.uint8),
+                           palette, name))
+
+
+def compile_or_eager(model, log):
+    """torch.compile when it works here; the eager model (with a note) when it does not."""
+    try:
+        compiled = torch.compile(model)
+        return compiled
+    except Exception as exc:  # compile is an optimisation: never the reason a run fails
+        log(f"torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
+        return model
+
+
+def default_run_dir(cfg) -> Path:
+    base = Path("runs") / cfg.name
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = Path(f"{base}-{i}")
+    return path
+
+
+def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+        log=print) -> dict:
+    """Train `cfg` into `run_dir` (a new folder unless `resume`); returns the best scores."""
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose "
+                       "another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, run_dir, progress, log)
+    if resume:
+        trainer.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        log(f"resuming {run_dir} after epoch {trainer.epoch} (best val mDice {trainer.best:.4f})")
+    return trainer.fit()
