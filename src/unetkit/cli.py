@@ -14,7 +14,8 @@ def _config_args(p: argparse.ArgumentParser, required: bool) -> None:
     group = p.add_mutually_exclusive_group(required=required)
     group.add_argument("--recipe", help="a recipe shipped with unetkit (see `unetkit recipes`)")
     group.add_argument("--config", help="a YAML config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                   metavar="KEY=VALUE",
                    help="change one config field, e.g. --set train.epochs=5 (repeatable)")
 
 
