@@ -212,7 +212,13 @@ def parse_value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text
+        pass
+    if text.strip()[:1] in ("[", "{"):  # YAML's flow style, as in recipes: [background, polyp]
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            pass
+    return text
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:

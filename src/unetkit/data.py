@@ -182,35 +182,51 @@ def resolve_split(cfg, root: Path, name: str) -> list[Item]:
 # Integrity checks.
 
 
+def load_pair(item: Item, decoder: MaskDecoder, channels: int = 3, draft: int | None = None
+              ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    """Decode one pair: (image (H, W, C) uint8, mask (H, W) class indices, problems).
+
+    Problems (unreadable files, a mask of another size than its image, mask values that do not
+    fit the declared encoding) are returned, not raised, so a caller can list them all; the
+    arrays are then None. `draft`: JPEGs are decoded at reduced scale for a target of at most
+    this side; anything suspicious is judged again at full resolution, so the verdict is the
+    same as without it.
+    """
+    try:
+        img = open_image(item.image, draft)
+        image = to_array(img, channels)
+        if item.mask is None:
+            return image, None, []
+        mimg = open_image(item.mask, draft)
+    except ImageError as exc:
+        return None, None, [str(exc)]
+    if mimg.size != img.size:
+        if draft:  # a PNG mask for a JPEG image, say: only the JPEG was decoded small
+            return load_pair(item, decoder, channels)
+        return None, None, [f"{item.mask}: mask is {mimg.width}x{mimg.height} but its image is "
+                            f"{img.width}x{img.height}; re-export the mask at the image's size"]
+    mask = decoder.decode(mimg)
+    problems = [f"{item.mask}: {p}" for p in decoder.problems(mimg, mask)]
+    if problems and draft:  # reduced-scale decoding blurs edges: judge at full size
+        return load_pair(item, decoder, channels)
+    return (None, None, problems) if problems else (image, mask, [])
+
+
 def check_items(items: list[Item], decoder: MaskDecoder, channels: int = 3,
                 progress: bool = True) -> list[str]:
     """Every problem with every pair, in one pass: unreadable files, size mismatches, odd masks."""
-
-    def check(item: Item) -> list[str]:
-        found = []
-        try:
-            img = open_image(item.image)
-            to_array(img, channels)
-        except ImageError as exc:
-            return [str(exc)]
-        if item.mask is None:
-            return found
-        try:
-            mimg = open_image(item.mask)
-        except ImageError as exc:
-            return [str(exc)]
-        if mimg.size != img.size:
-            found.append(f"{item.mask}: mask is {mimg.width}x{mimg.height} but its image is "
-                         f"{img.width}x{img.height}; re-export the mask at the image's size")
-            return found
-        mask = decoder.decode(mimg)
-        found += [f"{item.mask}: {p}" for p in decoder.problems(mimg, mask)]
-        return found
-
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(tqdm(pool.map(check, items), total=len(items), desc="checking",
-                            disable=not progress, leave=False))
+        results = list(tqdm(pool.map(lambda it: load_pair(it, decoder, channels)[2], items),
+                            total=len(items), desc="checking", disable=not progress, leave=False))
     return [p for r in results for p in r]
+
+
+def problems_error(where: str, problems: list[str]) -> DataError:
+    """One error listing the first problems found, with the command that lists them all."""
+    shown = "\n  ".join(problems[:10])
+    more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+    return DataError(f"{where}: {len(problems)} problems; fix them (or see all with `unetkit "
+                     f"check-data {where}`):\n  {shown}{more}")
 
 
 def check_data(root: Path, cfg, progress: bool = True) -> tuple[int, list[str]]:
@@ -252,7 +268,7 @@ def _cache_key(items: list[Item], size: tuple[int, int], channels: int, decoder:
 def load_arrays(items: list[Item], size: tuple[int, int], channels: int, decoder: MaskDecoder,
                 cache_dir: str | None = None, desc: str = "decoding",
                 progress: bool = True) -> ArrayData:
-    """Decode and resize every pair once. Bad files stop with the file named (run check-data).
+    """Decode and resize every pair once. Bad files stop it with a `DataError` naming them all.
 
     With `cache_dir`, the arrays are kept there as .npy files keyed by the files' paths, sizes
     and dates and the settings, and memory-mapped by later runs.
@@ -265,21 +281,19 @@ def load_arrays(items: list[Item], size: tuple[int, int], channels: int, decoder
         if img_file.exists() and mask_file.exists():
             return ArrayData(np.load(img_file, mmap_mode="r"), np.load(mask_file, mmap_mode="r"), names)
 
-    def load(item: Item) -> tuple[np.ndarray, np.ndarray]:
-        # JPEG images and masks are decoded at reduced scale; they agree in size whenever the
-        # full-size files do. If they disagree (a PNG mask for a JPEG image, say), decode both
-        # in full before judging the sizes.
-        img, mimg = open_image(item.image, draft=max(size)), open_image(item.mask, draft=max(size))
-        if mimg.size != img.size:
-            img, mimg = open_image(item.image), open_image(item.mask)
-        if mimg.size != img.size:
-            raise ImageError(f"{item.mask}: mask is {mimg.width}x{mimg.height} but its image is "
-                             f"{img.width}x{img.height}; run `unetkit check-data` on the folder")
-        return resize_image(to_array(img, channels), size), resize_mask(decoder.decode(mimg), size)
+    def load(item: Item) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        image, mask, problems = load_pair(item, decoder, channels, draft=max(size))
+        if problems:
+            return None, None, problems
+        return resize_image(image, size), resize_mask(mask, size), []
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         pairs = list(tqdm(pool.map(load, items), total=len(items), desc=desc,
                           disable=not progress, leave=False))
+    problems = [p for _, _, found in pairs for p in found]
+    if problems:  # every bad file at once, not one per attempt
+        raise problems_error(os.path.commonpath([str(it.image.parent.parent) for it in items]),
+                             problems)
     images = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, *size, channels), np.uint8)
     masks = np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, *size), np.uint8)
     if cache_dir:

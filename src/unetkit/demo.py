@@ -11,6 +11,10 @@ from .predict import predict_files
 from .synthetic import write_dataset
 from .train import fit
 
+# 200 images of 96x96, trained at 64x64 (the demo recipe): enough to reach val mDice ~0.9 in
+# about a minute on two CPU cores.
+COUNT, SIZE = 200, 96
+
 
 def run_demo(out: str | Path = "runs/demo", progress: bool = True, overrides: list[str] = (),
              log=print) -> dict:
@@ -22,8 +26,8 @@ def run_demo(out: str | Path = "runs/demo", progress: bool = True, overrides: li
             i += 1
         out = Path(f"{out}-{i}")
     started = time.perf_counter()
-    data = write_dataset(out / "data", count=240, size=128, seed=0)
-    log(f"wrote a synthetic polyp data set: {data} (240 images, 128x128)")
+    data = write_dataset(out / "data", count=COUNT, size=SIZE, seed=0)
+    log(f"wrote a synthetic polyp data set: {data} ({COUNT} images, {SIZE}x{SIZE})")
     cfg = config_mod.load("demo", overrides=list(overrides), data_root=str(data))
     fit(cfg, out / "run", progress=progress, log=log)
     scores = evaluate(out / "run", data, "val", progress=progress)
