@@ -72,6 +72,15 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from .submit import submit
+
+    result = submit(args.run_dir, args.data, args.format, args.out, tta=args.tta,
+                    progress=not args.quiet)
+    print(f"wrote {result['rows']} rows for {result['images']} images to {result['out']}")
+    return 0
+
+
 def cmd_check_data(args) -> int:
     from .data import check_data
 
@@ -131,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write colour overlays")
     p.add_argument("--probs", action="store_true", help="also write probability maps")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("submit", help="write a competition submission CSV")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="the competition's data folder")
+    p.add_argument("--format", required=True, help="the competition: bkai-neopolyp")
+    p.add_argument("--out", required=True, help="the CSV file to write")
+    p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("check-data", help="list every problem in a data folder")
     p.add_argument("dir")

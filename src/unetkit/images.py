@@ -114,9 +114,13 @@ class MaskDecoder:
             if img.mode not in ("P", "L", "I", "I;16", "1"):
                 img = img.convert("L")
             return np.asarray(img).astype(np.uint8)
-        rgb = to_array(img, 3).astype(np.int32)
-        dist = ((rgb[:, :, None, :] - self.colors[None, None]) ** 2).sum(-1)  # (H, W, classes)
-        return dist.argmin(-1).astype(np.uint8)
+        # Nearest colour: |x - c|^2 = |x|^2 - 2 x.c + |c|^2, and |x|^2 is the same for every c.
+        # Integers below 2^24, so float32 is exact and ties break as in the direct formula.
+        # For black/red/green this is NeoPolyp's rule: red iff r > 127.5 and r > g, etc.
+        rgb = to_array(img, 3).astype(np.float32)
+        colors = self.colors.astype(np.float32)
+        score = rgb @ (-2 * colors.T) + (colors ** 2).sum(1)  # (H, W, classes)
+        return score.argmin(-1).astype(np.uint8)
 
     def problems(self, img: Image.Image, mask: np.ndarray) -> list[str]:
         """Reasons to doubt that this mask is encoded as declared (empty list: looks right)."""

@@ -179,6 +179,8 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
 
     def set_encoder_frozen(self, frozen: bool) -> None:
+        """A frozen encoder keeps its weights and its BatchNorm statistics (see train_epoch)."""
+        self.encoder_frozen = frozen
         encoder = getattr(self.model, "encoder", None)
         if encoder is not None:
             for p in encoder.parameters():
@@ -249,6 +251,8 @@ class Trainer:
 
     def train_epoch(self) -> float:
         self.model.train()
+        if self.encoder_frozen and hasattr(self.model, "encoder"):
+            self.model.encoder.eval()  # BatchNorm would otherwise drift off the pretrained statistics
         n = len(self.train_data)
         perm = torch.randperm(n, generator=self.order)
         total = torch.zeros((), device=self.device)
