@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,10 +91,12 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
             raw = Path(d) / "model.onnx"
             # The TorchScript exporter: records height and width as dynamic axes. Inputs of a
             # multiple of the stride take no padding, so no size is frozen into the graph.
-            torch.onnx.export(model, (example,), str(raw), input_names=["image"],
-                              output_names=["logits"], opset_version=opset, dynamo=False,
-                              dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                            "logits": {0: "batch", 2: "height", 3: "width"}})
+            with warnings.catch_warnings():  # the tracer's notes on the padding branch (see above)
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), str(raw), input_names=["image"],
+                                  output_names=["logits"], opset_version=opset, dynamo=False,
+                                  dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                                "logits": {0: "batch", 2: "height", 3: "width"}})
             proto = onnx.load(str(raw))
             for key, value in meta.items():
                 proto.metadata_props.add(key=key, value=value)
