@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .images import read_image
-from .runs import write_text
+from .runs import RunError, write_text
 
 WIDTH, HEIGHT = 1918, 1280
 
@@ -60,7 +60,7 @@ def write_submission(run_dir, data_dir, out, tta: bool = False, progress: bool =
                                 "that holds Carvana's test/")
     predictor = Predictor.from_run(run_dir, tta=tta)
     if predictor.cfg.num_classes != 2:
-        raise ValueError(f"{run_dir}: a Carvana submission needs a binary model, this one has "
+        raise RunError(f"{run_dir}: a Carvana submission needs a binary model, this one has "
                          f"{predictor.cfg.num_classes} classes")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
