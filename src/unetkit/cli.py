@@ -62,7 +62,8 @@ def cmd_predict(args) -> int:
 
     result = predict_files(args.run_dir, args.inputs, args.out, tta=args.tta,
                            threshold=args.threshold, overlays=args.overlay, probs=args.probs,
-                           progress=not args.quiet)
+                           progress=not args.quiet, tile=args.tile,
+                           tile_overlap=args.tile_overlap, backend=args.backend)
     print(f"wrote {result['written']} masks to {result['out']}")
     if result["failed"]:
         print(f"{len(result['failed'])} files could not be read:", file=sys.stderr)
@@ -78,6 +79,18 @@ def cmd_submit(args) -> int:
     result = submit(args.run_dir, args.data, args.format, args.out, tta=args.tta,
                     progress=not args.quiet)
     print(f"wrote {result['rows']} rows for {result['images']} images to {result['out']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    result = export(args.run_dir, args.format, args.out)
+    if args.format == "onnx":
+        print(f"wrote {args.out} (opset {result['opset']}; ONNX Runtime vs PyTorch max logit "
+              f"difference {result['check']['max_abs_logit_diff']:.2e})")
+    else:
+        print(f"wrote {', '.join(result['files'])} to {result['out']}")
     return 0
 
 
@@ -127,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="the data folder")
     p.add_argument("--split", default="val", help="train, val, test, all, or a file of stems")
-    p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.add_argument("--tta", action="store_true",
+                   help="average predictions over flips (and 90-degree rotations if declared)")
     p.add_argument("--json", help="also write the scores to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
@@ -135,19 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--out", required=True, help="the folder for the masks")
-    p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.add_argument("--tta", action="store_true",
+                   help="average predictions over flips (and 90-degree rotations if declared)")
     p.add_argument("--threshold", type=float, help="foreground probability threshold (binary)")
     p.add_argument("--overlay", action="store_true", help="also write colour overlays")
     p.add_argument("--probs", action="store_true", help="also write probability maps")
+    p.add_argument("--tile", action="store_true",
+                   help="sliding-window inference at the training size instead of resizing")
+    p.add_argument("--tile-overlap", type=float, default=0.5, help="tile overlap (default 0.5)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: run RUN_DIR/model.onnx with ONNX Runtime")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("submit", help="write a competition submission CSV")
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="the competition's data folder")
-    p.add_argument("--format", required=True, help="the competition: bkai-neopolyp")
+    p.add_argument("--format", required=True, help="the competition: bkai-neopolyp or carvana")
     p.add_argument("--out", required=True, help="the CSV file to write")
     p.add_argument("--tta", action="store_true", help="average predictions over flips")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("export", help="export a model as ONNX or a Hugging Face Hub folder")
+    p.add_argument("run_dir")
+    p.add_argument("--format", required=True, choices=("onnx", "hub"))
+    p.add_argument("--out", required=True, help="the .onnx file, or the Hub folder")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("check-data", help="list every problem in a data folder")
     p.add_argument("dir")

@@ -44,6 +44,8 @@ class SplitConfig:
     test_fraction: float = 0.0  # held out from both train and val in a random split
     seed: int = 42
     group_by: str | None = None  # regex whose first group names an item's group (never split)
+    group_table: str | None = None  # CSV (relative to the data root) mapping group -> larger group;
+    group_column: str | None = None  # its column used, keyed by its first column (if file exists)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class DataConfig:
     mean: list[float] | None = None  # input normalisation; None: the model's default
     std: list[float] | None = None
     cache_dir: str | None = None  # where decoded, resized arrays are kept between runs
+    rotation_invariant: bool = False  # no "up" (microscopy): --tta adds 90-degree rotations
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -318,6 +321,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.depth must be at least 1")
     if t.epochs < 1 or t.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    if bool(d.split.group_table) != bool(d.split.group_column):
+        raise ConfigError("give both data.split.group_table and data.split.group_column, or neither")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
 

@@ -129,20 +129,40 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
                             f"split (first: {sorted(overlap)[:3]})")
         used = {i.name for i in train + val}
         return {"train": train, "val": val, "test": [i for i in items if i.name not in used]}
+    table = None
+    if split_cfg.group_table and (root / split_cfg.group_table).exists():
+        table = read_group_table(root / split_cfg.group_table, split_cfg.group_column)
     return random_split(items, split_cfg.val_fraction, split_cfg.test_fraction, split_cfg.seed,
-                        split_cfg.group_by)
+                        split_cfg.group_by, table)
+
+
+def read_group_table(path: Path, column: str) -> dict[str, str]:
+    """{first column's value: `column`'s value} from a CSV, e.g. Carvana's metadata.csv id -> make."""
+    import csv
+
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or column not in reader.fieldnames:
+            raise DataError(f"{path}: no column '{column}' (columns: {reader.fieldnames}); fix "
+                            "data.split.group_column")
+        key = reader.fieldnames[0]
+        return {row[key]: row[column] for row in reader if row[column] not in (None, "")}
 
 
 def random_split(items: list[Item], val_fraction: float, test_fraction: float, seed: int,
-                 group_by: str | None = None) -> dict[str, list[Item]]:
+                 group_by: str | None = None, table: dict[str, str] | None = None
+                 ) -> dict[str, list[Item]]:
     """A seeded random split. With `group_by` (a regex whose first group names the group, e.g.
-    Carvana's car id) whole groups go to one side, so no group appears in two splits."""
+    Carvana's car id) whole groups go to one side, so no group appears in two splits. `table`
+    maps those groups to larger ones (Carvana: car id -> make), which are then kept whole."""
     groups: dict[str, list[Item]] = {}
     for it in sorted(items, key=lambda i: i.name):
         key = it.name
         if group_by:
             match = re.search(group_by, it.name)
             key = match.group(1) if match else it.name
+        if table:
+            key = table.get(key, key)  # a car missing from the table stays its own group
         groups.setdefault(key, []).append(it)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)

@@ -1,8 +1,18 @@
 """Prediction with a trained model: any image size in, a mask at the image's own size out.
 
 `Predictor` holds a model with its run's pre- and post-processing: resize to the training size,
-normalise as in training, run the model (optionally with flip test-time augmentation), bring the
+normalise as in training, run the model (optionally with test-time augmentation), bring the
 class probabilities back to each image's size, then threshold (binary) or argmax (multi-class).
+
+With `tile=True` images are not resized: a window of the training size slides over the image at
+its own resolution (see `tiling`), for large images whose detail a resize would lose. The model
+can be the PyTorch module or an exported ONNX file run by ONNX Runtime (`backend="onnx"`); the
+pre- and post-processing are the same code either way.
+
+Test-time augmentation averages the logits over the horizontal, vertical and double flips, and,
+when the run declares `data.rotation_invariant` and trained on square images, over the 90-degree
+rotations too (8 views: the dihedral group). Rotations are opt-in because most photos have an
+"up" (a car's wheels are at the bottom) while microscopy does not.
 """
 
 from __future__ import annotations
@@ -17,14 +27,22 @@ from tqdm.auto import tqdm
 from .data import list_images
 from .images import ImageError, read_image, resize_image
 from .plots import class_palette, color_mask, overlay, save_png
-from .runs import load_model, run_config, resolve_model_dir
+from .runs import RunError, load_model, run_config, resolve_model_dir
+from .summary import summarize, write_summaries
+from .tiling import sliding_window
+
+BACKENDS = ("torch", "onnx")
 
 
 class Predictor:
-    def __init__(self, model: torch.nn.Module, cfg, device: str | torch.device = "cpu",
-                 tta: bool = False, threshold: float | None = None):
-        self.model, self.cfg, self.device = model.to(device).eval(), cfg, torch.device(device)
-        self.tta = tta
+    def __init__(self, model, cfg, device: str | torch.device = "cpu", tta: bool = False,
+                 threshold: float | None = None, tile: bool = False, tile_overlap: float = 0.5):
+        if isinstance(model, torch.nn.Module):
+            model = model.to(device).eval()
+        self.model, self.cfg, self.device = model, cfg, torch.device(device)
+        self.tta, self.tile, self.tile_overlap = tta, tile, tile_overlap
+        self.rotations = tta and cfg.data.rotation_invariant and \
+            cfg.data.image_size[0] == cfg.data.image_size[1]
         self.threshold = cfg.train.threshold if threshold is None else threshold
         self.size = tuple(cfg.data.image_size)
         self.channels = cfg.model.in_channels
@@ -33,27 +51,59 @@ class Predictor:
         self.palette = class_palette(cfg.num_classes, cfg.data.class_colors)
 
     @classmethod
-    def from_run(cls, run_dir, device: str | None = None, **kwargs) -> "Predictor":
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    def from_run(cls, run_dir, device: str | None = None, backend: str = "torch",
+                 **kwargs) -> "Predictor":
+        """A Predictor for a run folder (or Hub folder/id); `backend="onnx"` runs the run's
+        exported `model.onnx` (made by `unetkit export RUN_DIR --format onnx`) instead."""
         run_dir = resolve_model_dir(run_dir)
+        if backend == "onnx":
+            from .export import OnnxModel
+
+            path = run_dir / "model.onnx"
+            if not path.exists():
+                raise RunError(f"{path}: no ONNX model; make it with `unetkit export {run_dir} "
+                               f"--format onnx --out {path}`")
+            return cls(OnnxModel(path), run_config(run_dir), "cpu", **kwargs)
+        if backend != "torch":
+            raise RunError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_model(run_dir, device), run_config(run_dir), device, **kwargs)
+
+    def views(self):
+        """(transform, inverse) pairs over which TTA averages; the identity alone without TTA."""
+        views = [((), 0)]
+        if self.tta:
+            views += [((-1,), 0), ((-2,), 0), ((-2, -1), 0)]
+        if self.rotations:
+            views += [((), 1), ((), 3), ((-1,), 1), ((-1,), 3)]  # with the flips: all 8 symmetries
+        return views
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits for a normalised (B, C, H, W) batch, averaged over flips with TTA."""
-        if not self.tta:
-            return self.model(batch).float()
-        out = self.model(batch).float()
-        for dims in ((-1,), (-2,), (-2, -1)):
-            out += self.model(batch.flip(dims)).float().flip(dims)
-        return out / 4
+        """Logits for a normalised (B, C, H, W) batch, averaged over the TTA views."""
+        out = None
+        for flip, rot in self.views():
+            x = batch.flip(flip) if flip else batch
+            x = torch.rot90(x, rot, (-2, -1)) if rot else x
+            y = self.model(x).float()
+            y = torch.rot90(y, -rot, (-2, -1)) if rot else y
+            y = y.flip(flip) if flip else y
+            out = y if out is None else out + y
+        return out / len(self.views())
+
+    def _normalise(self, arr: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device).permute(0, 3, 1, 2).float()
+        return (x / 255 - self.mean) / self.std
 
     @torch.no_grad()
     def probabilities(self, images: list[np.ndarray]) -> list[torch.Tensor]:
         """Per image, (K, H, W) class probabilities at the image's own size (K=1 for binary)."""
+        if self.tile:
+            logits = [sliding_window(self.logits, self._normalise(img[None]), self.size,
+                                     self.tile_overlap)[0] for img in images]
+            return [torch.sigmoid(lg) if lg.shape[0] == 1 else lg.softmax(0) for lg in logits]
         resized = np.stack([resize_image(img, self.size) for img in images])
-        x = torch.from_numpy(resized).to(self.device).permute(0, 3, 1, 2).float() / 255
-        logits = self.logits((x - self.mean) / self.std)
+        logits = self.logits(self._normalise(resized))
         probs = torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)
         return [F.interpolate(p[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
                 for p, img in zip(probs, images)]
@@ -86,16 +136,22 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                   threshold: float | None = None, overlays: bool = False, probs: bool = False,
                   batch_size: int = 16, device: str | None = None, progress: bool = True,
+                  tile: bool = False, tile_overlap: float = 0.5, backend: str = "torch",
                   log=print) -> dict:
     """Write a mask PNG per input image (0/255 for binary, class indices otherwise, at the
     image's size), plus a colour mask for multi-class models, overlays and probability maps on
-    request. Unreadable files are reported and skipped; the rest are still predicted."""
-    predictor = Predictor.from_run(run_dir, device, tta=tta, threshold=threshold)
+    request, and summary.json / summary.csv (area, bounding box and connected components per
+    class and image). Unreadable files are reported and skipped; the rest are still predicted."""
+    predictor = Predictor.from_run(run_dir, device, backend, tta=tta, threshold=threshold,
+                                   tile=tile, tile_overlap=tile_overlap)
+    if tile:
+        batch_size = 1  # tiles are batched inside each image; whole large images are not
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = collect_inputs(inputs)
     binary = predictor.cfg.num_classes == 2
     failed: list[str] = []
+    summaries: list[dict] = []
     written = 0
     bar = tqdm(total=len(files), desc="predicting", unit="image", disable=not progress)
     for start in range(0, len(files), batch_size):
@@ -110,6 +166,7 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
         if images:
             for path, img, p in zip(chunk, images, predictor.probabilities(images)):
                 labels = predictor.labels(p)
+                summaries.append(summarize(path.name, labels, predictor.cfg.data.classes))
                 stem = out_dir / path.stem
                 save_png(f"{stem}.png", labels * 255 if binary else labels)
                 if not binary:
@@ -125,5 +182,7 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                 written += 1
         bar.update(len(files[start:start + batch_size]))
     bar.close()
+    if summaries:
+        write_summaries(out_dir, summaries)
     return {"written": written, "failed": failed, "out": str(out_dir)}
 

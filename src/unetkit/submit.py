@@ -61,8 +61,15 @@ def bkai_neopolyp_rows(image: Path, labels: np.ndarray) -> list[tuple[str, str]]
     return [(f"{image.stem}_0", rle_encode(labels == 1)), (f"{image.stem}_1", rle_encode(labels == 2))]
 
 
+def carvana_rows(image: Path, labels: np.ndarray) -> list[tuple[str, str]]:
+    """Carvana Image Masking Challenge: one row per photo, 'img' the file name, 'rle_mask' the car
+    mask at the photo's own 1918x1280 size."""
+    return [(image.name, rle_encode(labels > 0))]
+
+
 FORMATS: dict[str, SubmissionFormat] = {
     "bkai-neopolyp": SubmissionFormat("test", ("Id", "Expected"), 3, bkai_neopolyp_rows),
+    "carvana": SubmissionFormat("test", ("img", "rle_mask"), 2, carvana_rows),
 }
 
 

@@ -1,0 +1,89 @@
+"""Export: ONNX (checked against PyTorch) and Hub folders (loading back identical)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from conftest import real_data, run_cli
+from run_fixtures import make_run
+from unetkit import load_model
+from unetkit.export import ATOL, OPSET, OnnxModel, export_hub, export_onnx
+from unetkit.images import read_image
+from unetkit.predict import Predictor
+
+TINY = ["model.base_channels=8", "model.depth=3", "data.image_size=[64, 64]"]
+
+
+def test_onnx_export_records_opset_and_runs_any_size(tmp_path):
+    run = make_run(tmp_path / "run", TINY)
+    sidecar = export_onnx(run, tmp_path / "m.onnx")
+    assert sidecar["opset"] == OPSET and sidecar["check"]["max_abs_logit_diff"] < ATOL
+    assert json.loads((tmp_path / "m.json").read_text())["input_multiple"] == 8
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["opset"] == str(OPSET) and proto.opset_import[0].version == OPSET
+    model, onnx_model = load_model(run), OnnxModel(tmp_path / "m.onnx")
+    x = torch.randn(3, 3, 45, 70)  # batch, height and width other than the export's
+    with torch.no_grad():
+        assert (onnx_model(x) - model(x)).abs().max() < ATOL
+
+
+def test_onnx_matches_pytorch_on_real_images(tmp_path):
+    """The classic U-Net at the Kvasir recipe's 256x256 on real polyp photos."""
+    images = sorted((real_data("kvasir-seg") / "images").glob("*.jpg"))[:3]
+    run = make_run(tmp_path / "run", ["model.base_channels=16", "data.image_size=[256, 256]"])
+    export_onnx(run, run / "model.onnx")
+    imgs = [read_image(p) for p in images]
+    torch_p = Predictor.from_run(run, "cpu").probabilities(imgs)
+    onnx_p = Predictor.from_run(run, backend="onnx").probabilities(imgs)
+    for a, b in zip(torch_p, onnx_p):
+        # Probabilities: float32 summation-order noise only, far below any threshold's effect.
+        assert (a - b).abs().max() < 1e-4
+
+
+def test_predict_backend_onnx_writes_the_same_masks(tmp_path):
+    run = make_run(tmp_path / "run", TINY)
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, size in enumerate(((50, 70), (64, 64), (97, 33))):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(inputs / f"{i}.png")
+    proc = run_cli("predict", str(run), str(inputs), "--out", str(tmp_path / "x"),
+                   "--backend", "onnx", check=False)
+    assert proc.returncode == 2 and "unetkit export" in proc.stderr  # says how to make it
+    run_cli("export", str(run), "--format", "onnx", "--out", str(run / "model.onnx"))
+    for backend in ("torch", "onnx"):
+        run_cli("predict", str(run), str(inputs), "--out", str(tmp_path / backend), "--quiet",
+                "--backend", backend, "--tile", "--overlay")
+    for i in range(3):
+        a = np.asarray(Image.open(tmp_path / "torch" / f"{i}.png"))
+        b = np.asarray(Image.open(tmp_path / "onnx" / f"{i}.png"))
+        assert (a != b).mean() < 1e-3
+    assert (tmp_path / "onnx" / "summary.csv").exists()
+    assert (tmp_path / "onnx" / "0_overlay.png").exists()
+
+
+def test_hub_folder_loads_back_identical(tmp_path):
+    run = make_run(tmp_path / "run", TINY + ["model.in_channels=1"])
+    run_cli("export", str(run), "--format", "hub", "--out", str(tmp_path / "hub"))
+    hub = tmp_path / "hub"
+    assert sorted(p.name for p in hub.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    card = (hub / "README.md").read_text()
+    assert "not a medical device" in card and "mDice" in card and "library_name: unetkit" in card
+    x = torch.randn(2, 1, 40, 56)
+    with torch.no_grad():
+        assert torch.equal(load_model(run)(x), load_model(str(hub))(x))
+
+
+def test_export_rejects_unknown_format(tmp_path):
+    from unetkit.export import export
+    from unetkit.runs import RunError
+
+    with pytest.raises(RunError, match="onnx, hub"):
+        export(make_run(tmp_path / "run", TINY), "tflite", tmp_path / "x")
