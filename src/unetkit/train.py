@@ -278,6 +278,9 @@ class Trainer:
             if self.progress and (step % 10 == 9 or step == self.steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
         mean = self.ctx.mean(total).item() / max(1, self.guard.finish_epoch(self.steps_per_epoch))
+        if self.guard.skipped:
+            self.log(f"epoch {self.epoch + 1}: skipped {self.guard.skipped} of "
+                     f"{self.steps_per_epoch} steps whose loss was not finite")
         if not math.isfinite(mean):
             raise FloatingPointError(
                 f"epoch {self.epoch + 1}: the training loss is {mean}; lower train.lr, or check "
