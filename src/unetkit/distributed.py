@@ -147,19 +147,19 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
     torch.nn.SyncBatchNorm runs on GPUs only; this is the CPU (gloo) counterpart, so CPU runs and
     their tests can use global-batch statistics too. Same parameters and buffers as BatchNorm2d,
-    so its weights load into the plain model. Per-channel sums of x and x^2 and the count are
-    all-reduced (one collective per layer), with their gradient."""
+    so its weights load into the plain model. The per-channel sums behind the mean and the
+    variance are all-reduced (two collectives per layer), with their gradients."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized()):
             return super().forward(x)
-        c = x.shape[1]
-        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)),
-                           x.new_full((1,), x.numel() // c)])
-        total = _SumOverRanks.apply(local)
+        c, dims = x.shape[1], (0, 2, 3)
+        # Two passes, as BatchNorm2d computes them: the mean, then the mean squared deviation
+        # (sum(x^2)/n - mean^2 in one pass loses digits when the mean is large next to the spread).
+        total = _SumOverRanks.apply(torch.cat([x.sum(dims), x.new_full((1,), x.numel() // c)]))
         n = total[-1]
         mean = total[:c] / n
-        var = (total[c:2 * c] / n - mean * mean).clamp_min(0)
+        var = _SumOverRanks.apply(((x - mean.view(1, c, 1, 1)) ** 2).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1

@@ -260,10 +260,10 @@ class Trainer:
         per_step = not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         for step in bar:
             idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
-            if not self.augment:  # augmentation draws for the global batch, then each rank's share
-                idx = self.ctx.share(idx)
-            images, masks = self.batch(self.train_x, self.train_y, idx, True)
-            images, masks = self.ctx.share(images), self.ctx.share(masks)
+            if self.augment:  # draws for the global batch on every rank, which keeps its share
+                images, masks = map(self.ctx.share, self.batch(self.train_x, self.train_y, idx, True))
+            else:
+                images, masks = self.batch(self.train_x, self.train_y, self.ctx.share(idx), False)
             with self.autocast():
                 logits = self.train_model(images)
             loss = self.loss_fn(logits, masks)
