@@ -100,6 +100,8 @@ class TrainConfig:
     eval_batch_size: int = 32
     samples: int = 4  # validation panels written to samples/
     threshold: float = 0.5  # probability above which a binary pixel is foreground
+    nan_policy: str = "stop"  # a NaN/inf training loss: stop the run, or skip that step
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics of the global batch
 
 
 @dataclass
@@ -302,6 +304,7 @@ def validate(cfg: Config) -> None:
         "data.layout": (d.layout, ("auto", "kvasir", "neopolyp", "isbi", "carvana", "custom")),
         "train.optimizer": (t.optimizer, ("adamw", "adam", "sgd")),
         "train.schedule": (t.schedule, ("cosine", "linear", "constant", "plateau")),
+        "train.nan_policy": (t.nan_policy, ("stop", "skip")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

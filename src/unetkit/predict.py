@@ -133,6 +133,15 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
+def output_stem(out_dir: Path, path: Path) -> Path:
+    """out_dir/<the input's file stem>: outputs named after inputs never land outside out_dir."""
+    stem = out_dir / Path(path.name).stem
+    if not path.name or stem.resolve().parent != out_dir.resolve():
+        raise ImageError(f"{path}: a mask named after this file would be written outside "
+                         f"{out_dir}; rename the file")
+    return stem
+
+
 def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                   threshold: float | None = None, overlays: bool = False, probs: bool = False,
                   batch_size: int = 16, device: str | None = None, progress: bool = True,
@@ -158,6 +167,7 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
         chunk, images = [], []
         for path in files[start:start + batch_size]:
             try:
+                output_stem(out_dir, path)
                 images.append(read_image(path, predictor.channels))
                 chunk.append(path)
             except ImageError as exc:
@@ -167,16 +177,15 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
             for path, img, p in zip(chunk, images, predictor.probabilities(images)):
                 labels = predictor.labels(p)
                 summaries.append(summarize(path.name, labels, predictor.cfg.data.classes))
-                stem = out_dir / path.stem
+                stem = output_stem(out_dir, path)
                 save_png(f"{stem}.png", labels * 255 if binary else labels)
                 if not binary:
                     save_png(f"{stem}_color.png", color_mask(labels, predictor.palette))
                 if overlays:
                     save_png(f"{stem}_overlay.png", overlay(img, labels, predictor.palette))
                 if probs:
-                    fg = p[0] if binary else p
                     if binary:
-                        save_png(f"{stem}_prob.png", (fg.cpu().numpy() * 255).round().astype(np.uint8))
+                        save_png(f"{stem}_prob.png", (p[0].cpu().numpy() * 255).round().astype(np.uint8))
                     else:
                         np.save(f"{stem}_probs.npy", p.cpu().numpy().astype(np.float16))
                 written += 1

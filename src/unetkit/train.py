@@ -19,11 +19,14 @@ from tqdm.auto import tqdm
 
 from . import config as config_mod
 from .augment import BatchAugment
+from .checkpoints import load_latest, save_checkpoint
+from .distributed import Context
 from .data import ArrayData, DataError, load_arrays, pair_items, split_items
 from .images import MaskDecoder
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import build_model
+from .numerics import LossGuard
 from .plots import class_palette, panel, plot_curves, save_png
 from .runs import (RunError, atomic_write, read_metrics_csv, save_weights, unwrap,
                    write_metrics_csv, write_model_card, write_text)
@@ -147,15 +150,16 @@ def device_tensors(data: ArrayData, device: torch.device) -> tuple[torch.Tensor,
 
 
 class Trainer:
-    def __init__(self, cfg, run_dir: Path, progress: bool = True, log=print):
+    def __init__(self, cfg, run_dir: Path, progress: bool = True, log=print, ctx: Context = None):
         self.cfg, self.run_dir, self.progress, self.log = cfg, Path(run_dir), progress, log
+        self.ctx = ctx or Context()  # a world of one unless started by torchrun
         t = cfg.train
-        self.device = pick_device(t.device)
+        self.device = self.ctx.device(pick_device(t.device))
         seed_everything(t.seed, t.deterministic)
         self.train_data, self.val_data = prepare_data(cfg, progress)
         self.model = build_model(cfg)
         resolve_normalisation(cfg, self.model)
-        self.model.to(self.device)
+        self.model = self.ctx.prepare(self.model.to(self.device))
         self.cuda = self.device.type == "cuda"
         if self.cuda and t.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -171,6 +175,9 @@ class Trainer:
         n = len(self.train_data)
         self.batch_size = min(t.batch_size, n)
         self.steps_per_epoch = n // self.batch_size
+        self.ctx.local_batch(self.batch_size)  # fails early unless it divides among the processes
+        self.guard = LossGuard(t.nan_policy, self.device, self.ctx)
+        self.frozen = None
         self.set_encoder_frozen(cfg.model.freeze_encoder_epochs > 0)
         self.optimizer = make_optimizer(cfg, self.model)
         self.scheduler = make_scheduler(cfg, self.optimizer, self.steps_per_epoch)
@@ -185,6 +192,8 @@ class Trainer:
         if encoder is not None:
             for p in encoder.parameters():
                 p.requires_grad_(not frozen)
+        if frozen != self.frozen:  # DDP must know the parameters that get gradients
+            self.frozen, self.train_model = frozen, self.ctx.wrap(self.step_model)
 
     def state(self) -> dict:
         np_state = np.random.get_state()
@@ -203,18 +212,11 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        path = self.run_dir / "checkpoints" / "last.pt"
-        state = self.state()
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        save_checkpoint(self.run_dir / "checkpoints", self.state())
 
-    def load_checkpoint(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise RunError(f"{path}: no checkpoint to resume from") from None
-        except Exception as exc:
-            raise RunError(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc}); "
-                           "start a new run, or restore the file") from None
+    def load_checkpoint(self, folder: Path) -> None:
+        """The state of checkpoints/last.pt (previous.pt when last.pt is damaged)."""
+        state, _ = load_latest(folder, self.log)
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -255,25 +257,34 @@ class Trainer:
             self.model.encoder.eval()  # BatchNorm would otherwise drift off the pretrained statistics
         n = len(self.train_data)
         perm = torch.randperm(n, generator=self.order)
+        self.guard.start_epoch(f"epoch {self.epoch + 1}")
         total = torch.zeros((), device=self.device)
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
                    disable=not self.progress, leave=False, unit="batch")
         per_step = not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         for step in bar:
-            images, masks = self.batch(self.train_x, self.train_y,
-                                       perm[step * self.batch_size:(step + 1) * self.batch_size], True)
+            idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+            if self.augment:  # draws for the global batch on every rank, which keeps its share
+                images, masks = map(self.ctx.share, self.batch(self.train_x, self.train_y, idx, True))
+            else:
+                images, masks = self.batch(self.train_x, self.train_y, self.ctx.share(idx), False)
             with self.autocast():
-                logits = self.step_model(images)
+                logits = self.train_model(images)
             loss = self.loss_fn(logits, masks)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.guard.admit(loss, step):
+                loss.backward()
+                self.optimizer.step()
+                total += loss.detach()
             if per_step:
                 self.scheduler.step()
-            total += loss.detach()
+            self.guard.check(step, last=step == self.steps_per_epoch - 1)
             if self.progress and (step % 10 == 9 or step == self.steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
-        mean = total.item() / max(1, self.steps_per_epoch)
+        mean = self.ctx.mean(total).item() / max(1, self.guard.finish_epoch(self.steps_per_epoch))
+        if self.guard.skipped:
+            self.log(f"epoch {self.epoch + 1}: skipped {self.guard.skipped} of "
+                     f"{self.steps_per_epoch} steps whose loss was not finite")
         if not math.isfinite(mean):
             raise FloatingPointError(
                 f"epoch {self.epoch + 1}: the training loss is {mean}; lower train.lr, or check "
@@ -286,22 +297,24 @@ class Trainer:
         cfg = self.cfg
         metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
         loss_sum, n = torch.zeros((), device=self.device), len(self.val_data)
-        bs = cfg.train.eval_batch_size
-        for start in range(0, n, bs):
-            idx = torch.arange(start, min(n, start + bs))
+        bs, mine = cfg.train.eval_batch_size, self.ctx.deal(n)  # every image on one process
+        for start in range(0, len(mine), bs):
+            idx = mine[start:start + bs]
             images, masks = self.batch(self.val_x, self.val_y, idx, False)
             with self.autocast():
                 logits = self.step_model(images)
             loss_sum += self.loss_fn(logits, masks) * len(idx)
             metrics.update(logits_to_labels(logits, cfg.train.threshold), masks)
-        return metrics.compute(), loss_sum.item() / max(1, n)
+        self.ctx.reduce_metrics(metrics)
+        return metrics.compute(), self.ctx.sum(loss_sum).item() / max(1, n)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> dict:
-        cfg, t = self.cfg, self.cfg.train
-        write_text(self.run_dir / "config.yaml", config_mod.to_yaml(cfg))
-        if not (self.run_dir / "config.json").exists():
+        cfg, t, main = self.cfg, self.cfg.train, self.ctx.is_main  # only rank 0 writes files
+        if main:
+            write_text(self.run_dir / "config.yaml", config_mod.to_yaml(cfg))
+        if main and not (self.run_dir / "config.json").exists():
             write_model_card(self.run_dir, cfg)
         self.log(f"training {cfg.model.arch} on {len(self.train_data)} images, validating on "
                  f"{len(self.val_data)}, {t.epochs} epochs, device {self.device}; run folder "
@@ -324,15 +337,18 @@ class Trainer:
             improved = scores["mDice"] > self.best
             if improved:
                 self.best = scores["mDice"]
+            if improved and main:
                 save_weights(self.model, self.run_dir / "model.safetensors")
                 write_model_card(self.run_dir, cfg, {"epoch": self.epoch, "split": "val", **scores})
-            write_metrics_csv(self.run_dir / "metrics.csv", self.history)
-            self.save_checkpoint()
+            if main:
+                write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+                self.save_checkpoint()
             self.log(f"epoch {self.epoch:3d}/{t.epochs}  train loss {train_loss:.4f}  val loss "
                      f"{val_loss:.4f}  val mDice {scores['mDice']:.4f}  mIoU {scores['mIoU']:.4f}"
                      f"  lr {row['lr']:.2e}  {seconds:.1f}s{'  *best' if improved else ''}")
         self.log(f"done in {time.perf_counter() - started:.1f}s; best val mDice {self.best:.4f}")
-        self.finish()
+        if main:
+            self.finish()
         return {"best_mDice": self.best, "epochs": self.epoch}
 
     def finish(self) -> None:
@@ -378,13 +394,24 @@ def default_run_dir(cfg) -> Path:
 def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
         log=print) -> dict:
     """Train `cfg` into `run_dir` (a new folder unless `resume`); returns the best scores."""
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose "
-                       "another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, run_dir, progress, log)
-    if resume:
-        trainer.load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        log(f"resuming {run_dir} after epoch {trainer.epoch} (best val mDice {trainer.best:.4f})")
-    return trainer.fit()
+    ctx = Context.from_env(pick_device(cfg.train.device), cfg.train.sync_batchnorm)
+    try:
+        if not ctx.is_main:  # one log and one progress bar for the whole world
+            log, progress = (lambda *a, **k: None), False
+        run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+        if not resume and run_dir.exists() and any(run_dir.iterdir()):
+            raise RunError(f"{run_dir} already holds a run; continue it with --resume, or "
+                           "choose another --out")
+        ctx.barrier()  # every rank has looked before rank 0 writes anything
+        run_dir.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(cfg, run_dir, progress, log, ctx)
+        if resume:
+            trainer.load_checkpoint(run_dir / "checkpoints")
+            log(f"resuming {run_dir} after epoch {trainer.epoch} (best val mDice "
+                f"{trainer.best:.4f})")
+        if ctx.active:
+            log(f"distributed: {ctx.world_size} processes, {trainer.batch_size // ctx.world_size}"
+                f" images each per step (global batch {trainer.batch_size})")
+        return trainer.fit()
+    finally:
+        ctx.close()

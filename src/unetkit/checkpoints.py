@@ -1,0 +1,75 @@
+"""Training checkpoints that survive a crash at any moment.
+
+    RUN_DIR/checkpoints/last.pt      the state after the latest finished epoch
+    RUN_DIR/checkpoints/previous.pt  the one before it: the fallback when last.pt is damaged
+
+A save writes the new state in full to a temporary file first, then renames last.pt to
+previous.pt and the temporary file to last.pt. Each rename is atomic, so after a crash (or a full
+disk) there is always at least one complete checkpoint: last.pt, or previous.pt alone when the
+crash fell between the two renames.
+
+Checkpoints hold only tensors, numbers, strings, lists and dicts, so they load with
+`torch.load(weights_only=True)`, which refuses to unpickle anything else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .runs import RunError
+
+LAST, PREVIOUS = "last.pt", "previous.pt"
+
+
+def save_checkpoint(folder: str | Path, state: dict) -> Path:
+    """Write `state` as folder/last.pt, keeping the former last.pt as folder/previous.pt."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    last, tmp = folder / LAST, folder / f".{LAST}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before any rename makes them count
+        if last.exists():
+            os.replace(last, folder / PREVIOUS)
+        os.replace(tmp, last)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return last
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """One checkpoint file, loaded safely, or a RunError naming it."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"{path}: no checkpoint") from None
+    except Exception as exc:  # truncated zip, bit rot, a pickle with arbitrary objects in it
+        raise RunError(f"{path}: damaged or unsafe checkpoint ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(state, dict) or not {"model", "epoch"} <= set(state):
+        raise RunError(f"{path}: not a unetkit training checkpoint")
+    return state
+
+
+def load_latest(folder: str | Path, log=print) -> tuple[dict, Path]:
+    """The newest readable checkpoint in `folder`: last.pt, else previous.pt (with a note why)."""
+    folder = Path(folder)
+    errors = []
+    for name in (LAST, PREVIOUS):
+        try:
+            state = read_checkpoint(folder / name)
+        except RunError as exc:
+            errors.append(str(exc))
+            continue
+        if errors:
+            log(f"{errors[0]}; resuming from {folder / name} instead (epoch {state['epoch']})")
+        return state, folder / name
+    raise RunError("nothing to resume from: " + "; ".join(errors) + ". Start a new run, or "
+                   "restore a checkpoint file")
