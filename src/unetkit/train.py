@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import config as config_mod
 from .augment import BatchAugment
+from .compiling import compile_model, first_step_or_eager, uses_cuda_graphs
 from .data import ArrayData, DataError, load_arrays, pair_items, split_items
 from .images import MaskDecoder
 from .losses import SegmentationLoss
@@ -159,9 +160,10 @@ class Trainer:
         self.cuda = self.device.type == "cuda"
         if self.cuda and t.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.step_model = self.model
-        if t.compile:
-            self.step_model = compile_or_eager(self.model, log)
+        # The model the training step runs: compiled (proven or replaced by the eager model at
+        # the first step, see compiling.py) or the model itself.
+        self.step_model = compile_model(self.model, t.compile_mode, log) if t.compile else self.model
+        self.compile_proven = self.step_model is self.model
         self.norm = Normalise(cfg.data.mean, cfg.data.std, self.device)
         self.loss_fn = SegmentationLoss(t.loss, cfg.num_classes).to(self.device)
         self.augment = BatchAugment(t.augment, seed=t.seed + 1)
@@ -250,7 +252,9 @@ class Trainer:
     def train_epoch(self) -> float:
         self.model.train()
         n = len(self.train_data)
-        perm = torch.randperm(n, generator=self.order)
+        # On the data's device once per epoch: a host-to-device copy per step would make the
+        # host wait for the GPU at every step.
+        perm = torch.randperm(n, generator=self.order).to(self.train_x.device)
         total = torch.zeros((), device=self.device)
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
                    disable=not self.progress, leave=False, unit="batch")
@@ -258,15 +262,16 @@ class Trainer:
         for step in bar:
             images, masks = self.batch(self.train_x, self.train_y,
                                        perm[step * self.batch_size:(step + 1) * self.batch_size], True)
-            with self.autocast():
-                logits = self.step_model(images)
-            loss = self.loss_fn(logits, masks)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.compile_proven:
+                loss = self.train_step(self.step_model, images, masks)
+            else:
+                loss, self.step_model = first_step_or_eager(
+                    lambda model: self.train_step(model, images, masks), self.step_model,
+                    self.model, self.log)
+                self.compile_proven = True
             if per_step:
                 self.scheduler.step()
-            total += loss.detach()
+            total += loss
             if self.progress and (step % 10 == 9 or step == self.steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
         mean = total.item() / max(1, self.steps_per_epoch)
@@ -275,6 +280,18 @@ class Trainer:
                 f"epoch {self.epoch + 1}: the training loss is {mean}; lower train.lr, or check "
                 "the data (run `unetkit check-data`). The best checkpoint was left as it was.")
         return mean
+
+    def train_step(self, model, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """One optimiser step; returns the detached loss, still on the device (no host sync)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cuda and model is not self.model and uses_cuda_graphs(self.cfg.train.compile_mode):
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are done with
+        with self.autocast():
+            logits = model(images)
+        loss = self.loss_fn(logits, masks)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
     @torch.no_grad()
     def validate(self) -> tuple[dict, float]:
@@ -286,8 +303,8 @@ class Trainer:
         for start in range(0, n, bs):
             idx = torch.arange(start, min(n, start + bs))
             images, masks = self.batch(self.val_x, self.val_y, idx, False)
-            with self.autocast():
-                logits = self.step_model(images)
+            with self.autocast():  # eager: compiling eval mode and a smaller last batch would cost
+                logits = self.model(images)  # more than a validation pass takes
             loss_sum += self.loss_fn(logits, masks) * len(idx)
             metrics.update(logits_to_labels(logits, cfg.train.threshold), masks)
         return metrics.compute(), loss_sum.item() / max(1, n)
@@ -350,16 +367,6 @@ class Trainer:
             save_png(self.run_dir / "samples" / f"{name}.png",
                      panel(img, np.asarray(self.val_data.masks[i]), pred[i].astype(np.uint8),
                            palette, name))
-
-
-def compile_or_eager(model, log):
-    """torch.compile when it works here; the eager model (with a note) when it does not."""
-    try:
-        compiled = torch.compile(model)
-        return compiled
-    except Exception as exc:  # compile is an optimisation: never the reason a run fails
-        log(f"torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
-        return model
 
 
 def default_run_dir(cfg) -> Path:
