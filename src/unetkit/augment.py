@@ -34,14 +34,23 @@ def _chosen(gen, n, p):
     return torch.rand(n, generator=gen) < p
 
 
+def _to(params: torch.Tensor, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    """Parameters drawn on the CPU, moved to the batch's device. To a GPU through pinned memory
+    and without blocking: a plain copy would make the host wait for the GPU at every batch."""
+    params = params.to(dtype) if dtype is not None else params
+    if like.device.type == "cuda":
+        return params.pin_memory().to(like.device, non_blocking=True)
+    return params.to(like.device)
+
+
 def hflip(img, mask, gen, p=0.5):
-    sel = _chosen(gen, img.shape[0], p).to(img.device)
+    sel = _to(_chosen(gen, img.shape[0], p), img)
     return torch.where(sel[:, None, None, None], img.flip(-1), img), \
         torch.where(sel[:, None, None], mask.flip(-1), mask)
 
 
 def vflip(img, mask, gen, p=0.5):
-    sel = _chosen(gen, img.shape[0], p).to(img.device)
+    sel = _to(_chosen(gen, img.shape[0], p), img)
     return torch.where(sel[:, None, None, None], img.flip(-2), img), \
         torch.where(sel[:, None, None], mask.flip(-2), mask)
 
@@ -56,7 +65,7 @@ def rot90(img, mask, gen, p=0.5):
     turns = torch.randint(0, 4, (n,), generator=gen) * sel
     img, mask = img.clone(), mask.clone()
     for k in (1, 2, 3):
-        idx = (turns == k).nonzero().flatten().to(img.device)
+        idx = _to((turns == k).nonzero().flatten(), img)
         if len(idx):
             img[idx] = img[idx].rot90(k, (-2, -1))
             mask[idx] = mask[idx].rot90(k, (-2, -1))
@@ -67,7 +76,7 @@ def gamma(img, mask, gen, p=0.5, limit=(80, 120)):
     """img ** (g / 100), g uniform in `limit` (RandomGamma's gamma_limit)."""
     n = img.shape[0]
     g = _uniform(gen, n, limit[0] / 100, limit[1] / 100)
-    g = torch.where(_chosen(gen, n, p), g, torch.ones(n)).to(img.device, img.dtype)
+    g = _to(torch.where(_chosen(gen, n, p), g, torch.ones(n)), img, img.dtype)
     return img.clamp_min(0) ** g[:, None, None, None], mask
 
 
@@ -75,7 +84,7 @@ def rgb_shift(img, mask, gen, p=0.5, limit=20):
     """Add a uniform shift in [-limit, limit] (of 255) to each channel (RGBShift)."""
     n, c = img.shape[:2]
     shift = _uniform(gen, n * c, -limit / 255, limit / 255).reshape(n, c)
-    shift = (shift * _chosen(gen, n, p)[:, None]).to(img.device, img.dtype)
+    shift = _to(shift * _chosen(gen, n, p)[:, None], img, img.dtype)
     return (img + shift[:, :, None, None]).clamp(0, 1), mask
 
 
@@ -85,7 +94,7 @@ def brightness_contrast(img, mask, gen, p=0.5, brightness=0.2, contrast=0.2):
     b = _uniform(gen, n, -brightness, brightness)
     c = _uniform(gen, n, -contrast, contrast)
     sel = _chosen(gen, n, p)
-    b, c = (b * sel).to(img.device, img.dtype), (c * sel).to(img.device, img.dtype)
+    b, c = _to(b * sel, img, img.dtype), _to(c * sel, img, img.dtype)
     return (img * (1 + c[:, None, None, None]) + b[:, None, None, None]).clamp(0, 1), mask
 
 
@@ -99,7 +108,7 @@ def affine(img, mask, gen, p=0.5, scale=(0.9, 1.1), rotate=(-15, 15), translate=
     t = _uniform(gen, 2 * n, -translate, translate).reshape(n, 2) * sel[:, None] * 2
     cos, sin = torch.cos(a) / s, torch.sin(a) / s  # grid maps output -> input: inverse transform
     theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(img.device, img.dtype), list(img.shape), align_corners=False)
+    grid = F.affine_grid(_to(theta, img, img.dtype), list(img.shape), align_corners=False)
     img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     mask = F.grid_sample(mask[:, None].to(img.dtype), grid, mode="nearest", padding_mode="zeros",
                          align_corners=False)[:, 0].round().to(mask.dtype)

@@ -96,6 +96,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model; falls back to eager if compiling fails
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
     deterministic: bool = False  # deterministic algorithms: bit-identical reruns and resumes
     eval_batch_size: int = 32
     samples: int = 4  # validation panels written to samples/
@@ -305,6 +306,8 @@ def validate(cfg: Config) -> None:
         "train.optimizer": (t.optimizer, ("adamw", "adam", "sgd")),
         "train.schedule": (t.schedule, ("cosine", "linear", "constant", "plateau")),
         "train.nan_policy": (t.nan_policy, ("stop", "skip")),
+        "train.compile_mode": (t.compile_mode, ("default", "reduce-overhead",
+                                                "max-autotune-no-cudagraphs", "max-autotune")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

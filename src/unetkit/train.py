@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from . import config as config_mod
 from .augment import BatchAugment
 from .checkpoints import load_latest, save_checkpoint
+from .compiling import compile_model, first_step_or_eager, uses_cuda_graphs
 from .distributed import Context
 from .data import ArrayData, DataError, load_arrays, pair_items, split_items
 from .images import MaskDecoder
@@ -163,9 +164,10 @@ class Trainer:
         self.cuda = self.device.type == "cuda"
         if self.cuda and t.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.step_model = self.model
-        if t.compile:
-            self.step_model = compile_or_eager(self.model, log)
+        # The model the training step runs: compiled (proven or replaced by the eager model at
+        # the first step, see compiling.py) or the model itself.
+        self.step_model = compile_model(self.model, t.compile_mode, log) if t.compile else self.model
+        self.compile_proven = self.step_model is self.model
         self.norm = Normalise(cfg.data.mean, cfg.data.std, self.device)
         self.loss_fn = SegmentationLoss(t.loss, cfg.num_classes).to(self.device)
         self.augment = BatchAugment(t.augment, seed=t.seed + 1)
@@ -256,7 +258,9 @@ class Trainer:
         if self.encoder_frozen and hasattr(self.model, "encoder"):
             self.model.encoder.eval()  # BatchNorm would otherwise drift off the pretrained statistics
         n = len(self.train_data)
-        perm = torch.randperm(n, generator=self.order)
+        # On the data's device once per epoch: a host-to-device copy per step would make the
+        # host wait for the GPU at every step.
+        perm = torch.randperm(n, generator=self.order).to(self.train_x.device)
         self.guard.start_epoch(f"epoch {self.epoch + 1}")
         total = torch.zeros((), device=self.device)
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
@@ -268,14 +272,12 @@ class Trainer:
                 images, masks = map(self.ctx.share, self.batch(self.train_x, self.train_y, idx, True))
             else:
                 images, masks = self.batch(self.train_x, self.train_y, self.ctx.share(idx), False)
-            with self.autocast():
-                logits = self.train_model(images)
-            loss = self.loss_fn(logits, masks)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.guard.admit(loss, step):
-                loss.backward()
-                self.optimizer.step()
-                total += loss.detach()
+            if self.compile_proven:
+                loss = self.train_step(self.train_model, images, masks, step)
+            else:
+                loss = self.first_step(images, masks, step)
+            if loss is not None:
+                total += loss
             if per_step:
                 self.scheduler.step()
             self.guard.check(step, last=step == self.steps_per_epoch - 1)
@@ -291,6 +293,32 @@ class Trainer:
                 "the data (run `unetkit check-data`). The best checkpoint was left as it was.")
         return mean
 
+    def train_step(self, model, images: torch.Tensor, masks: torch.Tensor, step: int):
+        """One optimiser step. Returns the detached loss, still on the device (no host sync), or
+        None when train.nan_policy=skip turned a non-finite loss away before the update."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cuda and model is not self.model and uses_cuda_graphs(self.cfg.train.compile_mode):
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are done with
+        with self.autocast():
+            logits = model(images)
+        loss = self.loss_fn(logits, masks)
+        if not self.guard.admit(loss, step):
+            return None
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def first_step(self, images: torch.Tensor, masks: torch.Tensor, step: int):
+        """The first step of a compiled model, which is where compiling really happens; when it
+        fails, this and every later step run on the eager model (see compiling.py)."""
+        eager = self.ctx.wrap(self.model)
+        loss, used = first_step_or_eager(lambda model: self.train_step(model, images, masks, step),
+                                         self.train_model, eager, self.log)
+        if used is eager:
+            self.step_model, self.train_model = self.model, eager
+        self.compile_proven = True
+        return loss
+
     @torch.no_grad()
     def validate(self) -> tuple[dict, float]:
         self.model.eval()
@@ -301,8 +329,8 @@ class Trainer:
         for start in range(0, len(mine), bs):
             idx = mine[start:start + bs]
             images, masks = self.batch(self.val_x, self.val_y, idx, False)
-            with self.autocast():
-                logits = self.step_model(images)
+            with self.autocast():  # eager: compiling eval mode and a smaller last batch would cost
+                logits = self.model(images)  # more than a validation pass takes
             loss_sum += self.loss_fn(logits, masks) * len(idx)
             metrics.update(logits_to_labels(logits, cfg.train.threshold), masks)
         self.ctx.reduce_metrics(metrics)
@@ -370,16 +398,6 @@ class Trainer:
             save_png(self.run_dir / "samples" / f"{name}.png",
                      panel(img, np.asarray(self.val_data.masks[i]), pred[i].astype(np.uint8),
                            palette, name))
-
-
-def compile_or_eager(model, log):
-    """torch.compile when it works here; the eager model (with a note) when it does not."""
-    try:
-        compiled = torch.compile(model)
-        return compiled
-    except Exception as exc:  # compile is an optimisation: never the reason a run fails
-        log(f"torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
-        return model
 
 
 def default_run_dir(cfg) -> Path:

@@ -1,0 +1,36 @@
+"""benchmarks/train_speed.py --quick runs every part it is asked for and writes sane numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SRC
+
+
+@pytest.mark.slow  # ~30-60 s on two CPU cores: three models train a few steps each
+def test_quick_benchmark_writes_results(tmp_path):
+    out = tmp_path / "speed.json"
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--quick", "--device", "cpu",
+         "--data", str(tmp_path / "absent"), "--skip", "timm,smp", "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["errors"] == [] and result["torch"]
+    rows = {r["name"]: r for r in result["rows"]}
+    parts = {r["part"] for r in result["rows"]}
+    assert {"decode", "writeups", "unetkit", "augment", "inference", "e2e"} <= parts
+    rates = [r for r in result["rows"] if "img_s" in r]
+    assert all(r["img_s"] > 0 for r in rates)
+    # FLOPs from FlopCounterMode: training (forward + backward) costs about 3x inference
+    train = next(r for r in rates if r["part"] == "unetkit")
+    infer = next(r for r in rates if r["part"] == "inference" and "U-Net" in r["name"])
+    assert 2.5 < train["gflop_per_img"] / infer["gflop_per_img"] < 3.5
+    assert any(name.startswith("small U-Net fp32 b8, PIL per sample, 0 workers") for name in rows)
+    assert "| part | run | img/s |" in proc.stdout
