@@ -267,6 +267,12 @@ def test_programmatic_api_returns_the_mask_of_unetkit_predict(served, tmp_path):
     assert info["size"] == list(expected.shape)
     assert info["stats"]["lesion"]["area_px"] == int(expected.sum())
     assert info["stats"]["lesion"]["regions"] == bfs_regions(expected)
+    # Requests sent at once wait in the queue and all get their answer.
+    jobs = [client.submit(handle_file(str(image_path)), False, 0.5, api_name="/segment")
+            for _ in range(4)]
+    for job in jobs:
+        np.testing.assert_array_equal(np.asarray(Image.open(job.result(timeout=120)[0])) > 0,
+                                      expected)
     # A higher threshold can only shrink the mask.
     higher, _ = client.predict(handle_file(str(image_path)), False, 0.9, api_name="/segment")
     assert (np.asarray(Image.open(higher)) > 0).sum() < expected.sum()

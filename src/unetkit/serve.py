@@ -317,7 +317,7 @@ def build_app(page: ModelPage):
         common = dict(fn=segment_uploads, inputs=inputs, outputs=outputs,
                       concurrency_id="model", api_visibility="private")
         run.click(**common)
-        uploads.upload(**common)
+        uploads.change(**common)  # an upload, a cleared box, or a click on an example
         tta.change(**common)
         threshold.release(**common)
 
