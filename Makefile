@@ -5,21 +5,27 @@ BIN := $(VENV)/bin
 # torch and torchvision first, pinned, so that nothing else pulls in another build of them.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast
+.PHONY: install browser demo test test-fast
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,onnx]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,onnx,serve,serve-test]'
 	touch $@
+
+# The browser test of `unetkit serve` drives Debian's Chromium (browsers are not downloadable
+# here). Installed only when missing, and only as root; otherwise that test says what to do.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: install
 	$(BIN)/unetkit demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install browser
 	$(BIN)/python -m pytest -q -m "not slow"

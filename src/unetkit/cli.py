@@ -122,6 +122,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import MissingExtra, serve
+
+    try:
+        serve(args.run_dir, host=args.host, port=args.port)
+    except MissingExtra as exc:
+        print(f"unetkit serve: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unetkit", description="Train, evaluate and deploy U-Net segmentation models.")
@@ -186,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train, evaluate and predict on a synthetic data set")
     p.add_argument("--out", default="runs/demo", help="the demo's folder (default: runs/demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="a web page for trying a model (needs unetkit[serve])")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default: 7860, or the next free one)")
+    p.set_defaults(func=cmd_serve)
 
     for p in sub.choices.values():
         p.add_argument("--quiet", action="store_true", help="no progress bars")
