@@ -4,6 +4,7 @@ batch prediction over a folder of them reports the bad ones and writes the rest.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -135,6 +136,9 @@ def test_batch_predict_reports_bad_files_and_finishes_the_rest(tiny_run, tmp_pat
     assert len(result["failed"]) == len(bad)
     assert all(any(n in line for line in result["failed"]) for n in bad)
     written = sorted(p.name for p in (tmp_path / "masks").iterdir())
-    assert written == sorted(Path(n).stem + ".png" for n in good)
+    masks = [Path(n).stem + ".png" for n in good]
+    assert written == sorted(masks + ["summary.csv", "summary.json"])  # summaries of the good ones
+    summary = json.loads((tmp_path / "masks" / "summary.json").read_text())
+    assert sorted(s["image"] for s in summary) == sorted(good)
     rotated = np.asarray(Image.open(tmp_path / "masks" / "exif-rotated.png"))
     assert rotated.shape == (20, 12)  # the mask has the shape of the image as shown
