@@ -55,7 +55,23 @@ class Up(nn.Module):
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class UNet(nn.Module):
+class FromPretrained:
+    """`Model.from_pretrained(...)`, the loading call Hugging Face users know."""
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, device="cpu") -> nn.Module:
+        """The trained model of a run folder, a folder written by `unetkit export --format hub`,
+        or a Hub id ("user/model"), in eval mode, exactly as `unetkit.load_model` loads it."""
+        from .runs import load_model  # runs builds models: imported here to avoid a cycle
+
+        model = load_model(name_or_path, device)
+        if not isinstance(model, cls):
+            raise TypeError(f"{name_or_path} holds a {type(model).__name__}, not a {cls.__name__}; "
+                            "unetkit.load_model loads either")
+        return model
+
+
+class UNet(FromPretrained, nn.Module):
     """The classic U-Net. With the defaults (depth 4, base 64) for 3 inputs and 1 output:
 
         (B, 3, 256, 256) -> enc 64 @256 -> 128 @128 -> 256 @64 -> 512 @32 -> bottleneck 1024 @16
@@ -87,7 +103,7 @@ class UNet(nn.Module):
         return self.head(x)[..., :h, :w]
 
 
-class TimmUNet(nn.Module):
+class TimmUNet(FromPretrained, nn.Module):
     """A U-Net whose encoder is any timm backbone (`features_only`).
 
     The encoder's `feature_info` gives each stage's channels and stride; the decoder climbs back
