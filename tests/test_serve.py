@@ -31,7 +31,8 @@ from unetkit.images import ImageError
 from unetkit.models import build_model
 from unetkit.predict import Predictor
 from unetkit.runs import save_weights, write_model_card
-from unetkit.serve import MAX_SIDE, MissingExtra, ModelPage, count_regions, mask_stats, read_upload
+from unetkit.serve import MAX_SIDE, MissingExtra, ModelPage, mask_stats, read_upload
+from unetkit.summary import count_components as count_regions
 from unetkit.synthetic import make_sample
 from unetkit.train import resolve_normalisation
 

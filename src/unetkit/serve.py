@@ -27,6 +27,7 @@ from .images import ImageError, open_image, to_array
 from .plots import color_mask, overlay, save_png
 from .predict import Predictor
 from .runs import read_model_card, resolve_model_dir
+from .summary import summarize
 
 # Uploads are shrunk so that their longer side is at most this before prediction: the model sees
 # the training size anyway, and the class probabilities are computed at the upload's size, so a
@@ -43,52 +44,12 @@ NOT_A_DEVICE = ("**Not a medical device.** This page shows a research model's ou
 
 # ---------------------------------------------------------------- gradio-free parts
 
-def count_regions(mask: np.ndarray) -> int:
-    """The number of 8-connected regions of True pixels in a 2-D mask.
-
-    Works on horizontal runs of pixels, joined row to row with a union-find, so the Python loop
-    runs once per run, not once per pixel (a 2048x2048 mask takes milliseconds).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"count_regions needs a 2-D mask, got shape {mask.shape}")
-    h, w = mask.shape
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)  # a run covers columns [start, end) of its row
-    _, ends = np.nonzero(edges == -1)  # row-major order, so starts[i] pairs with ends[i]
-    parent = list(range(len(starts)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first = np.searchsorted(rows, np.arange(h + 1)).tolist()  # runs of row r: first[r]..first[r+1]
-    starts, ends = starts.tolist(), ends.tolist()
-    for r in range(h - 1):
-        i, j = first[r], first[r + 1]
-        while i < first[r + 1] and j < first[r + 2]:
-            # 8-connectivity: runs in neighbouring rows touch when they overlap or meet at a corner
-            if starts[i] <= ends[j] and starts[j] <= ends[i]:
-                parent[root(i)] = root(j)
-            if ends[i] < ends[j]:
-                i += 1
-            else:
-                j += 1
-    return sum(1 for i in range(len(parent)) if root(i) == i)
-
-
 def mask_stats(labels: np.ndarray, classes: list[str]) -> dict[str, dict]:
-    """Per foreground class: its area in pixels, its fraction of the image, its region count."""
-    total = labels.size
-    stats = {}
-    for k, name in enumerate(classes[1:], start=1):
-        fg = labels == k
-        area = int(fg.sum())
-        stats[name] = {"area_px": area, "area_fraction": area / total,
-                       "regions": count_regions(fg) if area else 0}
-    return stats
+    """Per foreground class: its area in pixels, its fraction of the image, its region count;
+    the numbers of `unetkit predict`'s summary.json."""
+    per_class = summarize("", labels, classes)["classes"]
+    return {name: {"area_px": c["area_px"], "area_fraction": c["area_fraction"],
+                   "regions": c["components"]} for name, c in per_class.items()}
 
 
 def read_upload(path: str | Path, channels: int, max_side: int = MAX_SIDE) -> tuple[np.ndarray, str]:

@@ -3,8 +3,8 @@
 For each image and each foreground class: the predicted area (pixels and fraction of the image),
 the bounding box of all its pixels ([x0, y0, x1, y1], inclusive, in image pixels) and the number
 of connected components (8-connected: pixels touching at a corner belong together, as a person
-looking at the mask would count them). Components are counted with a union-find over row runs
-in numpy, so no image-processing library is needed.
+looking at the mask would count them). Components are counted with a union-find over row runs,
+so no image-processing library is needed.
 """
 
 from __future__ import annotations
@@ -19,40 +19,40 @@ import numpy as np
 from .runs import write_text
 
 
-def _row_runs(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the runs of True in a 1-D bool array, ends exclusive."""
-    padded = np.concatenate(([False], row, [False])).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return edges[0::2], edges[1::2]
-
-
 def count_components(mask: np.ndarray) -> int:
-    """The number of 8-connected components of True pixels in a 2-D bool array."""
-    parent: list[int] = []
+    """The number of 8-connected components of True pixels in a 2-D mask.
 
-    def find(i: int) -> int:
+    Works on horizontal runs of pixels, joined row to row with a union-find, so the Python loop
+    runs once per run, not once per pixel (a 2048x2048 mask takes milliseconds).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"count_components needs a 2-D mask, got shape {mask.shape}")
+    h, w = mask.shape
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)  # a run covers columns [start, end) of its row
+    _, ends = np.nonzero(edges == -1)  # row-major order, so starts[i] pairs with ends[i]
+    parent = list(range(len(starts)))
+
+    def root(i: int) -> int:
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
-    prev_starts = prev_ends = prev_ids = None
-    for row in mask:
-        starts, ends = _row_runs(row)
-        ids = np.arange(len(parent), len(parent) + len(starts))
-        parent.extend(ids.tolist())
-        if prev_starts is not None and len(starts) and len(prev_starts):
-            # Runs [s, e) and [ps, pe) touch (8-connectivity) when s <= pe and ps <= e.
-            j0 = np.searchsorted(prev_ends, starts, side="left")  # first previous run with pe >= s
-            for i, (s, e) in enumerate(zip(starts, ends)):
-                j = j0[i]
-                while j < len(prev_starts) and prev_starts[j] <= e:
-                    a, b = find(int(ids[i])), find(int(prev_ids[j]))
-                    if a != b:
-                        parent[a] = b
-                    j += 1
-        prev_starts, prev_ends, prev_ids = starts, ends, ids
-    return sum(1 for i in range(len(parent)) if find(i) == i)
+    first = np.searchsorted(rows, np.arange(h + 1)).tolist()  # runs of row r: first[r]..first[r+1]
+    starts, ends = starts.tolist(), ends.tolist()
+    for r in range(h - 1):
+        i, j = first[r], first[r + 1]
+        while i < first[r + 1] and j < first[r + 2]:
+            # 8-connectivity: runs in neighbouring rows touch when they overlap or meet at a corner
+            if starts[i] <= ends[j] and starts[j] <= ends[i]:
+                parent[root(i)] = root(j)
+            if ends[i] < ends[j]:
+                i += 1
+            else:
+                j += 1
+    return sum(1 for i in range(len(parent)) if root(i) == i)
 
 
 def summarize(name: str, labels: np.ndarray, classes: list[str]) -> dict:
