@@ -1,5 +1,6 @@
-"""NeoPolyp end to end on real data (CPU, subsampled): train the 3-class recipe, evaluate with
-per-class scores, and check them against what trivial predictions score."""
+"""NeoPolyp end to end on real data (CPU, subsampled): train a U-Net on the offline ImageNet
+EfficientNet-Lite0 encoder with the `neopolyp-resnet34` recipe's loss and augmentation, evaluate
+with per-class scores, and check every class against what trivial predictions score."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import real_data, run_cli
-from unetkit.images import MaskDecoder, read_mask, resize_mask
+from test_encoders import lite0_file
+from unetkit.images import MaskDecoder, read_mask
 
 COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
 
 
-def trivial_dice(masks: list[np.ndarray]) -> dict[int, float]:
+def trivial_dice(masks: list[np.ndarray]) -> dict:
     """Data-set Dice of class k when every pixel is predicted as k (the best constant answer for
     that class; all-background scores 0 for both polyp classes). Key "polyp": both classes as one."""
     counts = np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=3)
@@ -24,23 +26,40 @@ def trivial_dice(masks: list[np.ndarray]) -> dict[int, float]:
     return out
 
 
-@pytest.mark.slow
-def test_neopolyp_unet3_learns_both_polyp_classes(tmp_path):
-    root = real_data("bkai-igh-neopolyp")
+def subsample(root, decoder):
+    """60 validation images as they come (a seeded shuffle), and 200 training images from the
+    rest, half of them with a non-neoplastic polyp: 30 % of NeoPolyp's images have one, and in
+    a few CPU minutes the rare class has to be seen often enough to be learnt at all."""
     stems = sorted(p.stem for p in (root / "train").glob("*.jpeg"))
     random.Random(0).shuffle(stems)
-    (tmp_path / "train.txt").write_text("\n".join(stems[:150]))
-    (tmp_path / "val.txt").write_text("\n".join(stems[150:200]))
+    val, rare, common = stems[:60], [], []
+    for stem in stems[60:]:
+        has_rare = (read_mask(root / "train_gt" / f"{stem}.jpeg", decoder) == 2).any()
+        (rare if has_rare else common).append(stem)
+        if len(rare) >= 100 and len(common) >= 100:
+            break
+    return rare[:100] + common[:100], val
+
+
+@pytest.mark.slow
+def test_neopolyp_learns_all_three_classes(tmp_path):
+    root = real_data("bkai-igh-neopolyp")
+    decoder = MaskDecoder("color", 3, colors=COLORS)
+    train, val = subsample(root, decoder)
+    (tmp_path / "train.txt").write_text("\n".join(train))
+    (tmp_path / "val.txt").write_text("\n".join(val))
     run = tmp_path / "run"
-    run_cli("train", "--recipe", "neopolyp-unet3", "--data", str(root), "--out", str(run), "--quiet",
-            "--set", f"data.split.train={tmp_path / 'train.txt'}",
-            "--set", f"data.split.val={tmp_path / 'val.txt'}",
-            "--set", "data.image_size=[96, 96]", "--set", "model.base_channels=16",
-            "--set", "model.depth=3", "--set", "model.head_channels=8",
-            "--set", "train.epochs=10", "--set", "train.lr=3e-3", "--set", "train.samples=0")
+    run_cli("train", "--recipe", "neopolyp-resnet34", "--data", str(root), "--out", str(run),
+            "--quiet", "--set", f"data.split.train={tmp_path / 'train.txt'}",
+            f"data.split.val={tmp_path / 'val.txt'}", "data.image_size=[128, 128]",
+            "data.mean=null", "data.std=null",  # the encoder's own normalisation
+            "model.encoder=tf_efficientnet_lite0", f"model.encoder_weights={lite0_file()}",
+            "train.epochs=10", "train.lr=1e-3", "train.loss.class_weights=[1, 1, 2]",
+            "train.samples=0")
     card = json.loads((run / "config.json").read_text())
     assert card["classes"] == ["background", "neoplastic", "non_neoplastic"]
     assert card["mask_encoding"] == "color" and card["class_colors"] == COLORS
+    assert card["mean"] == [0.5, 0.5, 0.5]  # tf_efficientnet_lite0's pretrained configuration
 
     out = tmp_path / "val.json"
     run_cli("evaluate", str(run), "--data", str(root), "--split", "val", "--json", str(out), "--quiet")
@@ -49,17 +68,15 @@ def test_neopolyp_unet3_learns_both_polyp_classes(tmp_path):
     print(json.dumps({k: {m: round(v[m], 4) for m in ("dice", "iou", "mDice")} for k, v in pc.items()}))
     assert np.asarray(scores["confusion_matrix"]).sum() == sum(v["pixels"] for v in pc.values())
 
-    decoder = MaskDecoder("color", 3, colors=COLORS)
-    masks = [read_mask(root / "train_gt" / f"{s}.jpeg", decoder) for s in stems[150:200]]
-    floor = trivial_dice(masks)
+    floor = trivial_dice([read_mask(root / "train_gt" / f"{s}.jpeg", decoder) for s in val])
     print("trivial", floor)
-    # Measured (96 px, 150 images, 10 epochs): neoplastic Dice 0.44 against a trivial 0.09.
-    assert pc["neoplastic"]["dice"] > floor[1] + 0.2
     # Polyp against background, whichever polyp class: from the confusion matrix.
     cm = np.asarray(scores["confusion_matrix"], dtype=np.float64)
     tp = cm[1:, 1:].sum()
     polyp_dice = 2 * tp / (2 * tp + cm[0, 1:].sum() + cm[1:, 0].sum())
-    assert polyp_dice > floor["polyp"] + 0.25
-    # The rare non-neoplastic class (0.5 % of pixels) is not learnt at this size and length
-    # (Dice 0.0 measured); it is only checked to be reported.
-    assert 0.0 <= pc["non_neoplastic"]["dice"] <= 1.0
+    print("polyp", polyp_dice)
+    # Measured (about 7 minutes on 2 CPU cores): neoplastic Dice 0.68, non-neoplastic 0.24 (0.30
+    # with train.seed=1); the trivial answers score 0.085 and 0.013 on these 60 images.
+    assert pc["neoplastic"]["dice"] > floor[1] + 0.4
+    assert pc["non_neoplastic"]["dice"] > floor[2] + 0.1
+    assert polyp_dice > floor["polyp"] + 0.4

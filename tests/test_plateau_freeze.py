@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -31,6 +33,32 @@ def test_lr_halves_after_patience_epochs_without_improvement(synthetic_data, tmp
     fit(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
     lrs = [row["lr"] for row in read_metrics_csv(tmp_path / "run" / "metrics.csv")]
     assert lrs == pytest.approx([1e-4, 1e-4, 1e-4, 1e-4, 5e-5, 5e-5])
+
+
+@pytest.mark.parametrize("monitor, best_epoch", [("mDice", 1), ("dice", 3)])
+def test_monitor_names_the_score_that_picks_the_best_weights(synthetic_data, tmp_path, monkeypatch,
+                                                            monitor, best_epoch):
+    """A rare class learnt late: per-image mDice falls while data-set dice rises."""
+    scores = iter([(0.6, 0.1), (0.5, 0.2), (0.4, 0.3)])
+
+    def validate(self):
+        m_dice, dice = next(scores)
+        return {"mDice": m_dice, "mIoU": 0, "dice": dice, "iou": 0}, 0.0
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    cfg = tiny_cfg(synthetic_data)
+    cfg.train.epochs, cfg.train.monitor = 3, monitor
+    logged = []
+    result = fit(cfg, tmp_path / "run", progress=False, log=logged.append)
+    card = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert card["metrics"]["epoch"] == best_epoch
+    assert result["best"] == {"mDice": 0.6, "dice": 0.3}[monitor]
+    assert logged[-1].endswith(f"best val {monitor} {result['best']:.4f}")
+
+
+def test_unknown_monitor_is_refused():
+    with pytest.raises(config.ConfigError, match="train.monitor must be one of mDice, mIoU, dice, iou"):
+        config.load("neopolyp-unet3", overrides=["train.monitor=loss"])
 
 
 def test_plateau_never_goes_below_min_lr():

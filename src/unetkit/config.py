@@ -86,7 +86,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | linear | constant | plateau
     warmup_epochs: float = 0.0
-    plateau_factor: float = 0.5  # ReduceLROnPlateau on validation mDice
+    # The validation score that picks the best weights and drives the plateau schedule: mDice
+    # (per image, the polyp literature's) or dice (data-set level). A rare class is better
+    # served by dice: per image, predicting it falsely on an image without it scores that
+    # image 0 for the class, so early epochs that never predict it look best by mDice.
+    monitor: str = "mDice"  # mDice | mIoU | dice | iou
+    plateau_factor: float = 0.5  # ReduceLROnPlateau on the monitored score
     plateau_patience: int = 3
     min_lr: float = 1e-6
     loss: LossConfig = field(default_factory=LossConfig)
@@ -306,6 +311,7 @@ def validate(cfg: Config) -> None:
         "train.optimizer": (t.optimizer, ("adamw", "adam", "sgd")),
         "train.schedule": (t.schedule, ("cosine", "linear", "constant", "plateau")),
         "train.nan_policy": (t.nan_policy, ("stop", "skip")),
+        "train.monitor": (t.monitor, ("mDice", "mIoU", "dice", "iou")),
         "train.compile_mode": (t.compile_mode, ("default", "reduce-overhead",
                                                 "max-autotune-no-cudagraphs", "max-autotune")),
     }

@@ -355,16 +355,16 @@ class Trainer:
             scores, val_loss = self.validate()
             self.epoch += 1
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(scores["mDice"])
+                self.scheduler.step(scores[t.monitor])
             seconds = time.perf_counter() - tic
             row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "val_mDice": scores["mDice"], "val_mIoU": scores["mIoU"],
                    "val_dice": scores["dice"], "val_iou": scores["iou"],
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
             self.history.append(row)
-            improved = scores["mDice"] > self.best
+            improved = scores[t.monitor] > self.best
             if improved:
-                self.best = scores["mDice"]
+                self.best = scores[t.monitor]
             if improved and main:
                 save_weights(self.model, self.run_dir / "model.safetensors")
                 write_model_card(self.run_dir, cfg, {"epoch": self.epoch, "split": "val", **scores})
@@ -373,11 +373,12 @@ class Trainer:
                 self.save_checkpoint()
             self.log(f"epoch {self.epoch:3d}/{t.epochs}  train loss {train_loss:.4f}  val loss "
                      f"{val_loss:.4f}  val mDice {scores['mDice']:.4f}  mIoU {scores['mIoU']:.4f}"
-                     f"  lr {row['lr']:.2e}  {seconds:.1f}s{'  *best' if improved else ''}")
-        self.log(f"done in {time.perf_counter() - started:.1f}s; best val mDice {self.best:.4f}")
+                     f"  dice {scores['dice']:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s"
+                     f"{'  *best' if improved else ''}")
+        self.log(f"done in {time.perf_counter() - started:.1f}s; best val {t.monitor} {self.best:.4f}")
         if main:
             self.finish()
-        return {"best_mDice": self.best, "epochs": self.epoch}
+        return {"best": self.best, "monitor": t.monitor, "epochs": self.epoch}
 
     def finish(self) -> None:
         """curves.png and the sample panels, from the best weights."""
@@ -425,8 +426,8 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
         trainer = Trainer(cfg, run_dir, progress, log, ctx)
         if resume:
             trainer.load_checkpoint(run_dir / "checkpoints")
-            log(f"resuming {run_dir} after epoch {trainer.epoch} (best val mDice "
-                f"{trainer.best:.4f})")
+            log(f"resuming {run_dir} after epoch {trainer.epoch} (best val "
+                f"{cfg.train.monitor} {trainer.best:.4f})")
         if ctx.active:
             log(f"distributed: {ctx.world_size} processes, {trainer.batch_size // ctx.world_size}"
                 f" images each per step (global batch {trainer.batch_size})")
