@@ -431,6 +431,11 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
         if ctx.active:
             log(f"distributed: {ctx.world_size} processes, {trainer.batch_size // ctx.world_size}"
                 f" images each per step (global batch {trainer.batch_size})")
-        return trainer.fit()
+        result = trainer.fit()
+        # Rank 0 still writes the last files while the others are done. A rank that tears its
+        # connections down while a peer still runs can abort at exit (gloo, seen on the CPU), so
+        # every rank waits here and all leave together.
+        ctx.barrier()
+        return result
     finally:
         ctx.close()
