@@ -116,5 +116,11 @@ def test_resume_continues_and_refuses_overwrite(run, synthetic_data, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
 
+    proc = run_cli("train", "--resume", str(resumed), "--set", "train.epochs=4",
+                   "--set", "train.monitor=dice", "--quiet", check=False)
+    assert proc.returncode == 2 and "by val mDice" in proc.stderr, proc.stderr
+    assert "train.monitor=mDice" in proc.stderr
+    assert len(list(csv.DictReader((resumed / "metrics.csv").open()))) == 3  # left as it was
+
     proc = run_cli("train", "--resume", str(tmp_path / "nothing"), "--quiet", check=False)
     assert proc.returncode == 2 and "nothing" in proc.stderr

@@ -203,7 +203,7 @@ class Trainer:
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch, "best": self.best,
+            "epoch": self.epoch, "best": self.best, "monitor": self.cfg.train.monitor,
             "rng": {
                 "order": self.order.get_state(), "augment": self.augment.generator.get_state(),
                 "torch": torch.get_rng_state(),
@@ -219,6 +219,13 @@ class Trainer:
     def load_checkpoint(self, folder: Path) -> None:
         """The state of checkpoints/last.pt (previous.pt when last.pt is damaged)."""
         state, _ = load_latest(folder, self.log)
+        # The best score so far, the saved best weights and the plateau schedule's memory are all
+        # in the run's own score; compared with another they would mean nothing.
+        monitor = state.get("monitor", "mDice")  # runs from before train.monitor used mDice
+        if monitor != self.cfg.train.monitor:
+            raise RunError(f"{self.run_dir} picked its best weights by val {monitor}; resume it "
+                           f"with train.monitor={monitor}, or train a new run to use "
+                           f"{self.cfg.train.monitor}")
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
