@@ -550,7 +550,7 @@ def part_e2e(bench: Bench, ctx: Context) -> None:
                   first_epoch_s=round(seconds[0], 1), median_epoch_s=round(steady, 2),
                   wall_without_first_epoch_extra_s=round(wall - seconds[0] + steady, 1),
                   checkpoints_and_logs_s=round(wall - sum(seconds), 1),
-                  best_val_mDice=round(result["best"], 4))
+                  **{f"best_val_{result['monitor']}": round(result["best"], 4)})
         del trainer
         free_memory()
 

@@ -28,7 +28,7 @@ def count_components(mask: np.ndarray) -> int:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"count_components needs a 2-D mask, got shape {mask.shape}")
-    h, w = mask.shape
+    h = mask.shape[0]
     edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
     rows, starts = np.nonzero(edges == 1)  # a run covers columns [start, end) of its row
     _, ends = np.nonzero(edges == -1)  # row-major order, so starts[i] pairs with ends[i]
