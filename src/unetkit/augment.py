@@ -118,6 +118,13 @@ def affine(img, mask, gen, p=0.5, scale=(0.9, 1.1), rotate=(-15, 15), translate=
 OPS = {f.__name__: f for f in (hflip, vflip, rot90, gamma, rgb_shift, brightness_contrast, affine)}
 
 
+def all_ops() -> dict:
+    """These operations and the colour ones of color.py (imported here: it uses the helpers)."""
+    from .color import COLOR_OPS
+
+    return {**OPS, **COLOR_OPS}
+
+
 class BatchAugment:
     """The recipe's `train.augment` list as one callable: (images, masks) -> (images, masks).
 
@@ -128,15 +135,15 @@ class BatchAugment:
         self.steps = []
         for spec in ops:
             spec = dict(spec)
-            name = spec.pop("op", None)
-            if name not in OPS:
-                raise ConfigError(f"train.augment: unknown op '{name}'; known: {', '.join(OPS)}")
+            name, ops = spec.pop("op", None), all_ops()
+            if name not in ops:
+                raise ConfigError(f"train.augment: unknown op '{name}'; known: {', '.join(ops)}")
             try:  # check the parameters now, not at the first batch
-                OPS[name](torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long),
+                ops[name](torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long),
                           torch.Generator().manual_seed(0), **spec)
             except TypeError as exc:
                 raise ConfigError(f"train.augment op '{name}': {exc}") from None
-            self.steps.append((OPS[name], spec))
+            self.steps.append((ops[name], spec))
         self.generator = torch.Generator().manual_seed(seed)
 
     def __bool__(self) -> bool:

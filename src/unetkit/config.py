@@ -75,6 +75,9 @@ class LossConfig:
     dice_include_background: bool = True
     class_weights: list[float] | None = None  # cross-entropy weight per class
     ignore_index: int | None = None  # mask value that neither loss nor metrics count
+    # Weight of the structure loss (boundary-weighted BCE + IoU, PraNet's; see structure.py).
+    structure: float = 0.0
+    structure_kernel: int = 31  # side of its averaging window, in pixels (31 at 352x352)
 
 
 @dataclass
@@ -108,6 +111,16 @@ class TrainConfig:
     threshold: float = 0.5  # probability above which a binary pixel is foreground
     nan_policy: str = "stop"  # a NaN/inf training loss: stop the run, or skip that step
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics of the global batch
+    # Deep supervision: loss weights of 1x1 side heads on the decoder stages, finest first (the
+    # stage below the output first); [] for none. The heads exist in training only: they are
+    # never part of model.safetensors, exported files or predictions.
+    deep_supervision: list[float] = field(default_factory=list)
+    # Multi-scale training: each batch is resized by one of these factors (drawn per step), to
+    # multiples of the model's stride; e.g. [0.75, 1.0, 1.25]. [] keeps data.image_size.
+    multiscale: list[float] = field(default_factory=list)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999); 0 off.
+    # With it, the averaged weights are the ones validated and saved (see ema.py).
+    grad_clip: float = 0.0  # clip the gradients' global L2 norm to this value; 0 off
 
 
 @dataclass
@@ -335,6 +348,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if bool(d.split.group_table) != bool(d.split.group_column):
         raise ConfigError("give both data.split.group_table and data.split.group_column, or neither")
+    if t.ema and not 0 < t.ema < 1:
+        raise ConfigError(f"train.ema is a decay in (0, 1), e.g. 0.999 (0 turns it off); got {t.ema}")
+    if any(not 0.25 <= s <= 4 for s in t.multiscale):
+        raise ConfigError(f"train.multiscale factors must lie in [0.25, 4]; got {t.multiscale}")
+    if t.grad_clip < 0 or t.loss.structure < 0 or any(w < 0 for w in t.deep_supervision):
+        raise ConfigError("train.grad_clip, train.loss.structure and train.deep_supervision "
+                          "weights must not be negative")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .structure import structure_loss
+
 SMOOTH = 1.0
 
 
@@ -32,7 +34,8 @@ def soft_dice_loss(probs: torch.Tensor, onehot: torch.Tensor, valid: torch.Tenso
 
 
 class SegmentationLoss(nn.Module):
-    """weight_ce * (BCE or CE) + weight_dice * soft Dice, from a `LossConfig`."""
+    """weight_ce * (BCE or CE) + weight_dice * soft Dice (+ structure * the structure loss),
+    from a `LossConfig`."""
 
     def __init__(self, loss_cfg, num_classes: int):
         super().__init__()
@@ -68,6 +71,9 @@ class SegmentationLoss(nn.Module):
             dice_target = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
             include_bg = cfg.dice_include_background
         loss = cfg.bce * ce
+        if cfg.structure:
+            loss = loss + cfg.structure * structure_loss(logits, target, cfg.structure_kernel,
+                                                         valid=valid)
         if cfg.dice:
             loss = loss + cfg.dice * soft_dice_loss(dice_probs, dice_target, valid,
                                                     cfg.squared_dice, include_bg)

@@ -23,10 +23,13 @@ from .checkpoints import load_latest, save_checkpoint
 from .compiling import compile_model, first_step_or_eager, uses_cuda_graphs
 from .distributed import Context
 from .data import ArrayData, DataError, load_arrays, pair_items, split_items
+from .deep_supervision import DeepSupervision
+from .ema import EMA
 from .images import MaskDecoder
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import build_model
+from .multiscale import MultiScale
 from .numerics import LossGuard
 from .plots import class_palette, panel, plot_curves, save_png
 from .runs import (RunError, atomic_write, read_metrics_csv, save_weights, unwrap,
@@ -82,9 +85,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def make_optimizer(cfg, model) -> torch.optim.Optimizer:
+def make_optimizer(cfg, model, extra: list = ()) -> torch.optim.Optimizer:
+    """`extra`: parameters trained beside the model's (the deep-supervision heads)."""
     t = cfg.train
-    params = list(model.parameters())  # frozen ones too: they get no gradient, so no update
+    params = list(model.parameters()) + list(extra)  # frozen ones too: no gradient, no update
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if t.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
@@ -171,6 +175,11 @@ class Trainer:
         self.norm = Normalise(cfg.data.mean, cfg.data.std, self.device)
         self.loss_fn = SegmentationLoss(t.loss, cfg.num_classes).to(self.device)
         self.augment = BatchAugment(t.augment, seed=t.seed + 1)
+        # Training tricks (each off by default; see their modules).
+        self.multiscale = MultiScale(t.multiscale, unwrap(self.model).multiple, seed=t.seed + 3)
+        self.deep_sup = DeepSupervision(unwrap(self.model), t.deep_supervision, cfg.out_channels
+                                        ).to(self.device) if t.deep_supervision else None
+        self.ema = EMA(unwrap(self.model), t.ema) if t.ema else None
         self.order = torch.Generator().manual_seed(t.seed + 2)  # the order of training samples
         self.train_x, self.train_y = device_tensors(self.train_data, self.device)
         self.val_x, self.val_y = device_tensors(self.val_data, self.device)
@@ -181,7 +190,8 @@ class Trainer:
         self.guard = LossGuard(t.nan_policy, self.device, self.ctx)
         self.frozen = None
         self.set_encoder_frozen(cfg.model.freeze_encoder_epochs > 0)
-        self.optimizer = make_optimizer(cfg, self.model)
+        self.optimizer = make_optimizer(cfg, self.model,
+                                        self.deep_sup.parameters() if self.deep_sup else ())
         self.scheduler = make_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.epoch, self.best, self.history = 0, -1.0, []
 
@@ -197,15 +207,23 @@ class Trainer:
         if frozen != self.frozen:  # DDP must know the parameters that get gradients
             self.frozen, self.train_model = frozen, self.ctx.wrap(self.step_model)
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model that is validated and saved: the weights' moving average under train.ema."""
+        return self.ema.module if self.ema else self.model
+
     def state(self) -> dict:
         np_state = np.random.get_state()
         return {
+            "ema": self.ema.state_dict() if self.ema else None,
+            "side_heads": self.deep_sup.state_dict() if self.deep_sup else None,
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "best": self.best, "monitor": self.cfg.train.monitor,
             "rng": {
                 "order": self.order.get_state(), "augment": self.augment.generator.get_state(),
+                "multiscale": self.multiscale.generator.get_state(),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.cuda else [],
                 "python": list(random.getstate()[1]),
@@ -230,7 +248,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best = state["epoch"], state["best"]
+        if self.ema and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        if self.deep_sup and state.get("side_heads"):
+            self.deep_sup.load_state_dict(state["side_heads"])
         rng = state["rng"]
+        if "multiscale" in rng:
+            self.multiscale.generator.set_state(rng["multiscale"])
         self.order.set_state(rng["order"])
         self.augment.generator.set_state(rng["augment"])
         torch.set_rng_state(rng["torch"])
@@ -279,6 +303,8 @@ class Trainer:
                 images, masks = map(self.ctx.share, self.batch(self.train_x, self.train_y, idx, True))
             else:
                 images, masks = self.batch(self.train_x, self.train_y, self.ctx.share(idx), False)
+            if self.multiscale:
+                images, masks = self.multiscale(images, masks)
             if self.compile_proven:
                 loss = self.train_step(self.train_model, images, masks, step)
             else:
@@ -309,10 +335,17 @@ class Trainer:
         with self.autocast():
             logits = model(images)
         loss = self.loss_fn(logits, masks)
+        if self.deep_sup:
+            loss = loss + self.deep_sup.loss(self.loss_fn, masks, tuple(logits.shape[-2:]))
         if not self.guard.admit(loss, step):
             return None
         loss.backward()
+        if self.cfg.train.grad_clip:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
         self.optimizer.step()
+        if self.ema:
+            self.ema.update(unwrap(self.model))
         return loss.detach()
 
     def first_step(self, images: torch.Tensor, masks: torch.Tensor, step: int):
@@ -328,7 +361,7 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> tuple[dict, float]:
-        self.model.eval()
+        model = self.eval_model.eval()
         cfg = self.cfg
         metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
         loss_sum, n = torch.zeros((), device=self.device), len(self.val_data)
@@ -337,7 +370,7 @@ class Trainer:
             idx = mine[start:start + bs]
             images, masks = self.batch(self.val_x, self.val_y, idx, False)
             with self.autocast():  # eager: compiling eval mode and a smaller last batch would cost
-                logits = self.model(images)  # more than a validation pass takes
+                logits = model(images)  # more than a validation pass takes
             loss_sum += self.loss_fn(logits, masks) * len(idx)
             metrics.update(logits_to_labels(logits, cfg.train.threshold), masks)
         self.ctx.reduce_metrics(metrics)
@@ -373,7 +406,7 @@ class Trainer:
             if improved:
                 self.best = scores[t.monitor]
             if improved and main:
-                save_weights(self.model, self.run_dir / "model.safetensors")
+                save_weights(self.eval_model, self.run_dir / "model.safetensors")
                 write_model_card(self.run_dir, cfg, {"epoch": self.epoch, "split": "val", **scores})
             if main:
                 write_metrics_csv(self.run_dir / "metrics.csv", self.history)
