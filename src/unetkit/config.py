@@ -32,7 +32,9 @@ class ModelConfig:
     bilinear: bool = False  # bilinear up-sampling + 1x1 conv instead of 2x2 transposed conv
     head_channels: int = 0  # >0 adds Conv(->head_channels)+BN+ReLU before the 1x1 output conv
     encoder: str = "resnet34"  # timm model name, for arch "timm-unet"
-    encoder_weights: str | None = None  # None, "imagenet" (downloads through timm) or a file path
+    # None, "imagenet" (downloads through timm), "imagenet-local" (the checkpoint an installed
+    # package ships: EfficientNet-Lite0/1/2, see offline_weights.py) or a file path.
+    encoder_weights: str | None = None
     freeze_encoder_epochs: int = 0  # keep the pretrained encoder fixed for the first N epochs
 
 

@@ -157,6 +157,9 @@ def build_model(cfg) -> nn.Module:
         return UNet(m.in_channels, cfg.out_channels, m.base_channels, m.depth, m.bilinear,
                     m.head_channels)
     weights = m.encoder_weights
+    if weights == "imagenet-local":  # the checkpoint an installed package ships (no download)
+        from .offline_weights import local_weights_path
+        weights = local_weights_path(m.encoder)
     model = TimmUNet(m.encoder, m.in_channels, cfg.out_channels, m.head_channels,
                      "imagenet" if weights == "imagenet" else None)
     if weights and weights != "imagenet":
