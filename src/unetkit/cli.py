@@ -22,6 +22,9 @@ def _config_args(p: argparse.ArgumentParser, required: bool) -> None:
 def cmd_train(args) -> int:
     from .train import fit
 
+    if args.resume and args.folds is not None:
+        raise config_mod.ConfigError("--folds continues by itself: run the same command again "
+                                     "(finished folds are kept), without --resume")
     if args.resume:
         run_dir = Path(args.resume if isinstance(args.resume, str) else args.out or "")
         if not run_dir.name:
@@ -37,6 +40,11 @@ def cmd_train(args) -> int:
     if not (args.recipe or args.config):
         raise config_mod.ConfigError("give --recipe NAME or --config FILE (or --resume RUN_DIR)")
     cfg = config_mod.load(args.recipe, args.config, args.overrides, args.data)
+    if args.folds is not None:  # one run per fold, then out-of-fold scores (see folds.py)
+        from .folds import train_folds
+        from .train import default_run_dir
+        train_folds(cfg, args.out or default_run_dir(cfg), args.folds, progress=not args.quiet)
+        return 0
     fit(cfg, args.out, progress=not args.quiet)
     return 0
 
@@ -145,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the run folder (default: runs/<recipe name>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="k-fold cross-validation: one run per fold in --out, out-of-fold scores "
+                        "in folds.json, the folds as one model (ensemble.json)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a trained model on a data folder")

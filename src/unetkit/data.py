@@ -149,12 +149,10 @@ def read_group_table(path: Path, column: str) -> dict[str, str]:
         return {row[key]: row[column] for row in reader if row[column] not in (None, "")}
 
 
-def random_split(items: list[Item], val_fraction: float, test_fraction: float, seed: int,
-                 group_by: str | None = None, table: dict[str, str] | None = None
-                 ) -> dict[str, list[Item]]:
-    """A seeded random split. With `group_by` (a regex whose first group names the group, e.g.
-    Carvana's car id) whole groups go to one side, so no group appears in two splits. `table`
-    maps those groups to larger ones (Carvana: car id -> make), which are then kept whole."""
+def group_items(items: list[Item], group_by: str | None = None,
+                table: dict[str, str] | None = None) -> dict[str, list[Item]]:
+    """{group: its items, by name}: `group_by`'s first regex group, mapped through `table`
+    (a name the regex does not match is its own group)."""
     groups: dict[str, list[Item]] = {}
     for it in sorted(items, key=lambda i: i.name):
         key = it.name
@@ -164,6 +162,16 @@ def random_split(items: list[Item], val_fraction: float, test_fraction: float, s
         if table:
             key = table.get(key, key)  # a car missing from the table stays its own group
         groups.setdefault(key, []).append(it)
+    return groups
+
+
+def random_split(items: list[Item], val_fraction: float, test_fraction: float, seed: int,
+                 group_by: str | None = None, table: dict[str, str] | None = None
+                 ) -> dict[str, list[Item]]:
+    """A seeded random split. With `group_by` (a regex whose first group names the group, e.g.
+    Carvana's car id) whole groups go to one side, so no group appears in two splits. `table`
+    maps those groups to larger ones (Carvana: car id -> make), which are then kept whole."""
+    groups = group_items(items, group_by, table)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     n = len(keys)

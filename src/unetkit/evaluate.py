@@ -14,18 +14,21 @@ from .predict import Predictor
 
 
 def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_size: int = 16,
-             device: str | None = None, progress: bool = True) -> dict:
+             device: str | None = None, progress: bool = True,
+             metrics: SegmentationMetrics | None = None) -> dict:
     """Scores of the run's model on one split of `data_dir` (see `metrics` for definitions).
 
     The split is resolved with the run's own data settings (layout, mask encoding, split files
     or seed), so `--split val` is the run's validation set. Predictions are compared with the
-    masks at full resolution, not at the training size.
+    masks at full resolution, not at the training size. `metrics`: an empty accumulator to
+    fill (its counts can then be pooled with others, as the out-of-fold scores are).
     """
     predictor = Predictor.from_run(run_dir, device, tta=tta)
     cfg = predictor.cfg
     items = resolve_split(cfg, Path(data_dir), split)
     decoder = MaskDecoder.from_config(cfg)
-    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
+    if metrics is None:
+        metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
     bar = tqdm(total=len(items), desc=f"evaluating {split}", unit="image", disable=not progress)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]

@@ -113,6 +113,9 @@ def write_model_card(run_dir: Path, cfg, metrics: dict | None = None) -> None:
 
 def read_model_card(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "config.json"
+    if not path.exists() and (Path(run_dir) / "ensemble.json").exists():
+        from .ensemble import ensemble_card  # an ensemble of runs (see ensemble.py)
+        return ensemble_card(run_dir)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -137,6 +140,9 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     The returned model carries its configuration as `model.unetkit_config`.
     """
     run_dir = resolve_model_dir(run_dir)
+    if (run_dir / "ensemble.json").exists():
+        from .ensemble import load_ensemble  # several runs averaging their probabilities
+        return load_ensemble(run_dir, device)
     cfg = run_config(run_dir)
     cfg.model.encoder_weights = None  # the trained weights below replace any pretrained ones
     model = build_model(cfg)
