@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from unetkit import config as config_mod
 from unetkit.data import Item
 from unetkit.ensemble import EnsembleModel

@@ -227,3 +227,23 @@ def test_trick_fields_are_checked():
             config_mod.load(overrides=[bad])
     with pytest.raises(config_mod.ConfigError, match="color_transfer"):
         BatchAugment([{"op": "color_transfer", "space": "hsv"}])
+
+
+@pytest.mark.parametrize("name", ["polyp-sota", "neopolyp-sota", "polyp-sota-cpu"])
+def test_sota_recipes_train_a_step(name):
+    """Each recipe's model, loss, side heads, scales and augmentation run a training step (on a
+    random encoder at a small size: no download, no data)."""
+    cfg = config_mod.load(name, overrides=["model.encoder_weights=null"])
+    model = build_model(cfg).train()
+    from unetkit.deep_supervision import DeepSupervision
+
+    sides = DeepSupervision(model, cfg.train.deep_supervision, cfg.out_channels)
+    loss_fn = SegmentationLoss(cfg.train.loss, cfg.num_classes)
+    images = torch.rand(2, 3, 64, 64)
+    masks = torch.randint(0, cfg.num_classes, (2, 64, 64))
+    images, masks = BatchAugment(cfg.train.augment)(images, masks)
+    images, masks = MultiScale(cfg.train.multiscale, model.multiple)(images, masks)
+    logits = model(images)
+    loss = loss_fn(logits, masks) + sides.loss(loss_fn, masks, tuple(logits.shape[-2:]))
+    loss.backward()
+    assert torch.isfinite(loss) and logits.shape[-2:] == images.shape[-2:]

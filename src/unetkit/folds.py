@@ -22,7 +22,14 @@ import json
 import random
 from pathlib import Path
 
-from .data import DataError, Item, group_items, pair_items, read_group_table, split_items
+from .data import (
+    DataError,
+    Item,
+    group_items,
+    pair_items,
+    read_group_table,
+    split_items,
+)
 from .metrics import SegmentationMetrics
 from .runs import read_metrics_csv, write_text
 
