@@ -56,6 +56,7 @@ from unetkit.data import pair_items, split_items  # noqa: E402
 from unetkit.losses import SegmentationLoss  # noqa: E402
 from unetkit.metrics import logits_to_labels  # noqa: E402
 from unetkit.models import build_model  # noqa: E402
+from unetkit.preprocess import Preprocess, resolve_normalisation  # noqa: E402
 from unetkit.runs import atomic_write  # noqa: E402
 from unetkit.train import Trainer, make_optimizer, make_scheduler, prepare_data  # noqa: E402
 
@@ -293,8 +294,9 @@ def part_decode(bench: Bench, ctx: Context) -> None:
     """Decode and resize the data once (what every unetkit run pays at start-up, or never again
     with data.cache_dir); later parts read the arrays from this cache."""
     cfg = ctx.config()
+    resolve_normalisation(cfg, build_model(cfg))
     tic = time.perf_counter()
-    train, val = prepare_data(cfg, progress=False)
+    train, val = prepare_data(cfg, Preprocess.from_config(cfg), progress=False)
     seconds = time.perf_counter() - tic
     bench.note("decode", f"decode+resize {len(train) + len(val)} pairs once", seconds=round(seconds, 1),
                synthetic=ctx.synthetic, train=len(train), val=len(val))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .preprocess import Preprocess
 from .runs import RunError, atomic_write, load_model, read_model_card, resolve_model_dir, write_text
 
 FORMATS = ("onnx", "hub")
@@ -81,10 +82,11 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     h, w = (-(-s // multiple) * multiple for s in cfg.data.image_size)  # the training size, padded
     example = torch.randn(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
     out = Path(out)
+    pre = Preprocess.from_config(cfg).to_dict()  # the input, as training and Predictor make it
     meta = {"unetkit_version": __version__, "opset": str(opset), "input_multiple": str(multiple),
-            "image_size": json.dumps(cfg.data.image_size), "mean": json.dumps(cfg.data.mean),
-            "std": json.dumps(cfg.data.std), "classes": json.dumps(cfg.data.classes),
-            "threshold": str(cfg.train.threshold)}
+            "image_size": json.dumps(pre["image_size"]), "mean": json.dumps(pre["mean"]),
+            "std": json.dumps(pre["std"]), "preprocess": json.dumps(pre),
+            "classes": json.dumps(cfg.data.classes), "threshold": str(cfg.train.threshold)}
 
     def write(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -107,7 +109,8 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
         meta["check"] = check
 
     atomic_write(out, write)
-    sidecar = {k: (json.loads(v) if k in ("image_size", "mean", "std", "classes") else v)
+    sidecar = {k: (json.loads(v) if k in ("image_size", "mean", "std", "preprocess", "classes")
+                   else v)
                for k, v in meta.items() if k != "check"}
     sidecar.update(opset=opset, input_multiple=multiple, check=meta["check"],
                    inputs="image: float32 (batch, channels, height, width), normalised "

@@ -27,11 +27,10 @@ class ImageError(ValueError):
     """An image or mask that cannot be used; the message names the file and the fix."""
 
 
-def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
+def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image, EXIF orientation applied, or raise `ImageError`.
 
-    `draft`: a JPEG that will be shrunk to at most this side is decoded at a reduced scale
-    (libjpeg's DCT scaling), several times faster than a full decode followed by a resize.
+    Always a full decode (never JPEG draft mode): see `preprocess` for why.
     """
     path = Path(path)
     try:
@@ -41,8 +40,6 @@ def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{path}: {img.width}x{img.height} pixels is more than unetkit "
                                  f"reads ({MAX_PIXELS:,}); downscale the image first")
-            if draft and img.format == "JPEG":
-                img.draft(img.mode, (draft, draft))
             img.load()
     except ImageError:
         raise

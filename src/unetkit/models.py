@@ -85,12 +85,17 @@ class UNet(FromPretrained, nn.Module):
                  depth: int = 4, bilinear: bool = False, head_channels: int = 0):
         super().__init__()
         widths = [base_channels * 2**i for i in range(depth + 1)]  # 64 128 256 512 1024
+        self.in_channels = in_channels
         self.multiple = 2**depth
         self.inc = double_conv(in_channels, widths[0])
         self.downs = nn.ModuleList(double_conv(widths[i], widths[i + 1]) for i in range(depth))
         self.ups = nn.ModuleList(Up(widths[i + 1], widths[i], widths[i], bilinear)
                                  for i in reversed(range(depth)))
         self.head = output_head(widths[0], num_classes, head_channels)
+
+    def default_normalisation(self) -> tuple[list[float], list[float]]:
+        """Trained from scratch: inputs stay in [0, 1]."""
+        return [0.0] * self.in_channels, [1.0] * self.in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_multiple(x, self.multiple)
@@ -136,9 +141,13 @@ class TimmUNet(FromPretrained, nn.Module):
         self.final_conv = double_conv(decoder[-1] if strides[0] > 1 else cin, decoder[-1])
         self.head = output_head(decoder[-1], num_classes, head_channels)
 
-    def pretrained_normalisation(self) -> tuple[list[float], list[float]]:
+    def default_normalisation(self) -> tuple[list[float], list[float]]:
+        """The statistics the encoder was pretrained with, as timm states them (timm's ImageNet
+        default for an encoder that states none)."""
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
         cfg = self.encoder.pretrained_cfg
-        return list(cfg.get("mean", (0.485, 0.456, 0.406))), list(cfg.get("std", (0.229, 0.224, 0.225)))
+        return list(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), list(cfg.get("std", IMAGENET_DEFAULT_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_multiple(x, self.multiple)

@@ -25,6 +25,7 @@ from torch import nn
 
 from . import __version__, config as config_mod
 from .models import build_model
+from .preprocess import Preprocess
 
 
 class RunError(ValueError):
@@ -102,6 +103,7 @@ def model_card(cfg, metrics: dict | None = None) -> dict:
         "out_channels": cfg.out_channels, "classes": cfg.data.classes,
         "mask_encoding": cfg.data.mask_encoding, "class_colors": cfg.data.class_colors,
         "image_size": cfg.data.image_size, "mean": cfg.data.mean, "std": cfg.data.std,
+        "preprocess": None if cfg.data.mean is None else Preprocess.from_config(cfg).to_dict(),
         "threshold": cfg.train.threshold, "metrics": metrics or {},
         "config": cfg.to_dict(),
     }

@@ -28,6 +28,7 @@ from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import build_model
 from .numerics import LossGuard
+from .preprocess import Preprocess, resolve_normalisation  # noqa: F401  (part of train's API)
 from .plots import class_palette, panel, plot_curves, save_png
 from .runs import (RunError, atomic_write, read_metrics_csv, save_weights, unwrap,
                    write_metrics_csv, write_model_card, write_text)
@@ -40,35 +41,6 @@ def pick_device(name: str) -> torch.device:
         raise RuntimeError(f"train.device={name} but no CUDA device is available; use "
                            "--set train.device=cpu")
     return torch.device(name)
-
-
-def resolve_normalisation(cfg, model) -> None:
-    """Fill data.mean/std: the encoder's pretrained statistics, or [0, 1] inputs for the plain
-    U-Net. Stored in the run so prediction normalises exactly as training did."""
-    if cfg.data.mean is not None:
-        return
-    c = cfg.model.in_channels
-    if hasattr(model, "pretrained_normalisation"):
-        mean, std = model.pretrained_normalisation()
-        if len(mean) != c:  # a grey input on an RGB encoder: average the statistics
-            mean, std = [sum(mean) / len(mean)] * c, [sum(std) / len(std)] * c
-    else:
-        mean, std = [0.0] * c, [1.0] * c
-    cfg.data.mean, cfg.data.std = [float(m) for m in mean], [float(s) for s in std]
-
-
-class Normalise:
-    """uint8 (B, H, W, C) on any device -> normalised float (B, C, H, W)."""
-
-    def __init__(self, mean, std, device):
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
-
-    def to_unit(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.permute(0, 3, 1, 2).float().div_(255)
-
-    def __call__(self, unit: torch.Tensor) -> torch.Tensor:
-        return (unit - self.mean) / self.std
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -116,7 +88,9 @@ def make_scheduler(cfg, optimizer, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def prepare_data(cfg, progress: bool = True) -> tuple[ArrayData, ArrayData]:
+def prepare_data(cfg, preprocess: Preprocess, progress: bool = True
+                 ) -> tuple[ArrayData, ArrayData]:
+    """The training and validation arrays, decoded and resized by `preprocess`."""
     if not cfg.data.root:
         raise DataError("no data: give --data DIR (or data.root in the config)")
     root = Path(cfg.data.root)
@@ -130,10 +104,9 @@ def prepare_data(cfg, progress: bool = True) -> tuple[ArrayData, ArrayData]:
     if len(splits["train"]) < 1 or len(splits["val"]) < 1:
         raise DataError(f"{root}: the split leaves {len(splits['train'])} training and "
                         f"{len(splits['val'])} validation images; both need at least one")
-    decoder = MaskDecoder.from_config(cfg)
-    size, c = tuple(cfg.data.image_size), cfg.model.in_channels
-    train = load_arrays(splits["train"], size, c, decoder, cfg.data.cache_dir, "decoding train", progress)
-    val = load_arrays(splits["val"], size, c, decoder, cfg.data.cache_dir, "decoding val", progress)
+    decoder, cache = MaskDecoder.from_config(cfg), cfg.data.cache_dir
+    train = load_arrays(splits["train"], preprocess, decoder, cache, "decoding train", progress)
+    val = load_arrays(splits["val"], preprocess, decoder, cache, "decoding val", progress)
     return train, val
 
 
@@ -157,9 +130,10 @@ class Trainer:
         t = cfg.train
         self.device = self.ctx.device(pick_device(t.device))
         seed_everything(t.seed, t.deterministic)
-        self.train_data, self.val_data = prepare_data(cfg, progress)
         self.model = build_model(cfg)
         resolve_normalisation(cfg, self.model)
+        self.preprocess = Preprocess.from_config(cfg)  # the one path from file to input
+        self.train_data, self.val_data = prepare_data(cfg, self.preprocess, progress)
         self.model = self.ctx.prepare(self.model.to(self.device))
         self.cuda = self.device.type == "cuda"
         if self.cuda and t.channels_last:
@@ -168,7 +142,6 @@ class Trainer:
         # the first step, see compiling.py) or the model itself.
         self.step_model = compile_model(self.model, t.compile_mode, log) if t.compile else self.model
         self.compile_proven = self.step_model is self.model
-        self.norm = Normalise(cfg.data.mean, cfg.data.std, self.device)
         self.loss_fn = SegmentationLoss(t.loss, cfg.num_classes).to(self.device)
         self.augment = BatchAugment(t.augment, seed=t.seed + 1)
         self.order = torch.Generator().manual_seed(t.seed + 2)  # the order of training samples
@@ -252,10 +225,10 @@ class Trainer:
         idx = idx.to(x.device)
         images = x[idx].to(self.device, non_blocking=True)
         masks = y[idx].to(self.device, non_blocking=True).long()
-        images = self.norm.to_unit(images)
-        if augment and self.augment:
+        images = self.preprocess.to_unit(images)
+        if augment and self.augment:  # on [0, 1] pixels, before normalising
             images, masks = self.augment(images, masks)
-        images = self.norm(images)
+        images = self.preprocess.normalise(images)
         if self.cuda and self.cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, masks
