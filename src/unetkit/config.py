@@ -8,6 +8,7 @@ and an unknown key is an error that names the nearest valid key.
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [256, 256])  # [height, width]
     mean: list[float] | None = None  # input normalisation; None: the model's default
     std: list[float] | None = None
+    ignore_index: int | None = None  # mask value (e.g. 255) that neither loss nor metrics count
     cache_dir: str | None = None  # where decoded, resized arrays are kept between runs
     rotation_invariant: bool = False  # no "up" (microscopy): --tta adds 90-degree rotations
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -74,7 +76,6 @@ class LossConfig:
     squared_dice: bool = False  # Dice denominator sum(p^2)+sum(g^2) instead of sum(p)+sum(g)
     dice_include_background: bool = True
     class_weights: list[float] | None = None  # cross-entropy weight per class
-    ignore_index: int | None = None  # mask value that neither loss nor metrics count
 
 
 @dataclass
@@ -199,8 +200,37 @@ def _unknown_key_message(path: str, key: str, siblings: list[str]) -> str:
     return f"unknown config key '{path}'{hint}"
 
 
+# Keys that moved: old name -> new name. Configs, recipes and runs that use the old name still
+# load (the value is moved; giving both with different values is an error).
+MOVED = {"train.loss.ignore_index": "data.ignore_index"}
+
+
+def migrate(values: dict) -> dict:
+    """A copy of `values` with every key of `MOVED` at its new place."""
+    values = copy.deepcopy(values)
+    for old, new in MOVED.items():
+        *path, key = old.split(".")
+        node = values
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or key not in node:
+            continue
+        value = node.pop(key)
+        *new_path, new_key = new.split(".")
+        target = values
+        for part in new_path:
+            target = target.setdefault(part, {})
+        current = target.get(new_key) if isinstance(target, dict) else None
+        if current is not None and value is not None and current != value:
+            raise ConfigError(f"{old} is now {new}; give it once (found {value!r} and "
+                              f"{current!r})")
+        if current is None:
+            target[new_key] = value
+    return values
+
+
 def from_dict(values: dict) -> Config:
-    return _from_dict(Config, values or {}, "")
+    return _from_dict(Config, migrate(values or {}), "")
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -239,6 +269,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         key, text = item.split("=", 1)
+        key = MOVED.get(key.strip(), key)
         parts = key.strip().split(".")
         if key.strip() not in _all_keys():
             siblings = [k.split(".")[-1] for k in _all_keys() if k.startswith(".".join(parts[:-1]))]

@@ -25,7 +25,7 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     cfg = predictor.cfg
     items = resolve_split(cfg, Path(data_dir), split)
     decoder = MaskDecoder.from_config(cfg)
-    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
+    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
     bar = tqdm(total=len(items), desc=f"evaluating {split}", unit="image", disable=not progress)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]

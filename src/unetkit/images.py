@@ -101,7 +101,7 @@ class MaskDecoder:
     def from_config(cls, cfg) -> "MaskDecoder":
         d = cfg.data
         return cls(d.mask_encoding, cfg.num_classes, d.mask_threshold, d.class_colors,
-                   cfg.train.loss.ignore_index)
+                   d.ignore_index)
 
     def decode(self, img: Image.Image) -> np.ndarray:
         if self.encoding == "binary":

@@ -142,7 +142,7 @@ class Trainer:
         # the first step, see compiling.py) or the model itself.
         self.step_model = compile_model(self.model, t.compile_mode, log) if t.compile else self.model
         self.compile_proven = self.step_model is self.model
-        self.loss_fn = SegmentationLoss(t.loss, cfg.num_classes).to(self.device)
+        self.loss_fn = SegmentationLoss(t.loss, cfg.num_classes, cfg.data.ignore_index).to(self.device)
         self.augment = BatchAugment(t.augment, seed=t.seed + 1)
         self.order = torch.Generator().manual_seed(t.seed + 2)  # the order of training samples
         self.train_x, self.train_y = device_tensors(self.train_data, self.device)
@@ -303,7 +303,7 @@ class Trainer:
     def validate(self) -> tuple[dict, float]:
         self.model.eval()
         cfg = self.cfg
-        metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
+        metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
         loss_sum, n = torch.zeros((), device=self.device), len(self.val_data)
         bs, mine = cfg.train.eval_batch_size, self.ctx.deal(n)  # every image on one process
         for start in range(0, len(mine), bs):
