@@ -134,6 +134,11 @@ def cmd_serve(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The allowed names come from the registries of the modules that use them.
+    from .export import FORMATS as EXPORT_FORMATS
+    from .predict import BACKENDS
+    from .submit import FORMATS as SUBMIT_FORMATS
+
     parser = argparse.ArgumentParser(
         prog="unetkit", description="Train, evaluate and deploy U-Net segmentation models.")
     parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
@@ -168,21 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", action="store_true",
                    help="sliding-window inference at the training size instead of resizing")
     p.add_argument("--tile-overlap", type=float, default=0.5, help="tile overlap (default 0.5)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="onnx: run RUN_DIR/model.onnx with ONNX Runtime")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("submit", help="write a competition submission CSV")
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="the competition's data folder")
-    p.add_argument("--format", required=True, help="the competition: bkai-neopolyp or carvana")
+    p.add_argument("--format", required=True,
+                   help=f"the competition: {' or '.join(sorted(SUBMIT_FORMATS))}")
     p.add_argument("--out", required=True, help="the CSV file to write")
     p.add_argument("--tta", action="store_true", help="average predictions over flips")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("export", help="export a model as ONNX or a Hugging Face Hub folder")
     p.add_argument("run_dir")
-    p.add_argument("--format", required=True, choices=("onnx", "hub"))
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", required=True, help="the .onnx file, or the Hub folder")
     p.set_defaults(func=cmd_export)
 

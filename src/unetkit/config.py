@@ -332,21 +332,28 @@ def load(recipe: str | None = None, file: str | None = None, overrides: list[str
     return cfg
 
 
+def allowed_values() -> dict[str, tuple[str, ...]]:
+    """Config key -> its allowed names, each from the registry of the module that uses them."""
+    from .compiling import COMPILE_MODES
+    from .data import LAYOUT_NAMES
+    from .images import MASK_ENCODINGS
+    from .metrics import MONITORS
+    from .models import ARCHS
+    from .numerics import POLICIES
+    from .optim import OPTIMIZERS, SCHEDULES
+
+    return {"model.arch": ARCHS, "data.mask_encoding": MASK_ENCODINGS,
+            "data.layout": LAYOUT_NAMES, "train.optimizer": tuple(OPTIMIZERS),
+            "train.schedule": SCHEDULES, "train.nan_policy": POLICIES,
+            "train.monitor": MONITORS, "train.compile_mode": COMPILE_MODES}
+
+
 def validate(cfg: Config) -> None:
     """Checks that need more than one field, so a bad run fails before any data is read."""
     m, d, t = cfg.model, cfg.data, cfg.train
-    choices = {
-        "model.arch": (m.arch, ("unet", "timm-unet")),
-        "data.mask_encoding": (d.mask_encoding, ("binary", "color", "index")),
-        "data.layout": (d.layout, ("auto", "kvasir", "neopolyp", "isbi", "carvana", "custom")),
-        "train.optimizer": (t.optimizer, ("adamw", "adam", "sgd")),
-        "train.schedule": (t.schedule, ("cosine", "linear", "constant", "plateau")),
-        "train.nan_policy": (t.nan_policy, ("stop", "skip")),
-        "train.monitor": (t.monitor, ("mDice", "mIoU", "dice", "iou")),
-        "train.compile_mode": (t.compile_mode, ("default", "reduce-overhead",
-                                                "max-autotune-no-cudagraphs", "max-autotune")),
-    }
-    for key, (value, allowed) in choices.items():
+    for key, allowed in allowed_values().items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
     if cfg.num_classes < 2:

@@ -30,6 +30,8 @@ LAYOUTS = {
     "carvana": ("train", "train_masks", "_mask"),
     "isbi": ("image", "label", ""),
 }
+# The allowed values of data.layout: detect one of LAYOUTS, name one, or declare the folders.
+LAYOUT_NAMES = ("auto", *LAYOUTS, "custom")
 
 
 class DataError(ValueError):

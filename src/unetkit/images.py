@@ -21,6 +21,8 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".
 # Pillow's own guard against decompression bombs warns at 89 M pixels and fails at twice that.
 # A segmentation input above 100 M pixels (10,000 x 10,000) is refused with a clear message.
 MAX_PIXELS = 100_000_000
+# The allowed values of data.mask_encoding (see the module's docstring).
+MASK_ENCODINGS = ("binary", "color", "index")
 
 
 class ImageError(ValueError):

@@ -159,9 +159,15 @@ class TimmUNet(FromPretrained, nn.Module):
         return self.head(x)[..., :h, :w]
 
 
+# The allowed values of model.arch.
+ARCHS = ("unet", "timm-unet")
+
+
 def build_model(cfg) -> nn.Module:
     """The model a `Config` describes. Never downloads unless `encoder_weights: imagenet`."""
     m = cfg.model
+    if m.arch not in ARCHS:
+        raise ValueError(f"model.arch must be one of {', '.join(ARCHS)}; got '{m.arch}'")
     if m.arch == "unet":
         return UNet(m.in_channels, cfg.out_channels, m.base_channels, m.depth, m.bilinear,
                     m.head_channels)

@@ -28,6 +28,7 @@ from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import build_model
 from .numerics import LossGuard
+from .optim import make_optimizer, make_scheduler, steps_per_batch  # noqa: F401  (train's API)
 from .preprocess import Preprocess, resolve_normalisation  # noqa: F401  (part of train's API)
 from .plots import class_palette, panel, plot_curves, save_png
 from .runs import (RunError, atomic_write, read_metrics_csv, save_weights, unwrap,
@@ -52,40 +53,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
     elif torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
-
-
-def make_optimizer(cfg, model) -> torch.optim.Optimizer:
-    t = cfg.train
-    params = list(model.parameters())  # frozen ones too: they get no gradient, so no update
-    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
-    if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
-    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True)
-
-
-def make_scheduler(cfg, optimizer, steps_per_epoch: int):
-    """Per-step LambdaLR for warmup + cosine/linear/constant; ReduceLROnPlateau per epoch."""
-    t = cfg.train
-    if t.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=t.plateau_factor, patience=t.plateau_patience,
-            min_lr=t.min_lr)
-    total, warmup = t.epochs * steps_per_epoch, int(t.warmup_epochs * steps_per_epoch)
-    floor = t.min_lr / t.lr if t.lr > 0 else 0.0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if t.schedule == "cosine":
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-        if t.schedule == "linear":
-            return floor + (1 - floor) * (1 - progress)
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def prepare_data(cfg, preprocess: Preprocess, progress: bool = True
@@ -245,7 +212,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
                    disable=not self.progress, leave=False, unit="batch")
-        per_step = not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        per_step = steps_per_batch(self.scheduler)
         for step in bar:
             idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
             if self.augment:  # draws for the global batch on every rank, which keeps its share
@@ -334,7 +301,7 @@ class Trainer:
             train_loss = self.train_epoch()
             scores, val_loss = self.validate()
             self.epoch += 1
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if not steps_per_batch(self.scheduler):  # the plateau schedule watches the score
                 self.scheduler.step(scores[t.monitor])
             seconds = time.perf_counter() - tic
             row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
