@@ -117,9 +117,9 @@ def test_compiled_trainer_matches_plain_loop(synthetic_data, tmp_path, monkeypat
     trainer = Trainer(small_cfg(synthetic_data, **{"train.device": "cpu", "train.compile": True}),
                       tmp_path, progress=False, log=notes.append)
     init = copy.deepcopy(trainer.model.state_dict())
-    assert trainer.step_model is not trainer.model  # really compiled
+    assert trainer.step.compiled  # really compiled
     fast = fast_path(trainer)
-    assert trainer.step_model is not trainer.model and not notes  # and it stayed compiled
+    assert trainer.step.compiled and not notes  # and it stayed compiled
     compare(fast, plain_loop(trainer, init), loss_rtol=1e-3, score_atol=1e-2)
 
 
@@ -159,7 +159,7 @@ def test_compile_failure_falls_back_to_eager_exactly(synthetic_data, tmp_path, m
                       tmp_path, progress=False, log=notes.append)
     init = copy.deepcopy(trainer.model.state_dict())
     fast = fast_path(trainer)
-    assert trainer.step_model is trainer.model
+    assert not trainer.step.compiled
     assert len(notes) == 1 and "torch.compile failed at the first training step" in notes[0]
     assert "simulated failure" in notes[0] and "\n" not in notes[0]
     # Buffers were restored and gradients cleared: the run is the eager run, to the last bit.

@@ -22,22 +22,13 @@ def _config_args(p: argparse.ArgumentParser, required: bool) -> None:
 def cmd_train(args) -> int:
     from .train import fit
 
-    if args.resume:
-        run_dir = Path(args.resume if isinstance(args.resume, str) else args.out or "")
-        if not run_dir.name:
+    resume = None
+    if args.resume:  # `--resume RUN_DIR`, or `--resume --out RUN_DIR`
+        resume = Path(args.resume if isinstance(args.resume, str) else args.out or "")
+        if not resume.name:
             raise config_mod.ConfigError("--resume needs the run folder: --resume RUN_DIR")
-        values = config_mod.read_yaml(run_dir / "config.yaml")
-        values = config_mod.apply_overrides(values, args.overrides)
-        if args.data:
-            values["data"]["root"] = args.data
-        cfg = config_mod.from_dict(values)
-        config_mod.validate(cfg)
-        fit(cfg, run_dir, resume=True, progress=not args.quiet)
-        return 0
-    if not (args.recipe or args.config):
-        raise config_mod.ConfigError("give --recipe NAME or --config FILE (or --resume RUN_DIR)")
-    cfg = config_mod.load(args.recipe, args.config, args.overrides, args.data)
-    fit(cfg, args.out, progress=not args.quiet)
+    cfg = config_mod.for_training(args.recipe, args.config, args.overrides, args.data, resume)
+    fit(cfg, resume or args.out, resume=resume is not None, progress=not args.quiet)
     return 0
 
 

@@ -348,6 +348,22 @@ def allowed_values() -> dict[str, tuple[str, ...]]:
             "train.monitor": MONITORS, "train.compile_mode": COMPILE_MODES}
 
 
+def for_training(recipe: str | None = None, file: str | None = None,
+                 overrides: list[str] = (), data_root: str | None = None,
+                 resume: str | Path | None = None) -> Config:
+    """The configuration of `unetkit train`, new or resumed, in one order: defaults <- recipe,
+    file or (resuming) the run's own config.yaml <- --data <- --set."""
+    if resume is not None:
+        if recipe or file:
+            raise ConfigError("--resume continues a run with its own config.yaml; drop --recipe "
+                              "and --config (change fields with --set)")
+        return load(file=str(Path(resume) / "config.yaml"), overrides=overrides,
+                    data_root=data_root)
+    if not (recipe or file):
+        raise ConfigError("give --recipe NAME or --config FILE (or --resume RUN_DIR)")
+    return load(recipe, file, overrides, data_root)
+
+
 def validate(cfg: Config) -> None:
     """Checks that need more than one field, so a bad run fails before any data is read."""
     m, d, t = cfg.model, cfg.data, cfg.train
@@ -375,6 +391,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("give both data.split.group_table and data.split.group_column, or neither")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
+    from .augment import validate as validate_augment
+
+    validate_augment(t.augment, d.image_size)
 
 
 def to_yaml(cfg: Config) -> str:

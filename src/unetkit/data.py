@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .images import IMAGE_EXTENSIONS, ImageError, MaskDecoder, open_image, resize_mask, to_array
@@ -323,3 +324,38 @@ def load_arrays(items: list[Item], preprocess: Preprocess, decoder: MaskDecoder,
             os.replace(tmp, file)
     return ArrayData(images, masks, names)
 
+
+# ---------------------------------------------------------------------------------------------
+# A run's training and validation arrays, and where they live during training.
+
+
+def prepare_data(cfg, preprocess: Preprocess, progress: bool = True
+                 ) -> tuple[ArrayData, ArrayData]:
+    """The training and validation arrays, decoded and resized by `preprocess`."""
+    if not cfg.data.root:
+        raise DataError("no data: give --data DIR (or data.root in the config)")
+    root = Path(cfg.data.root)
+    items, problems = pair_items(root, cfg.data)
+    if problems:
+        raise problems_error(str(root), problems)
+    splits = split_items(items, root, cfg.data.split)
+    if len(splits["train"]) < 1 or len(splits["val"]) < 1:
+        raise DataError(f"{root}: the split leaves {len(splits['train'])} training and "
+                        f"{len(splits['val'])} validation images; both need at least one")
+    decoder, cache = MaskDecoder.from_config(cfg), cfg.data.cache_dir
+    train = load_arrays(splits["train"], preprocess, decoder, cache, "decoding train", progress)
+    val = load_arrays(splits["val"], preprocess, decoder, cache, "decoding val", progress)
+    return train, val
+
+
+def device_tensors(data: ArrayData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 arrays as tensors: on the GPU when they take under a quarter of its free memory
+    (then no host-to-device copy happens per step), else in pinned host memory."""
+    images, masks = torch.from_numpy(np.ascontiguousarray(data.images)), \
+        torch.from_numpy(np.ascontiguousarray(data.masks))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.numel() + masks.numel() < free // 4:
+            return images.to(device), masks.to(device)
+        return images.pin_memory(), masks.pin_memory()
+    return images, masks

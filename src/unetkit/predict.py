@@ -28,7 +28,8 @@ from .data import list_images
 from .images import ImageError
 from .plots import class_palette, color_mask, overlay, save_png
 from .preprocess import Preprocess
-from .runs import RunError, load_model, run_config, resolve_model_dir
+from .loading import load_model
+from .runs import RunError, run_config, resolve_model_dir
 from .summary import summarize, write_summaries
 from .tiling import sliding_window
 

@@ -110,7 +110,11 @@ def resolve_normalisation(cfg, model) -> None:
     if cfg.data.mean is not None:
         return
     c = cfg.model.in_channels
-    mean, std = model.default_normalisation()
+    default = getattr(model, "default_normalisation", None)
+    if default is None:
+        raise ValueError(f"a {type(model).__name__} states no default input normalisation; "
+                         "give data.mean and data.std")
+    mean, std = default()
     if len(mean) != c:  # a grey input on an RGB encoder: average the statistics
         mean, std = [sum(mean) / len(mean)] * c, [sum(std) / len(std)] * c
     cfg.data.mean, cfg.data.std = [float(m) for m in mean], [float(s) for s in std]
