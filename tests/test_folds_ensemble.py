@@ -16,7 +16,8 @@ from unetkit.ensemble import EnsembleModel
 from unetkit.folds import fold_splits
 from unetkit.models import build_model
 from unetkit.predict import Predictor
-from unetkit.runs import RunError, load_model, save_weights, write_model_card
+from unetkit.loading import load_model
+from unetkit.runs import RunError, save_weights, write_model_card
 
 
 def video_items(sizes: list[int]) -> list[Item]:

@@ -80,11 +80,11 @@ def test_multiclass_structure_loss():
     valid[..., :2, :2] = 1
     mixed = torch.where(valid.bool(), perfect, wrong)
     assert structure_loss(mixed, target, valid=valid).item() < 1e-3
-    cfg = config_mod.from_dict({"data": {"classes": ["b", "x", "y"], "mask_encoding": "index"},
-                                "train": {"loss": {"structure": 1.0, "ignore_index": 3}}})
+    cfg = config_mod.from_dict({"data": {"classes": ["b", "x", "y"], "mask_encoding": "index",
+                                         "ignore_index": 3}, "train": {"loss": {"structure": 1.0}}})
     masked = target.clone()
     masked[0, 0, 0] = 3
-    assert torch.isfinite(SegmentationLoss(cfg.train.loss, 3)(perfect, masked))
+    assert torch.isfinite(SegmentationLoss(cfg.train.loss, 3, cfg.data.ignore_index)(perfect, masked))
 
 
 def small_cfg(data, *sets, arch="unet"):
@@ -100,7 +100,7 @@ def small_cfg(data, *sets, arch="unet"):
 def test_deep_supervision_heads_train_and_never_leave_the_run(arch, synthetic_data, tmp_path):
     cfg = small_cfg(synthetic_data, "train.deep_supervision=[0.5, 0.25]", "model.depth=3", arch=arch)
     trainer = Trainer(cfg, tmp_path / "run", progress=False, log=lambda m: None)
-    heads = trainer.deep_sup.heads
+    heads = trainer.tricks.deep_sup.heads
     assert len(heads) == 2
     head_params = {id(p) for p in heads.parameters()}
     optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -111,7 +111,7 @@ def test_deep_supervision_heads_train_and_never_leave_the_run(arch, synthetic_da
     # In training mode the side outputs exist, at the output's size; in eval mode, none.
     model = trainer.model.train()
     model(torch.randn(2, 3, 64, 64))
-    sides = trainer.deep_sup.side_logits((64, 64))
+    sides = trainer.tricks.deep_sup.side_logits((64, 64))
     assert [s.shape for s in sides] == [(2, 1, 64, 64)] * 2
     # The saved weights are exactly a fresh model's keys: no head.
     saved = load_file(str(tmp_path / "run" / "model.safetensors"))
@@ -166,9 +166,9 @@ def test_ema_weights_are_validated_and_saved(synthetic_data, tmp_path):
     cfg = small_cfg(synthetic_data, "train.ema=0.9")
     trainer = Trainer(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     trainer.fit()
-    assert trainer.ema.updates == trainer.steps_per_epoch
+    assert trainer.tricks.ema.updates == trainer.steps_per_epoch
     saved = load_file(str(tmp_path / "run" / "model.safetensors"))
-    averaged = trainer.ema.module.state_dict()
+    averaged = trainer.tricks.ema.module.state_dict()
     trained = trainer.model.state_dict()  # finish() loads the saved weights into it
     assert all(torch.equal(saved[k], averaged[k]) for k in saved)
     assert all(torch.equal(saved[k], trained[k]) for k in saved)
@@ -179,7 +179,7 @@ def test_gradient_clipping(synthetic_data, tmp_path):
         cfg = small_cfg(synthetic_data, "train.optimizer='sgd'", *sets)
         trainer = Trainer(cfg, tmp_path / str(len(sets)), progress=False, log=lambda m: None)
         images, masks = trainer.batch(trainer.train_x, trainer.train_y, torch.arange(8), False)
-        trainer.train_step(trainer.model, images, masks, 0)
+        trainer.train_step(trainer.model, images, masks, 0)  # the eager step
         grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
         return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
 

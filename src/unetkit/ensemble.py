@@ -91,7 +91,7 @@ class EnsembleModel(nn.Module):
 
 
 def load_ensemble(folder: str | Path, device="cpu") -> EnsembleModel:
-    from .runs import load_model
+    from .loading import load_model
 
     ensemble_card(folder)  # the members exist and agree on the classes
     members = [load_model(d, "cpu") for d in member_dirs(folder)]

@@ -75,7 +75,7 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
         if s.group_table and (root / s.group_table).exists() else None
     folds = fold_splits(pool, k, s.seed, s.group_by, table)
     (out_dir / "folds").mkdir(parents=True, exist_ok=True)
-    pooled = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
+    pooled = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
     rows = []
     for i, val in enumerate(folds, 1):
         names = {it.name for it in val}
@@ -92,7 +92,7 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
         else:
             log(f"fold {i}/{k}: training on {len(pool) - len(val)} images, validating on {len(val)}")
             fit(fold_cfg, run, resume=(run / "checkpoints" / "last.pt").exists(), progress=progress, log=log)
-        metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
+        metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
         scores = evaluate(run, root, str(files["val"].resolve()), progress=progress, metrics=metrics)
         pooled.load_state(pooled.state() + metrics.state())
         rows.append({"fold": i, "run": run.name, **_flat(scores)})
