@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
+from conftest import run_cli
 from unetkit import config as config_mod
 from unetkit.data import Item
 from unetkit.ensemble import EnsembleModel
 from unetkit.folds import fold_splits
+from unetkit.loading import load_model
 from unetkit.models import build_model
 from unetkit.predict import Predictor
-from unetkit.loading import load_model
 from unetkit.runs import RunError, save_weights, write_model_card
 
 

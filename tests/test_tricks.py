@@ -43,7 +43,8 @@ def test_structure_loss_by_hand():
     loss = structure_loss(torch.zeros(1, 1, 4, 4), mask, kernel=3)
     assert loss.item() == pytest.approx(math.log(2) + 224 / 291, rel=1e-6)
     # (B, H, W) logits and targets are the same thing.
-    assert structure_loss(torch.zeros(1, 4, 4), mask[:, 0], kernel=3).item() == pytest.approx(loss.item())
+    flat = structure_loss(torch.zeros(1, 4, 4), mask[:, 0], kernel=3)
+    assert flat.item() == pytest.approx(loss.item())
 
 
 def pranet_structure_loss(pred, mask):
@@ -63,9 +64,11 @@ def test_structure_loss_matches_pranet_and_is_hooked_into_the_loss():
     logits = torch.randn(3, 1, 48, 40, generator=gen)
     target = (torch.rand(3, 48, 40, generator=gen) > 0.6).long()
     ours = structure_loss(logits, target)
-    assert ours.item() == pytest.approx(pranet_structure_loss(logits, target[:, None].float()).item())
+    reference = pranet_structure_loss(logits, target[:, None].float())
+    assert ours.item() == pytest.approx(reference.item())
     cfg = config_mod.from_dict({"train": {"loss": {"bce": 0.0, "dice": 0.0, "structure": 2.0}}})
-    assert SegmentationLoss(cfg.train.loss, 2)(logits, target).item() == pytest.approx(2 * ours.item())
+    hooked = SegmentationLoss(cfg.train.loss, 2)(logits, target)
+    assert hooked.item() == pytest.approx(2 * ours.item())
 
 
 def test_multiclass_structure_loss():
@@ -84,7 +87,8 @@ def test_multiclass_structure_loss():
                                          "ignore_index": 3}, "train": {"loss": {"structure": 1.0}}})
     masked = target.clone()
     masked[0, 0, 0] = 3
-    assert torch.isfinite(SegmentationLoss(cfg.train.loss, 3, cfg.data.ignore_index)(perfect, masked))
+    loss_fn = SegmentationLoss(cfg.train.loss, 3, cfg.data.ignore_index)
+    assert torch.isfinite(loss_fn(perfect, masked))
 
 
 def small_cfg(data, *sets, arch="unet"):
@@ -98,7 +102,8 @@ def small_cfg(data, *sets, arch="unet"):
 
 @pytest.mark.parametrize("arch", ["unet", "timm-unet"])
 def test_deep_supervision_heads_train_and_never_leave_the_run(arch, synthetic_data, tmp_path):
-    cfg = small_cfg(synthetic_data, "train.deep_supervision=[0.5, 0.25]", "model.depth=3", arch=arch)
+    cfg = small_cfg(synthetic_data, "train.deep_supervision=[0.5, 0.25]", "model.depth=3",
+                    arch=arch)
     trainer = Trainer(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     heads = trainer.tricks.deep_sup.heads
     assert len(heads) == 2
@@ -107,7 +112,8 @@ def test_deep_supervision_heads_train_and_never_leave_the_run(arch, synthetic_da
     assert head_params <= optimised
     before = [h.weight.detach().clone() for h in heads]
     trainer.fit()
-    assert all(not torch.equal(b, h.weight) for b, h in zip(before, heads))  # the heads learnt
+    learnt = [not torch.equal(b, h.weight) for b, h in zip(before, heads, strict=True)]
+    assert all(learnt)  # the heads trained
     # In training mode the side outputs exist, at the output's size; in eval mode, none.
     model = trainer.model.train()
     model(torch.randn(2, 3, 64, 64))
@@ -213,7 +219,8 @@ def test_lab_conversion_and_color_transfer():
     mask = torch.zeros(3, 16, 16, dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
     out, _ = color_transfer(img, mask, gen, p=1.0, space="rgb")
-    shift = next(r for r in (1, 2) if torch.allclose(out.mean((2, 3)), img.roll(r, 0).mean((2, 3)), atol=1e-5))
+    means = out.mean((2, 3))
+    shift = next(r for r in (1, 2) if torch.allclose(means, img.roll(r, 0).mean((2, 3)), atol=1e-5))
     assert torch.allclose(out.std((2, 3)), img.roll(shift, 0).std((2, 3)), atol=1e-4)
     lab, _ = color_transfer(img, mask, torch.Generator().manual_seed(0), p=1.0, space="lab")
     assert (lab - img).abs().amax() > 0.01

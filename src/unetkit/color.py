@@ -62,9 +62,11 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """The inverse of `rgb_to_lab`, clamped to [0, 1]."""
     fy = (lab[:, 0] + 16) / 116
     f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], 1)
-    xyz = torch.where(f > 0.206893, f ** 3, (f - 16 / 116) / 7.787) * _WHITE.to(lab).view(1, 3, 1, 1)
+    white = _WHITE.to(lab).view(1, 3, 1, 1)
+    xyz = torch.where(f > 0.206893, f ** 3, (f - 16 / 116) / 7.787) * white
     lin = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_XYZ).to(lab), xyz).clamp(0, 1)
-    rgb = torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(1e-8) ** (1 / 2.4) - 0.055, 12.92 * lin)
+    gamma = 1.055 * lin.clamp_min(1e-8) ** (1 / 2.4) - 0.055
+    rgb = torch.where(lin > 0.0031308, gamma, 12.92 * lin)
     return rgb.clamp(0, 1)
 
 

@@ -32,7 +32,7 @@ def decoder_stages(model: nn.Module) -> list[tuple[nn.Module, int]]:
     # Each block is a double_conv: its last BatchNorm states its width.
     widths = [[m for m in b.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
               for b in blocks]
-    return list(zip(blocks, widths))[::-1]
+    return list(zip(blocks, widths, strict=True))[::-1]
 
 
 class DeepSupervision(nn.Module):
@@ -61,7 +61,7 @@ class DeepSupervision(nn.Module):
         """Side logits of the last training-mode forward pass, bilinearly up-sampled to `size`
         (the model's output size; a padded input is cropped back like the main output)."""
         out = []
-        for head, feat in zip(self.heads, self._features):
+        for head, feat in zip(self.heads, self._features, strict=True):
             if feat is None:
                 raise RuntimeError("no decoder features recorded: run the model in train mode")
             logits = head(feat)
@@ -73,7 +73,8 @@ class DeepSupervision(nn.Module):
 
     def loss(self, loss_fn, target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """sum_i weight_i * loss_fn(side logits i, target), then the recorded features are freed."""
-        total = sum(w * loss_fn(lg, target) for w, lg in zip(self.weights, self.side_logits(size)))
+        sides = self.side_logits(size)
+        total = sum(w * loss_fn(lg, target) for w, lg in zip(self.weights, sides, strict=True))
         self._features = [None] * len(self.weights)
         return total
 

@@ -33,7 +33,7 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         images = [predictor.read(it.image) for it in chunk]
-        for it, pred in zip(chunk, predictor.predict(images)):
+        for it, pred in zip(chunk, predictor.predict(images), strict=False):
             truth = torch.from_numpy(read_mask(it.mask, decoder))
             metrics.update(torch.from_numpy(pred)[None], truth[None])
         bar.update(len(chunk))

@@ -90,16 +90,20 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
         if _finished(run, cfg.train.epochs):
             log(f"fold {i}/{k}: {run} has finished; kept")
         else:
-            log(f"fold {i}/{k}: training on {len(pool) - len(val)} images, validating on {len(val)}")
-            fit(fold_cfg, run, resume=(run / "checkpoints" / "last.pt").exists(), progress=progress, log=log)
+            log(f"fold {i}/{k}: training on {len(pool) - len(val)} images, validating on "
+                f"{len(val)}")
+            resume = (run / "checkpoints" / "last.pt").exists()  # an interrupted fold goes on
+            fit(fold_cfg, run, resume=resume, progress=progress, log=log)
         metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
-        scores = evaluate(run, root, str(files["val"].resolve()), progress=progress, metrics=metrics)
+        scores = evaluate(run, root, str(files["val"].resolve()), progress=progress,
+                          metrics=metrics)
         pooled.load_state(pooled.state() + metrics.state())
         rows.append({"fold": i, "run": run.name, **_flat(scores)})
         log(f"fold {i}/{k}: val mDice {scores['mDice']:.4f}  dice {scores['dice']:.4f}")
     oof = _flat(pooled.compute())
     write_text(out_dir / "folds.json", json.dumps({"folds": rows, "out_of_fold": oof}, indent=2))
-    write_text(out_dir / "ensemble.json", json.dumps({"members": [r["run"] for r in rows]}, indent=2))
+    members = {"members": [r["run"] for r in rows]}
+    write_text(out_dir / "ensemble.json", json.dumps(members, indent=2))
     log(f"out of fold ({oof['images']} images): mDice {oof['mDice']:.4f}  mIoU {oof['mIoU']:.4f}  "
         f"dice {oof['dice']:.4f}; the {k} folds as one model: {out_dir}")
     return {"folds": rows, "out_of_fold": oof}

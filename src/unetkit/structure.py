@@ -28,7 +28,8 @@ def boundary_weights(masks: torch.Tensor, kernel: int = 31, gain: float = 5.0) -
 
 def structure_loss(logits: torch.Tensor, target: torch.Tensor, kernel: int = 31,
                    gain: float = 5.0, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted BCE + weighted IoU (see the module's text); `valid` (B, 1, H, W) masks pixels out."""
+    """Weighted BCE + weighted IoU (see the module's text); pixels where `valid` (B, 1, H, W)
+    is 0 count nowhere."""
     logits = logits.float()
     if logits.dim() == 3:
         logits = logits.unsqueeze(1)
