@@ -254,3 +254,32 @@ def test_sota_recipes_train_a_step(name):
     loss = loss_fn(logits, masks) + sides.loss(loss_fn, masks, tuple(logits.shape[-2:]))
     loss.backward()
     assert torch.isfinite(loss) and logits.shape[-2:] == images.shape[-2:]
+
+
+@pytest.mark.slow
+def test_resume_with_the_tricks_matches_an_uninterrupted_run(synthetic_data, tmp_path):
+    """The EMA weights, side heads and multi-scale draws are in the checkpoint: one epoch,
+    a new Trainer resumed from the checkpoint and a second epoch end exactly where two epochs
+    in one go do."""
+    sets = ["train.epochs=2", "train.ema=0.9", "train.deep_supervision=[0.5]",
+            "train.multiscale=[0.5, 1.0]", "model.depth=3", "train.grad_clip=1.0"]
+    quiet = {"progress": False, "log": lambda m: None}
+    straight = Trainer(small_cfg(synthetic_data, *sets), tmp_path / "straight", **quiet)
+    straight.fit()
+    first = Trainer(small_cfg(synthetic_data, *sets), tmp_path / "resumed", **quiet)
+    first.train_epoch()
+    scores, _ = first.validate()
+    first.epoch += 1
+    first.history.append(dict(straight.history[0]))  # the row's fields (values are not used)
+    first.save(scores)
+    second = Trainer(small_cfg(synthetic_data, *sets), tmp_path / "resumed", **quiet)
+    second.load_checkpoint(tmp_path / "resumed" / "checkpoints")
+    second.fit()
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for part in ("ema", "side_heads"):
+        ta, tb = a["tricks"][part], b["tricks"][part]
+        ta, tb = ta.get("module", ta), tb.get("module", tb)
+        assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert a["tricks"]["ema"]["updates"] == b["tricks"]["ema"]["updates"] > 0
