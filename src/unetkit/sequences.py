@@ -1,0 +1,103 @@
+"""Detection over sequences: frames with masks in playing order, grouped into videos.
+
+CVC-ColonDB's 380 frames come from 15 colonoscopy videos (`sequences.csv`: frame, sequence, in
+playing order). Per sequence and frame, the model's frame-level detection (see `video`) is
+compared with the truth, raw and after temporal smoothing (see `temporal`):
+- a polyp frame is one whose mask has foreground; a *hit* is a detected (raw) or alarmed
+  (smoothed) polyp frame whose predicted foreground overlaps the true one;
+- sensitivity = hits / polyp frames;
+- a *false-alarm frame* is a detected (or alarmed) frame that is not a hit (no polyp there, or a
+  detection elsewhere); *false alarms* count maximal runs of such frames, as a reviewer would
+  count them on the video;
+- a sequence is detected when at least one of its frames is a hit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataError, read_group_table, resolve_split
+from .images import MaskDecoder, read_image, read_mask
+from .predict import Predictor
+from .temporal import AlarmRule, MovingAverage, Smoothing, runs_of
+from .video import frame_score, is_detected, operating_point
+
+
+def read_sequences(path: Path) -> dict[str, list[str]]:
+    """{sequence: [frame stems in playing order]} from a CSV of frame, sequence (header row)."""
+    table = read_group_table(path, "sequence")
+    out: dict[str, list[str]] = {}
+    for frame, seq in table.items():
+        out.setdefault(seq, []).append(Path(frame).stem)
+    return out
+
+
+def _counts(hits: list[bool], alarms: list[bool], positive: list[bool]) -> dict:
+    false = [a and not h for a, h in zip(alarms, hits)]
+    polyp = sum(positive)
+    return {"hits": sum(hits), "sensitivity": sum(hits) / polyp if polyp else None,
+            "false_alarm_frames": sum(false), "false_alarms": len(runs_of(false)),
+            "detected": any(hits),
+            "first_hit_frame": hits.index(True) + 1 if any(hits) else None}
+
+
+def evaluate_sequences(run_dir, data_dir, sequences: str | Path, smoothing: Smoothing,
+                       threshold: float | None = None, min_area: float | None = None,
+                       backend: str = "torch", device: str | None = None,
+                       progress: bool = True) -> dict:
+    """Per-sequence and total detection scores, raw and smoothed (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    smoothing.validate()
+    data_dir = Path(data_dir)
+    path = Path(sequences)
+    path = path if path.exists() or path.is_absolute() else data_dir / sequences
+    if not path.exists():
+        raise DataError(f"{sequences}: no such sequence table (CSV: frame, sequence)")
+    point = operating_point(run_dir, threshold, min_area)
+    predictor = Predictor.from_run(run_dir, device, backend, threshold=point["threshold"])
+    cfg = predictor.cfg
+    items = {it.name: it for it in resolve_split(cfg, data_dir, "all")}
+    groups = read_sequences(path)
+    missing = [s for frames in groups.values() for s in frames if s not in items]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} frames have no image+mask pair in {data_dir} "
+                        f"(first: {missing[:3]})")
+    decoder = MaskDecoder.from_config(cfg)
+    per_seq, bar = {}, tqdm(total=sum(map(len, groups.values())), unit="frame",
+                            desc="sequences", disable=not progress)
+    for seq, frames in groups.items():
+        ema, rule = MovingAverage(smoothing.ema), AlarmRule(smoothing.k, smoothing.n)
+        rows = []
+        for stem in frames:
+            image = read_image(items[stem].image, predictor.channels)
+            truth = read_mask(items[stem].mask, decoder) > 0
+            probs = predictor.probabilities([image])[0]
+            raw = predictor.labels(probs)
+            labels = raw if smoothing.ema == 0 else predictor.labels(ema.update(probs))
+            det = is_detected(raw, point["min_area"])
+            alarm = rule.update(is_detected(labels, point["min_area"]))
+            rows.append((truth.any(), det, det and bool(np.any((raw > 0) & truth)),
+                         alarm, alarm and bool(np.any((labels > 0) & truth)),
+                         frame_score(probs)))
+            bar.update()
+        positive = [r[0] for r in rows]
+        per_seq[seq] = {"frames": len(rows), "polyp_frames": sum(positive),
+                        "raw": _counts([r[2] for r in rows], [r[1] for r in rows], positive),
+                        "smoothed": _counts([r[4] for r in rows], [r[3] for r in rows], positive)}
+    bar.close()
+    total = {"sequences": len(per_seq), "frames": sum(s["frames"] for s in per_seq.values()),
+             "polyp_frames": sum(s["polyp_frames"] for s in per_seq.values())}
+    for kind in ("raw", "smoothed"):
+        hits = sum(s[kind]["hits"] for s in per_seq.values())
+        total[kind] = {
+            "sensitivity": hits / total["polyp_frames"] if total["polyp_frames"] else None,
+            "false_alarm_frames": sum(s[kind]["false_alarm_frames"] for s in per_seq.values()),
+            "false_alarms": sum(s[kind]["false_alarms"] for s in per_seq.values()),
+            "sequences_detected": sum(s[kind]["detected"] for s in per_seq.values())}
+    return {"data": str(data_dir), "sequences_file": str(path), "settings": {
+        **smoothing.to_dict(), "threshold": predictor.threshold, "min_area": point["min_area"],
+        "operating_point_source": point["source"], "backend": backend},
+        "total": total, "per_sequence": per_seq}
