@@ -48,8 +48,13 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
     """Quantise RUN_DIR/model.onnx to `out` (and `out`.json: the scores of both models), or
     raise RunError, writing nothing, when int8 loses more than `tolerance` mDice on `split`."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     run_dir = resolve_model_dir(run_dir)
     float_path = run_dir / ONNX_FILES["onnx"]

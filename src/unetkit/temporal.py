@@ -15,8 +15,9 @@ k-of-n rule is taken on the averaged map.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .config import ConfigError
 
@@ -32,7 +33,7 @@ class Smoothing:
     n: int = 5  # ... of the last n frames (3 of 5: 120-200 ms at 25 frames/s)
     ema: float = 0.0  # weight of the past in the moving average of probability maps; 0 = off
 
-    def validate(self) -> "Smoothing":
+    def validate(self) -> Smoothing:
         if not (1 <= self.k <= self.n):
             raise ConfigError(f"alarm rule k={self.k} of n={self.n}: need 1 <= k <= n "
                              "(e.g. --alarm-k 3 --alarm-n 5; k = n = 1 turns smoothing off)")

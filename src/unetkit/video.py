@@ -25,9 +25,21 @@ from pathlib import Path
 import numpy as np
 
 from .predict import Predictor
-from .temporal import DEFAULT_MIN_AREA, AlarmRule, MovingAverage, Smoothing, alarm_intervals
 from .runs import write_text
-from .video_io import STREAM_TIMEOUT_S, FrameWriter, VideoError, open_source, source_frames
+from .temporal import (
+    DEFAULT_MIN_AREA,
+    AlarmRule,
+    MovingAverage,
+    Smoothing,
+    alarm_intervals,
+)
+from .video_io import (
+    STREAM_TIMEOUT_S,
+    FrameWriter,
+    VideoError,
+    open_source,
+    source_frames,
+)
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts",
                   ".mts", ".wmv", ".flv", ".ogv", ".3gp", ".mxf", ".y4m"}
@@ -78,6 +90,10 @@ def operating_point(run_dir, threshold: float | None, min_area: float | None) ->
 
 def video_name(source: str) -> str:
     """A folder name for a video, URL or device: its file stem, made safe."""
+    from .video_io import DEVICE_FORMATS
+
+    head, _, rest = source.partition(":")
+    source = rest if head in DEVICE_FORMATS and rest else source  # v4l2:/dev/video0 -> video0
     stem = Path(source.split("?", 1)[0].rstrip("/")).stem or "stream"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".") or "stream"
 
@@ -115,7 +131,7 @@ class _Stage(threading.Thread):
     def run(self):
         try:
             self._work()
-        except BaseException as exc:  # re-raised in the main thread
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
             self.error = exc
             self._stop_all.set()
 
