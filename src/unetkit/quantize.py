@@ -81,9 +81,13 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
         pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         # ONNX shape inference + graph optimisation (symbolic inference: for transformers only)
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
+        # Convolutions only (nearly all the work): graphs exported from "same"-padding encoders
+        # (EfficientNet-Lite) compute their pad sizes with float arithmetic, which must stay
+        # exact; quantised, it pads by a wrong amount and the U-Net's skips no longer line up.
         quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8)
+                        activation_type=QuantType.QUInt8,
+                        op_types_to_quantize=["Conv", "ConvTranspose"])
         proto = onnx.load(str(q))
         del proto.metadata_props[:]  # the float model's (input_multiple, classes, ...) + ours
         for p in onnx.load(str(float_path), load_external_data=False).metadata_props:
