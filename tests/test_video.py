@@ -175,3 +175,21 @@ def test_damaged_videos_give_a_clear_error_and_keep_what_was_read(clip, tmp_path
     read = len(read_rows(folder / "frames.csv"))
     assert 0 < read < 96 and summary["frames"] == read
     assert len(decode(folder / "overlay.mp4")[0]) == read
+
+
+def test_serve_page_takes_a_short_video_and_refuses_a_long_one(clip, tmp_path):
+    """The web page's video path (Gradio-free part): overlay video and alarm list back; an
+    upload over the duration limit is refused with a message naming it."""
+    from unetkit.serve import ModelPage
+    from unetkit.video import VideoError, predict_upload
+
+    run, video = clip
+    page = ModelPage(run, "cpu")
+    try:
+        res = page.segment_video(video)
+        assert len(decode(res["overlay"])[0]) == 24
+        assert res["alarms"]["frames"] == 24 and isinstance(res["alarms"]["alarms"], list)
+        with pytest.raises(VideoError, match="clip.mp4.*up to 1 s"):
+            predict_upload(page.predictor, video, tmp_path, 0.005, max_seconds=1)
+    finally:
+        page.close()

@@ -236,7 +236,7 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
         "alarms": intervals,
         "settings": {**(settings or {}), **smoothing.to_dict(), "min_area": min_area,
                      "threshold": predictor.threshold, "style": style},
-        "outputs": writer.outputs(),
+        "folder": str(folder), "outputs": writer.outputs(),
     }
     write_text(folder / "summary.json", json.dumps(summary, indent=2))
     if errors:
@@ -288,3 +288,26 @@ def predict_videos_cli(args, sources: list[str]) -> None:
         print(f"{s['source']}: {s['frames']} frames at {s['fps_achieved']} frames/s, "
               f"{s['alarm_count']} alarms ({s['alarm_total_s']} s) -> "
               f"{Path(args.out) / video_name(s['source'])}")
+
+
+MAX_VIDEO_SECONDS = 60.0  # `unetkit serve` refuses longer uploads (`unetkit predict` takes any)
+MAX_VIDEO_SIDE = 2048  # the page's limit on image sides, for video frames too
+
+
+def predict_upload(predictor: Predictor, path: str | Path, out_dir, min_area: float,
+                   max_seconds: float = MAX_VIDEO_SECONDS, max_side: int = MAX_VIDEO_SIDE
+                   ) -> dict:
+    """`predict_video` for a web upload, after checking its duration and frame size."""
+    container, stream, fps = open_source(str(path))
+    seconds = container.duration / 1e6 if container.duration else None  # AV_TIME_BASE: us
+    side = max(stream.width, stream.height)
+    container.close()
+    name = Path(path).name
+    if seconds is not None and seconds > max_seconds:
+        raise VideoError(f"{name}: {seconds:.0f} s long; the page takes videos up to "
+                         f"{max_seconds:.0f} s (use `unetkit predict` for longer ones)")
+    if side > max_side:
+        raise VideoError(f"{name}: frames of {stream.width}x{stream.height} pixels; the page "
+                         f"takes up to {max_side} pixels a side")
+    return predict_video(predictor, str(path), out_dir, Smoothing(), min_area, progress=False,
+                         max_frames=int(max_seconds * fps) + 1)  # a stream with no duration
