@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -16,8 +15,8 @@ from unetkit import load_model
 from unetkit.export import export_onnx
 from unetkit.images import read_image
 from unetkit.predict import Predictor
-from unetkit.synthetic import write_dataset
 from unetkit.runs import RunError
+from unetkit.synthetic import write_dataset
 
 TINY = ["model.base_channels=8", "model.depth=3", "data.image_size=[64, 64]",
         "data.split.val_fraction=0.25"]
@@ -43,7 +42,7 @@ def quantisable(tmp_path_factory):
         head.bias -= float(logits.median()) * 8 / float(logits.std())
     run = make_run(d / "run", TINY, model=model)
     predictor = Predictor.from_run(run)
-    for path, labels in zip(paths, predictor.predict(images)):
+    for path, labels in zip(paths, predictor.predict(images), strict=True):
         Image.fromarray(labels * 255).save(data / "masks" / f"{path.stem}.png")
     export_onnx(run, run / "model.onnx")
     return run, data

@@ -67,7 +67,8 @@ def test_evaluate_sequences_on_cvc_colondb(tmp_path):
     data = real_data("cvc-colondb")
     lines = (data / "sequences.csv").read_text().splitlines()
     table = tmp_path / "first3.csv"
-    table.write_text("\n".join(ln for ln in lines if ln.split(",")[-1] in ("sequence", "1", "2", "3")))
+    keep = ("sequence", "1", "2", "3")
+    table.write_text("\n".join(ln for ln in lines if ln.split(",")[-1] in keep))
     run = make_run(tmp_path / "run", TINY)
     out = tmp_path / "seq.json"
     proc = run_cli("evaluate", str(run), "--data", str(data), "--sequences", str(table),

@@ -87,7 +87,8 @@ def test_smoothing_removes_a_one_frame_false_alarm_and_keeps_a_persistent_one(tm
     assert s["alarm_count"] == 1 and s["alarms"][0]["duration_s"] == pytest.approx(1.0)
     assert s["frames_detected_raw"] == 11 and s["settings"]["k"] == 3
     rows = read_rows(tmp_path / "smooth" / "case" / "frames.csv")
-    assert [int(r["detected_raw"]) for r in rows] == [int(i == 4 or 11 <= i <= 20) for i in range(30)]
+    expected = [int(i == 4 or 11 <= i <= 20) for i in range(30)]
+    assert [int(r["detected_raw"]) for r in rows] == expected
     box = [int(rows[12][f"foreground_{c}_raw"]) for c in ("x0", "y0", "x1", "y1")]
     # the square, within the blur of predicting at 64x64 and scaling back up to 96x128
     assert np.abs(np.subtract(box, [40, 30, 89, 69])).max() <= 3
@@ -112,6 +113,7 @@ def clip(tmp_path_factory) -> tuple[Path, Path]:
     return make_run(d / "run", TINY), d / "clip.mp4"
 
 
+@pytest.mark.slow
 def test_predict_video_end_to_end_matches_image_prediction(clip, tmp_path):
     run, video = clip
     out = tmp_path / "out"
@@ -126,11 +128,12 @@ def test_predict_video_end_to_end_matches_image_prediction(clip, tmp_path):
     predictor = Predictor.from_run(run)
     rows = read_rows(folder / "frames.csv")
     assert len(rows) == 24
-    for i, (frame, row) in enumerate(zip(frames, rows)):
+    for i, (frame, row) in enumerate(zip(frames, rows, strict=True)):
         probs = predictor.probabilities([frame])[0]
         labels = predictor.labels(probs)
         area = labels.mean()
-        assert int(row["frame"]) == i + 1 and float(row["time_s"]) == pytest.approx(i / 12, abs=1e-4)
+        assert int(row["frame"]) == i + 1
+        assert float(row["time_s"]) == pytest.approx(i / 12, abs=1e-4)
         assert float(row["foreground_area_raw"]) == pytest.approx(area, abs=1e-6)
         assert int(row["detected_raw"]) == int(area > 0.01)
         assert float(row["score_raw"]) == pytest.approx(float(probs.max()), abs=1e-4)
@@ -153,6 +156,7 @@ def test_capture_device_and_csv_only(clip, tmp_path):
     assert len(read_rows(folder / "frames.csv")) == 7 and not (folder / "overlay.mp4").exists()
 
 
+@pytest.mark.slow
 def test_damaged_videos_give_a_clear_error_and_keep_what_was_read(clip, tmp_path):
     run, video = clip
     junk = tmp_path / "junk.mp4"

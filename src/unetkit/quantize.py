@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from .data import resolve_split
 from .evaluate import evaluate_predictor
 from .export import OnnxModel
-from .images import read_image, resize_image
 from .predict import ONNX_FILES, Predictor
 from .runs import RunError, atomic_write, resolve_model_dir, run_config, write_text
 
@@ -33,11 +32,10 @@ CALIBRATION_IMAGES = 32
 
 
 def calibration_batches(predictor: Predictor, paths: list[Path], multiple: int) -> list[np.ndarray]:
-    """Training images as the network sees them: resized, normalised, padded to its stride."""
+    """Training images as the network sees them (the run's preprocessing), padded to its stride."""
     out = []
     for path in paths:
-        img = resize_image(read_image(path, predictor.channels), predictor.size)
-        x = predictor._normalise(np.stack([img]))
+        x = predictor.inputs([predictor.read(path)])
         ph, pw = (-x.shape[2]) % multiple, (-x.shape[3]) % multiple
         out.append(F.pad(x, (0, pw, 0, ph), mode="replicate").cpu().numpy())
     return out

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, read_group_table, resolve_split
-from .images import MaskDecoder, read_image, read_mask
+from .images import MaskDecoder, read_mask
 from .predict import Predictor
 from .temporal import AlarmRule, MovingAverage, Smoothing, runs_of
 from .video import is_detected, operating_point
@@ -36,7 +36,7 @@ def read_sequences(path: Path) -> dict[str, list[str]]:
 
 
 def _counts(hits: list[bool], alarms: list[bool], positive: list[bool]) -> dict:
-    false = [a and not h for a, h in zip(alarms, hits)]
+    false = [a and not h for a, h in zip(alarms, hits, strict=True)]
     polyp = sum(positive)
     return {"hits": sum(hits), "sensitivity": sum(hits) / polyp if polyp else None,
             "false_alarm_frames": sum(false), "false_alarms": len(runs_of(false)),
@@ -81,7 +81,7 @@ def score_sequences(predictor: Predictor, data_dir: Path, groups: dict[str, list
         ema, rule = MovingAverage(smoothing.ema), AlarmRule(smoothing.k, smoothing.n)
         rows, latest = [], None  # latest: the region of the latest detection
         for stem in frames:
-            image = read_image(items[stem].image, predictor.channels)
+            image = predictor.read(items[stem].image)
             truth = read_mask(items[stem].mask, decoder) > 0
             probs = predictor.probabilities([image])[0]
             raw = predictor.labels(probs)

@@ -121,7 +121,8 @@ def draw_frame(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, class
     draw = ImageDraw.Draw(img)
     size = font.size if hasattr(font, "size") else 12
     x = 6
-    for name, color in zip(classes[1:], palette[1:].tolist()):  # legend: one swatch per class
+    # the legend: one swatch per class
+    for name, color in zip(classes[1:], palette[1:].tolist(), strict=False):
         draw.rectangle((x, 6, x + size, 6 + size), fill=tuple(color), outline=(255, 255, 255))
         draw.text((x + size + 4, 6), name, fill=(255, 255, 255), font=font, stroke_width=1,
                   stroke_fill=(0, 0, 0))
