@@ -67,6 +67,9 @@ def export(run_dir, fmt: str, out) -> dict:
         return export_onnx(run_dir, out)
     if fmt == "hub":
         return export_hub(run_dir, out)
+    if fmt == "int8":
+        raise RunError("int8 export needs images to calibrate on and check with: "
+                       "quantize.export_int8(run_dir, out, data_dir)")
     raise RunError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
 
 
