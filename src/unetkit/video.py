@@ -147,6 +147,16 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
+def _get(q: queue.Queue, stop: threading.Event):
+    """The next item, or None once told to stop (its producer may be gone)."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return None
+
+
 def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothing,
                   min_area: float = DEFAULT_MIN_AREA, overlay_video: bool = True,
                   masks: bool = False, style: str = "outline", max_frames: int | None = None,
@@ -191,7 +201,7 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
                disable=not progress)
     start = time.perf_counter()
     try:
-        while (item := frames_q.get()) is not None:
+        while (item := _get(frames_q, stop)) is not None:
             index, t, image = item
             probs = predictor.probabilities([image])[0]
             raw = predictor.labels(probs)
