@@ -65,6 +65,8 @@ def _read_operating_point(run_dir: Path) -> dict | None:
     return {"threshold": float(values["threshold"]), "min_area": float(values["min_area"])}
 
 
+# frame_score and is_detected have the signatures of unetkit.detection's (one definition of a
+# detection for evaluation, calibration and video); video and sequences call only these two.
 def frame_score(probs) -> float:
     """The frame's polyp score: the highest foreground probability of any pixel."""
     fg = probs[0] if probs.shape[0] == 1 else 1 - probs[0]
