@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
+from latency_cpu import median_ms  # noqa: E402  (this folder's CPU latency benchmark)
 from run_fixtures import make_run  # noqa: E402  (a run folder without training)
 from unetkit.export import OnnxModel, export_onnx  # noqa: E402
 from unetkit.loading import load_model  # noqa: E402
@@ -58,16 +57,8 @@ def write_video(path: Path, images: list[Path], frames: int, fps: int = 25) -> N
 
 
 def network_ms(model, runs: int = 30) -> float:
-    x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
-        for _ in range(3):
-            model(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        return median_ms(model, torch.randn(1, 3, 256, 256), runs)
 
 
 def main() -> None:
