@@ -303,3 +303,26 @@ def test_model_page_segments_like_predict_and_describes_the_run(tmp_path):
             page.segment(tmp_path / "upload.txt", name="report.txt")
     finally:
         page.close()
+
+
+@pytest.mark.slow
+def test_programmatic_api_returns_the_overlay_video_and_alarms(served, tmp_path):
+    need("gradio_client", why="comes with the optional extra unetkit[serve]")
+    import av
+    from gradio_client import Client, handle_file
+
+    url, run_dir, image_path, expected = served
+    video = tmp_path / "clip.mp4"
+    with av.open(str(video), "w") as c:  # the test image for 10 frames
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 160, 160, "yuv420p"
+        for _ in range(10):
+            c.mux(s.encode(av.VideoFrame.from_image(Image.open(image_path).convert("RGB"))))
+        c.mux(s.encode(None))
+    client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
+    overlay, alarms = client.predict(handle_file(str(video)), api_name="/video")
+    path = overlay["video"] if isinstance(overlay, dict) else overlay
+    with av.open(str(path)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 10
+    # the mask covers ~30% of every frame: one alarm, from the 3rd frame (3 of 5) to the end
+    assert alarms["alarm_count"] == 1 and alarms["alarms"][0]["start_frame"] == 3

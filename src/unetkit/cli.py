@@ -45,6 +45,18 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
     from .runs import write_text
 
+    if args.sequences:
+        from .sequences import evaluate_sequences
+        from .temporal import Smoothing
+
+        scores = evaluate_sequences(args.run_dir, args.data, args.sequences,
+                                    Smoothing(args.alarm_k, args.alarm_n, args.ema),
+                                    min_area=args.min_area, progress=not args.quiet)
+        print_sequences(scores)
+        if args.json:
+            write_text(args.json, json.dumps(scores, indent=2))
+            print(f"wrote {args.json}")
+        return 0
     scores = evaluate(args.run_dir, args.data, args.split, args.tta, progress=not args.quiet)
     keys = ("mDice", "mIoU", "dice", "iou", "precision", "recall", "accuracy")
     print(f"{args.split} ({scores['images']} images{', TTA' if args.tta else ''}): "
@@ -57,13 +69,35 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def print_sequences(scores: dict) -> None:
+    s = scores["settings"]
+    print(f"alarm on {s['k']} of {s['n']} frames, EMA {s['ema']}, threshold {s['threshold']}, "
+          f"min_area {s['min_area']} ({s['operating_point_source']})")
+    print(f"{'sequence':>8} {'frames':>6} {'polyp':>6} | {'sens raw':>8} {'FA frames':>9} "
+          f"{'FAs':>4} | {'sens smooth':>11} {'FA frames':>9} {'FAs':>4}")
+    rows = list(scores["per_sequence"].items()) + [("total", scores["total"])]
+    for name, r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"{name:>8} {r['frames']:>6} {r['polyp_frames']:>6} | "
+              f"{fmt(r['raw']['sensitivity']):>8} {r['raw']['false_alarm_frames']:>9} "
+              f"{r['raw']['false_alarms']:>4} | {fmt(r['smoothed']['sensitivity']):>11} "
+              f"{r['smoothed']['false_alarm_frames']:>9} {r['smoothed']['false_alarms']:>4}")
+
+
 def cmd_predict(args) -> int:
     from .predict import predict_files
+    from .video import is_video, predict_videos_cli
 
-    result = predict_files(args.run_dir, args.inputs, args.out, tta=args.tta,
+    videos = [name for name in args.inputs if is_video(name)]
+    if videos:
+        predict_videos_cli(args, videos)
+    images = [name for name in args.inputs if not is_video(name)]
+    if not images:
+        return 0
+    result = predict_files(args.run_dir, images, args.out, tta=args.tta,
                            threshold=args.threshold, overlays=args.overlay, probs=args.probs,
                            progress=not args.quiet, tile=args.tile,
-                           tile_overlap=args.tile_overlap, backend=args.backend)
+                           tile_overlap=args.tile_overlap, backend=args.backend or "torch")
     print(f"wrote {result['written']} masks to {result['out']}")
     if result["failed"]:
         print(f"{len(result['failed'])} files could not be read:", file=sys.stderr)
@@ -85,6 +119,18 @@ def cmd_submit(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
 
+    if args.format == "int8":
+        from .quantize import export_int8
+
+        if not args.data:
+            raise config_mod.ConfigError("--format int8 needs --data DIR: the images it is "
+                                         "calibrated on (train split) and checked on (--split)")
+        c = export_int8(args.run_dir, args.out, args.data, args.split, args.tolerance,
+                        progress=not args.quiet)["check"]
+        print(f"wrote {args.out}: mDice int8 {c['int8_mDice']:.4f} vs float "
+              f"{c['float_mDice']:.4f} on {c['images']} {c['split']} images (drop "
+              f"{c['mDice_drop']:.4f} <= {c['tolerance']})")
+        return 0
     result = export(args.run_dir, args.format, args.out)
     if args.format == "onnx":
         print(f"wrote {args.out} (opset {result['opset']}; ONNX Runtime vs PyTorch max logit "
@@ -162,11 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="average predictions over flips (and 90-degree rotations if declared)")
     p.add_argument("--json", help="also write the scores to this JSON file")
+    p.add_argument("--sequences", metavar="CSV",
+                   help="frame,sequence table (frames in playing order): per-sequence "
+                        "detection, raw and with the alarm rule below")
+    from .temporal import add_smoothing_args
+
+    add_smoothing_args(p.add_argument_group("--sequences: the alarm rule"))
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="write masks for images")
+    p = sub.add_parser("predict", help="write masks for images, or overlays and alarms for videos")
     p.add_argument("run_dir")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files or folders; video files, stream URLs, FORMAT:DEVICE")
     p.add_argument("--out", required=True, help="the folder for the masks")
     p.add_argument("--tta", action="store_true",
                    help="average predictions over flips (and 90-degree rotations if declared)")
@@ -176,8 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", action="store_true",
                    help="sliding-window inference at the training size instead of resizing")
     p.add_argument("--tile-overlap", type=float, default=0.5, help="tile overlap (default 0.5)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="onnx: run RUN_DIR/model.onnx with ONNX Runtime")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="onnx: RUN_DIR/model.onnx with ONNX Runtime; int8: model.int8.onnx "
+                        "(default: torch for images; for videos the fastest the run has)")
+    from .temporal import add_video_args
+
+    add_video_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("submit", help="write a competition submission CSV")
@@ -191,8 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a model as ONNX or a Hugging Face Hub folder")
     p.add_argument("run_dir")
-    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                   help="int8: quantise RUN_DIR/model.onnx, kept if its mDice holds on --data")
     p.add_argument("--out", required=True, help="the .onnx file, or the Hub folder")
+    p.add_argument("--data", help="int8: the data folder to calibrate on and check with")
+    p.add_argument("--split", default="val", help="int8: the split it is checked on")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="int8: largest mDice drop accepted (default 0.01)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("check-data", help="list every problem in a data folder")

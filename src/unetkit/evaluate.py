@@ -24,6 +24,13 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     fill (its counts can then be pooled with others, as the out-of-fold scores are).
     """
     predictor = Predictor.from_run(run_dir, device, tta=tta)
+    return {"split": split, "tta": tta,
+            **evaluate_predictor(predictor, data_dir, split, batch_size, progress)}
+
+
+def evaluate_predictor(predictor: Predictor, data_dir, split: str = "val", batch_size: int = 16,
+                       progress: bool = True) -> dict:
+    """The scores of `evaluate` for any Predictor (e.g. one running an ONNX model)."""
     cfg = predictor.cfg
     items = resolve_split(cfg, Path(data_dir), split)
     decoder = MaskDecoder.from_config(cfg)
@@ -38,4 +45,4 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
             metrics.update(torch.from_numpy(pred)[None], truth[None])
         bar.update(len(chunk))
     bar.close()
-    return {"split": split, "tta": tta, **metrics.compute()}
+    return metrics.compute()

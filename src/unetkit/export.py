@@ -27,7 +27,7 @@ from .models import pad_to_multiple
 from .preprocess import Preprocess
 from .runs import RunError, atomic_write, read_model_card, resolve_model_dir, write_text
 
-FORMATS = ("onnx", "hub")
+FORMATS = ("onnx", "hub", "int8")  # int8: quantize.export_int8 (needs images to check on)
 OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT / OpenVINO
 # Largest |ONNX - PyTorch| logit difference accepted at export time. Float32 kernels differ in
 # summation order, which moves logits of a deep U-Net by ~1e-5; a wrong graph moves them by >0.1.
@@ -67,6 +67,9 @@ def export(run_dir, fmt: str, out) -> dict:
         return export_onnx(run_dir, out)
     if fmt == "hub":
         return export_hub(run_dir, out)
+    if fmt == "int8":
+        raise RunError("int8 export needs images to calibrate on and check with: "
+                       "quantize.export_int8(run_dir, out, data_dir)")
     raise RunError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
 
 

@@ -34,7 +34,9 @@ from .runs import RunError, resolve_model_dir, run_config
 from .summary import summarize, write_summaries
 from .tiling import sliding_window
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "int8")
+# The ONNX files a run folder may hold: `unetkit export RUN --format onnx|int8` writes them.
+ONNX_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx"}
 
 
 class Predictor:
@@ -55,15 +57,17 @@ class Predictor:
     def from_run(cls, run_dir, device: str | None = None, backend: str = "torch",
                  **kwargs) -> Predictor:
         """A Predictor for a run folder (or Hub folder/id); `backend="onnx"` runs the run's
-        exported `model.onnx` (made by `unetkit export RUN_DIR --format onnx`) instead."""
+        exported `model.onnx` (made by `unetkit export RUN_DIR --format onnx`) instead, and
+        `backend="int8"` its int8 quantisation `model.int8.onnx` (`--format int8`)."""
         run_dir = resolve_model_dir(run_dir)
-        if backend == "onnx":
+        if backend in ONNX_FILES:
             from .export import OnnxModel
 
-            path = run_dir / "model.onnx"
+            path = run_dir / ONNX_FILES[backend]
             if not path.exists():
+                extra = " --data DATA_DIR" if backend == "int8" else ""
                 raise RunError(f"{path}: no ONNX model; make it with `unetkit export {run_dir} "
-                               f"--format onnx --out {path}`")
+                               f"--format {backend}{extra} --out {path}`")
             return cls(OnnxModel(path), run_config(run_dir), "cpu", **kwargs)
         if backend != "torch":
             raise RunError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")

@@ -172,6 +172,21 @@ class ModelPage:
                 "size": [int(labels.shape[0]), int(labels.shape[1])]}
 
 
+    def segment_video(self, path: str | Path) -> dict:
+        """A short uploaded video: its overlay video and alarms (see `video.predict_upload`),
+        with the run's operating point; raises `VideoError` naming the upload if unreadable."""
+        from .video import operating_point, predict_upload
+
+        point = operating_point(self.run_dir, None, None)
+        predictor = Predictor(self.predictor.model, self.cfg, self.predictor.device,
+                              threshold=point["threshold"])
+        summary = predict_upload(predictor, path, self.new_output_dir(), point["min_area"])
+        folder = Path(summary["folder"])
+        return {"overlay": folder / "overlay.mp4", "frames_csv": folder / "frames.csv",
+                "alarms": {k: summary[k] for k in ("frames", "duration_s", "alarm_count",
+                                                   "alarm_total_s", "alarms", "settings")}}
+
+
 def stats_markdown(results: list[dict]) -> str:
     rows = ["| image | class | area (pixels) | area (% of image) | regions |",
             "|---|---|---:|---:|---:|"]
@@ -285,6 +300,25 @@ def build_app(page: ModelPage):
         uploads.change(**common)  # an upload, a cleared box, or a click on an example
         tta.change(**common)
         threshold.release(**common)
+
+        with gr.Accordion("Video (up to a minute): overlay and alarms", open=False):
+            video_in = gr.Video(label="Video", sources=["upload"], elem_id="video-in")
+            video_run = gr.Button("Predict the video", elem_id="video-run")
+            video_out = gr.Video(label="Overlay", elem_id="video-out")
+            alarms = gr.JSON(label="Alarms", elem_id="alarms")
+
+        def video_api(path):
+            """One video in; its overlay video (MP4) and the alarms (JSON) out."""
+            if not path:
+                raise gr.Error("send a video file")
+            try:
+                res = page.segment_video(path)
+            except ImageError as exc:  # VideoError included
+                raise gr.Error(str(exc)) from None
+            return str(res["overlay"]), res["alarms"]
+
+        video_run.click(video_api, [video_in], [video_out, alarms], api_name="video",
+                        concurrency_id="model")
 
         # The programmatic API: hidden components, so the endpoint has typed parameters.
         with gr.Row(visible=False):

@@ -1,0 +1,325 @@
+"""Video and live streams: per-frame prediction, temporal smoothing, an overlay video, alarms.
+
+`predict_video` reads any container and codec FFmpeg reads (through PyAV, whose wheels ship
+FFmpeg), a stream URL (rtsp://, http://, udp://, ...) or a capture device (`v4l2:/dev/video0`,
+`avfoundation:0`, `dshow:video=NAME`, or FFmpeg's virtual `lavfi:testsrc`), and writes, in
+OUT/<video name>/:
+  overlay.mp4    the video with the predicted outline (or tint), the class legend, the frame
+                 number and time, and a red "POLYP" flag on every frame where an alarm is raised
+  frames.csv     per frame: time, raw and smoothed detection, alarm, score, area and box per class
+  summary.json   alarms as time intervals, their count and durations, frames/s achieved, settings
+  masks/         one mask PNG per frame, only when asked
+Decoding, inference and drawing + encoding run in three threads joined by bounded queues, so on
+a CPU they overlap (FFmpeg and the inference runtimes release the GIL while they work).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .predict import Predictor
+from .runs import write_text
+from .temporal import (
+    DEFAULT_MIN_AREA,
+    AlarmRule,
+    MovingAverage,
+    Smoothing,
+    alarm_intervals,
+)
+from .video_io import (
+    STREAM_TIMEOUT_S,
+    FrameWriter,
+    VideoError,
+    open_source,
+    source_frames,
+)
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts",
+                  ".mts", ".wmv", ".flv", ".ogv", ".3gp", ".mxf", ".y4m"}
+QUEUE_FRAMES = 8  # frames waiting between two stages: bounds memory, lets stages overlap
+
+
+def is_video(name: str) -> bool:
+    """A video file (by suffix), a stream URL or a capture device (`FORMAT:DEVICE`)."""
+    from .video_io import DEVICE_FORMATS
+
+    return (Path(name).suffix.lower() in VIDEO_SUFFIXES or "://" in name
+            or name.split(":", 1)[0] in DEVICE_FORMATS)
+
+
+# Frame-level detection. The calibrated operating point is RUN_DIR/operating_point.json, a JSON
+# object with the keys "threshold" (foreground probability) and "min_area" (fraction of the frame
+# the foreground must exceed); `unetkit calibrate` writes it.
+def _read_operating_point(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "operating_point.json"
+    if not path.exists():
+        return None
+    values = json.loads(path.read_text())
+    return {"threshold": float(values["threshold"]), "min_area": float(values["min_area"])}
+
+
+# frame_score and is_detected have the signatures of unetkit.detection's (one definition of a
+# detection for evaluation, calibration and video); video and sequences call only these two.
+def frame_score(probs) -> float:
+    """The frame's polyp score: the highest foreground probability of any pixel."""
+    fg = probs[0] if probs.shape[0] == 1 else 1 - probs[0]
+    return float(fg.max())
+
+
+def is_detected(labels: np.ndarray, min_area: float) -> bool:
+    """A frame is detected when its foreground covers more than `min_area` of it."""
+    return bool(np.count_nonzero(labels) > min_area * labels.size)
+
+
+def operating_point(run_dir, threshold: float | None, min_area: float | None) -> dict:
+    """Threshold and min_area: given values first, then the run's calibrated operating point,
+    then the run's training threshold and DEFAULT_MIN_AREA. Says where each came from."""
+    point = _read_operating_point(run_dir) or {}
+    src = "operating_point.json"
+    return {"threshold": threshold if threshold is not None else point.get("threshold"),
+            "min_area": min_area if min_area is not None else point.get("min_area",
+                                                                       DEFAULT_MIN_AREA),
+            "source": "options" if threshold is not None or min_area is not None
+            else (src if point else "defaults")}
+
+
+def video_name(source: str) -> str:
+    """A folder name for a video, URL or device: its file stem, made safe."""
+    from .video_io import DEVICE_FORMATS
+
+    head, _, rest = source.partition(":")
+    source = rest if head in DEVICE_FORMATS and rest else source  # v4l2:/dev/video0 -> video0
+    stem = Path(source.split("?", 1)[0].rstrip("/")).stem or "stream"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".") or "stream"
+
+
+def stats(labels: np.ndarray, classes: list[str]) -> dict[str, tuple]:
+    """Per foreground class: (area fraction, x0, y0, x1, y1); the box is empty when absent."""
+    out = {}
+    for k, cls in enumerate(classes[1:], start=1):
+        mask = labels == k
+        area = np.count_nonzero(mask)
+        box = ("", "", "", "")
+        if area:
+            ys, xs = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            box = (int(xs[0]), int(ys[0]), int(xs[-1]), int(ys[-1]))
+        out[cls] = (round(area / mask.size, 6), *box)
+    return out
+
+
+def csv_header(classes: list[str]) -> list[str]:
+    cols = ["frame", "time_s", "detected_raw", "detected", "alarm", "score_raw", "score"]
+    for cls in classes[1:]:
+        for sfx in ("_raw", ""):
+            cols += [f"{cls}_area{sfx}", *(f"{cls}_{c}{sfx}" for c in ("x0", "y0", "x1", "y1"))]
+    return cols
+
+
+class _Stage(threading.Thread):
+    """A daemon thread that remembers the exception it died of and then tells the others to
+    stop (through `stop`), so that no stage waits forever on a queue nobody serves."""
+
+    def __init__(self, target, stop: threading.Event):
+        super().__init__(daemon=True)
+        self._work, self._stop_all, self.error = target, stop, None
+
+    def run(self):
+        try:
+            self._work()
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
+            self.error = exc
+            self._stop_all.set()
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put unless told to stop (a bounded queue whose consumer is gone would block forever)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    """The next item, or None once told to stop (its producer may be gone)."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return None
+
+
+def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothing,
+                  min_area: float = DEFAULT_MIN_AREA, overlay_video: bool = True,
+                  masks: bool = False, style: str = "outline", max_frames: int | None = None,
+                  progress: bool = True, settings: dict | None = None) -> dict:
+    """Predict every frame of `source`; write OUT/<name>/ (see the module docstring). Returns
+    the summary. A read error part-way keeps the outputs of the frames read (summary.json says
+    `complete: false` and why) and then raises `VideoError`."""
+    from tqdm.auto import tqdm
+
+    smoothing.validate()
+    container, stream, fps = open_source(source)
+    folder = Path(out_dir) / video_name(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    classes = list(predictor.cfg.data.classes)
+    writer = FrameWriter(folder, fps, classes, csv_header(classes), predictor.palette,
+                         overlay_video, masks, style, predictor.cfg.num_classes == 2)
+    stop = threading.Event()
+    frames_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    results_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    decode_errors: list[str] = []
+
+    def decode():
+        try:
+            for item in source_frames(container, stream, predictor.channels, max_frames):
+                if not _put(frames_q, item, stop):
+                    return
+        except VideoError as exc:
+            decode_errors.append(str(exc))
+        finally:
+            _put(frames_q, None, stop)
+
+    def write():
+        while (item := results_q.get()) is not None:
+            writer.write(*item)
+
+    ema, rule = MovingAverage(smoothing.ema), AlarmRule(smoothing.k, smoothing.n)
+    times, alarms, raw_count, interrupted = [], [], 0, False
+    stages = [_Stage(decode, stop), _Stage(write, stop)]
+    for s in stages:
+        s.start()
+    bar = tqdm(total=stream.frames or max_frames or None, unit="frame", desc=video_name(source),
+               disable=not progress)
+    start = time.perf_counter()
+    try:
+        while (item := _get(frames_q, stop)) is not None:
+            index, t, image = item
+            probs = predictor.probabilities([image])[0]
+            raw = predictor.labels(probs)
+            smooth_probs = ema.update(probs)
+            labels = raw if smoothing.ema == 0 else predictor.labels(smooth_probs)
+            detected_raw, detected = is_detected(raw, min_area), is_detected(labels, min_area)
+            alarm = rule.update(detected)
+            scores = (frame_score(probs), frame_score(smooth_probs))
+            row = [index + 1, round(t, 4), int(detected_raw), int(detected), int(alarm),
+                   round(scores[0], 4), round(scores[1], 4)]
+            if not _put(results_q, (image, raw, labels, alarm, row), stop):
+                break
+            times.append(t)
+            alarms.append(alarm)
+            raw_count += detected_raw
+            bar.update()
+    except KeyboardInterrupt:  # a live stream is stopped with Ctrl+C: keep what was read
+        interrupted = True
+    finally:
+        elapsed = time.perf_counter() - start
+        bar.close()
+        _put(results_q, None, stop)
+        stages[1].join()
+        stop.set()
+        stages[0].join(timeout=STREAM_TIMEOUT_S)  # a live stream may be waiting for a packet
+        if not stages[0].is_alive():
+            container.close()
+    if stages[1].error:
+        writer.abort()
+        raise stages[1].error
+    writer.close()
+    errors = decode_errors + ([str(stages[0].error)] if stages[0].error else [])
+    intervals = alarm_intervals(alarms, times, 1 / fps)
+    summary = {
+        "source": source, "frames": len(times), "input_fps": round(fps, 4),
+        "duration_s": round(times[-1] + 1 / fps, 4) if times else 0.0,
+        "fps_achieved": round(len(times) / elapsed, 2) if elapsed > 0 else None,
+        "complete": not errors and not interrupted, "error": errors[0] if errors else None,
+        "interrupted": interrupted, "frames_detected_raw": raw_count,
+        "frames_in_alarm": int(sum(alarms)), "alarm_count": len(intervals),
+        "alarm_total_s": round(sum(a["duration_s"] for a in intervals), 4),
+        "alarms": intervals,
+        "settings": {**(settings or {}), **smoothing.to_dict(), "min_area": min_area,
+                     "threshold": predictor.threshold, "style": style},
+        "folder": str(folder), "outputs": writer.outputs(),
+    }
+    write_text(folder / "summary.json", json.dumps(summary, indent=2))
+    if errors:
+        raise VideoError(f"{errors[0]}; the outputs of the {len(times)} frames read before it "
+                         f"are in {folder}")
+    return summary
+
+
+def resolve_backend(run_dir, backend: str | None) -> str:
+    """`None`/"auto": the run's int8 ONNX model if it exists (it was kept only after passing
+    its Dice check), else its float ONNX model, else PyTorch; ONNX only with onnxruntime."""
+    from .predict import ONNX_FILES
+    from .runs import resolve_model_dir
+
+    if backend not in (None, "auto"):
+        return backend
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    run_dir = resolve_model_dir(run_dir)
+    return next((b for b in ("int8", "onnx") if (run_dir / ONNX_FILES[b]).exists()), "torch")
+
+
+def predict_videos(run_dir, sources: list[str], out_dir, smoothing: Smoothing,
+                   threshold: float | None = None, min_area: float | None = None,
+                   backend: str | None = None, device: str | None = None, log=print,
+                   **options) -> list[dict]:
+    """`predict_video` for each source with the run's model and operating point (see
+    `operating_point`); the backend, operating point and smoothing go into each summary."""
+    smoothing.validate()
+    point = operating_point(run_dir, threshold, min_area)
+    backend = resolve_backend(run_dir, backend)
+    predictor = Predictor.from_run(run_dir, device, backend, threshold=point["threshold"])
+    log(f"backend {backend}, threshold {predictor.threshold}, min_area {point['min_area']} "
+        f"({point['source']}), alarm on {smoothing.k} of {smoothing.n} frames"
+        + (f", EMA {smoothing.ema}" if smoothing.ema else ""))
+    settings = {"backend": backend, "operating_point_source": point["source"]}
+    return [predict_video(predictor, s, out_dir, smoothing, point["min_area"], settings=settings,
+                          **options) for s in sources]
+
+
+def predict_videos_cli(args, sources: list[str]) -> None:
+    smoothing = Smoothing(args.alarm_k, args.alarm_n, args.ema)
+    for s in predict_videos(args.run_dir, sources, args.out, smoothing, args.threshold,
+                            args.min_area, args.backend, masks=args.masks,
+                            overlay_video=not args.no_video, style=args.style,
+                            max_frames=args.max_frames, progress=not args.quiet):
+        print(f"{s['source']}: {s['frames']} frames at {s['fps_achieved']} frames/s, "
+              f"{s['alarm_count']} alarms ({s['alarm_total_s']} s) -> "
+              f"{Path(args.out) / video_name(s['source'])}")
+
+
+MAX_VIDEO_SECONDS = 60.0  # `unetkit serve` refuses longer uploads (`unetkit predict` takes any)
+MAX_VIDEO_SIDE = 2048  # the page's limit on image sides, for video frames too
+
+
+def predict_upload(predictor: Predictor, path: str | Path, out_dir, min_area: float,
+                   max_seconds: float = MAX_VIDEO_SECONDS, max_side: int = MAX_VIDEO_SIDE
+                   ) -> dict:
+    """`predict_video` for a web upload, after checking its duration and frame size."""
+    container, stream, fps = open_source(str(path))
+    seconds = container.duration / 1e6 if container.duration else None  # AV_TIME_BASE: us
+    side = max(stream.width, stream.height)
+    container.close()
+    name = Path(path).name
+    if seconds is not None and seconds > max_seconds:
+        raise VideoError(f"{name}: {seconds:.0f} s long; the page takes videos up to "
+                         f"{max_seconds:.0f} s (use `unetkit predict` for longer ones)")
+    if side > max_side:
+        raise VideoError(f"{name}: frames of {stream.width}x{stream.height} pixels; the page "
+                         f"takes up to {max_side} pixels a side")
+    return predict_video(predictor, str(path), out_dir, Smoothing(), min_area, progress=False,
+                         max_frames=int(max_seconds * fps) + 1)  # a stream with no duration
