@@ -25,11 +25,12 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     """
     predictor = Predictor.from_run(run_dir, device, tta=tta)
     return {"split": split, "tta": tta,
-            **evaluate_predictor(predictor, data_dir, split, batch_size, progress)}
+            **evaluate_predictor(predictor, data_dir, split, batch_size, progress, metrics)}
 
 
 def evaluate_predictor(predictor: Predictor, data_dir, split: str = "val", batch_size: int = 16,
-                       progress: bool = True) -> dict:
+                       progress: bool = True,
+                       metrics: SegmentationMetrics | None = None) -> dict:
     """The scores of `evaluate` for any Predictor (e.g. one running an ONNX model)."""
     cfg = predictor.cfg
     items = resolve_split(cfg, Path(data_dir), split)
