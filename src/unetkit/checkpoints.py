@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .files import temp_beside
 from .runs import RunError
 
 LAST, PREVIOUS = "last.pt", "previous.pt"
@@ -27,19 +28,15 @@ LAST, PREVIOUS = "last.pt", "previous.pt"
 def save_checkpoint(folder: str | Path, state: dict) -> Path:
     """Write `state` as folder/last.pt, keeping the former last.pt as folder/previous.pt."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    last, tmp = folder / LAST, folder / f".{LAST}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before any rename makes them count
+    last = folder / LAST
+    with temp_beside(last) as (f, tmp):
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before any rename makes them count
+        f.close()
         if last.exists():
             os.replace(last, folder / PREVIOUS)
         os.replace(tmp, last)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return last
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .files import atomic_write
 from .images import (IMAGE_EXTENSIONS, ImageError, MaskDecoder, open_image, resize_image,
                      resize_mask, to_array)
 
@@ -319,8 +320,6 @@ def load_arrays(items: list[Item], size: tuple[int, int], channels: int, decoder
     if cache_dir:
         folder.mkdir(parents=True, exist_ok=True)
         for file, arr in ((img_file, images), (mask_file, masks)):
-            tmp = file.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, arr)
-            os.replace(tmp, file)
+            atomic_write(file, lambda f, a=arr: np.save(f, a))
     return ArrayData(images, masks, names)
 

@@ -86,7 +86,7 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
             "std": json.dumps(cfg.data.std), "classes": json.dumps(cfg.data.classes),
             "threshold": str(cfg.train.threshold)}
 
-    def write(tmp: Path) -> None:
+    def write(f) -> None:
         with tempfile.TemporaryDirectory() as d:
             raw = Path(d) / "model.onnx"
             # The TorchScript exporter: records height and width as dynamic axes. Inputs of a
@@ -102,9 +102,10 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
                 proto.metadata_props.add(key=key, value=value)
             proto.doc_string = "unetkit U-Net: normalised (B, C, H, W) image -> (B, K, H, W) logits"
             onnx.checker.check_model(proto)
-            onnx.save(proto, str(tmp))
-        check = check_onnx(model, tmp, cfg.model.in_channels, multiple)
-        meta["check"] = check
+            onnx.save(proto, str(raw))  # checked before it replaces anything at `out`
+            meta["check"] = check_onnx(model, raw, cfg.model.in_channels, multiple)
+            with raw.open("rb") as src:
+                shutil.copyfileobj(src, f)
 
     atomic_write(out, write)
     sidecar = {k: (json.loads(v) if k in ("image_size", "mean", "std", "classes") else v)
@@ -144,7 +145,8 @@ def export_hub(run_dir, out) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "config.json"):
-        atomic_write(out / name, lambda tmp, n=name: shutil.copyfile(run_dir / n, tmp))
+        with (run_dir / name).open("rb") as src:
+            atomic_write(out / name, lambda f, s=src: shutil.copyfileobj(s, f))
     write_text(out / "README.md", model_card_markdown(card))
     return {"out": str(out), "files": ["model.safetensors", "config.json", "README.md"]}
 

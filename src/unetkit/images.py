@@ -18,9 +18,14 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
-# Pillow's own guard against decompression bombs warns at 89 M pixels and fails at twice that.
-# A segmentation input above 100 M pixels (10,000 x 10,000) is refused with a clear message.
-MAX_PIXELS = 100_000_000
+# The pixel budget. An image above MAX_IMAGE_PIXELS (e.g. 8000 x 5000, more than any camera of
+# the data sets unetkit serves) is refused from its header, before a pixel is decoded; Pillow's
+# own bomb guard (89 M pixels) is further up. Prediction forms its batches by pixels: the images
+# held at once (with their probability maps at full size) add up to at most MAX_BATCH_PIXELS.
+# With both, `predict` stays under about 1.5 GB whatever its inputs (see the README).
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_BATCH_PIXELS = 40_000_000
+MAX_PIXELS = MAX_IMAGE_PIXELS  # the name earlier versions used
 
 
 class ImageError(ValueError):
@@ -38,9 +43,7 @@ def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{path}: {img.width}x{img.height} pixels is more than unetkit "
-                                 f"reads ({MAX_PIXELS:,}); downscale the image first")
+            _check_size(path, img.width, img.height)
             if draft and img.format == "JPEG":
                 img.draft(img.mode, (draft, draft))
             img.load()
@@ -54,6 +57,49 @@ def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
         raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
                          "or remove it from the folder") from None
     return ImageOps.exif_transpose(img)
+
+
+def _check_size(path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{path}: {width}x{height} pixels is more than unetkit reads "
+                         f"({MAX_IMAGE_PIXELS:,}, the pixel budget); downscale the image first")
+
+
+def check_pixel_budget(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image from its header alone, or `ImageError` if it is over the
+    pixel budget or not an image: nothing is decoded, so a bomb costs nothing."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size = img.size
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image first") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
+                         "or remove it from the folder") from None
+    _check_size(path, *size)
+    return size
+
+
+def pixel_batches(sizes: list[tuple[int, int]], max_count: int,
+                  budget: int = MAX_BATCH_PIXELS) -> list[list[int]]:
+    """Indices of images of these (width, height) sizes grouped into batches of at most `max_count` images whose pixels add
+    up to at most `budget` (an image alone is always a batch: it passed the image budget)."""
+    batches: list[list[int]] = []
+    current, pixels = [], 0
+    for i, (w, h) in enumerate(sizes):
+        if current and (len(current) >= max_count or pixels + w * h > budget):
+            batches.append(current)
+            current, pixels = [], 0
+        current.append(i)
+        pixels += w * h
+    if current:
+        batches.append(current)
+    return batches
 
 
 def to_array(img: Image.Image, channels: int) -> np.ndarray:

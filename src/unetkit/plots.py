@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .runs import atomic_write
+from .files import atomic_write
 
 # Colours for classes 1, 2, ... when a data set declares none (class 0, background, is black).
 DEFAULT_COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
@@ -27,11 +27,11 @@ def color_mask(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """Blend the colours of the foreground classes over an (H, W, 3) or (H, W, 1) uint8 image."""
-    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-    colors = color_mask(labels, palette).astype(np.float32)
-    fg = (labels > 0)[..., None]
-    out = np.where(fg, (1 - alpha) * rgb + alpha * colors, rgb)
-    return out.round().astype(np.uint8)
+    out = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image.copy()
+    fg = labels > 0  # only foreground pixels are blended, in float32: no full-size float copies
+    colors = color_mask(labels[fg], palette).astype(np.float32)
+    out[fg] = ((1 - alpha) * out[fg].astype(np.float32) + alpha * colors).round().astype(np.uint8)
+    return out
 
 
 def save_png(path: str | Path, array: np.ndarray, palette: np.ndarray | None = None) -> None:
@@ -41,7 +41,7 @@ def save_png(path: str | Path, array: np.ndarray, palette: np.ndarray | None = N
         img = img.convert("P")
         flat = palette.reshape(-1).tolist()
         img.putpalette(flat + [0] * (768 - len(flat)))
-    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def panel(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, palette: np.ndarray,
@@ -82,5 +82,5 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
     ax2.legend()
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
