@@ -55,13 +55,23 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_latest(folder: str | Path, log=print) -> tuple[dict, Path]:
-    """The newest readable checkpoint in `folder`: last.pt, else previous.pt (with a note why)."""
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether a run got as far as its first checkpoint (damaged or not)."""
+    return any((Path(folder) / name).exists() for name in (LAST, PREVIOUS))
+
+
+def load_latest(folder: str | Path, log=print, fits=None) -> tuple[dict, Path]:
+    """The newest usable checkpoint in `folder`: last.pt, else previous.pt (with a note why).
+
+    `fits(state, path)` may raise RunError saying how a checkpoint differs from the run's
+    configuration; such a checkpoint is passed over like a damaged one."""
     folder = Path(folder)
     errors = []
     for name in (LAST, PREVIOUS):
         try:
             state = read_checkpoint(folder / name)
+            if fits is not None:
+                fits(state, folder / name)
         except RunError as exc:
             errors.append(str(exc))
             continue

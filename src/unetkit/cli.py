@@ -43,8 +43,10 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
-    from .runs import write_text
+    from .files import check_outputs, write_text
 
+    if args.json:  # refused before the work, not after it
+        check_outputs([(Path(args.json), "the scores")], run_dirs=[Path(args.run_dir)])
     scores = evaluate(args.run_dir, args.data, args.split, args.tta, progress=not args.quiet)
     keys = ("mDice", "mIoU", "dice", "iou", "precision", "recall", "accuracy")
     print(f"{args.split} ({scores['images']} images{', TTA' if args.tta else ''}): "

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .files import check_outputs
 from .runs import RunError, atomic_write, load_model, read_model_card, resolve_model_dir, write_text
 
 FORMATS = ("onnx", "hub")
+HUB_FILES = ("model.safetensors", "config.json", "README.md")
 OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT / OpenVINO
 # Largest |ONNX - PyTorch| logit difference accepted at export time. Float32 kernels differ in
 # summation order, which moves logits of a deep U-Net by ~1e-5; a wrong graph moves them by >0.1.
@@ -75,12 +77,14 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     import onnx
 
     run_dir = resolve_model_dir(run_dir)
+    out = Path(out)
+    check_outputs([(out, "the ONNX model"), (out.with_suffix(".json"), "its description")],
+                  run_dirs=[run_dir])
     model = load_model(run_dir, "cpu")
     cfg = model.unetkit_config
     multiple = int(getattr(model, "multiple", 1))
     h, w = (-(-s // multiple) * multiple for s in cfg.data.image_size)  # the training size, padded
     example = torch.randn(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
-    out = Path(out)
     meta = {"unetkit_version": __version__, "opset": str(opset), "input_multiple": str(multiple),
             "image_size": json.dumps(cfg.data.image_size), "mean": json.dumps(cfg.data.mean),
             "std": json.dumps(cfg.data.std), "classes": json.dumps(cfg.data.classes),
@@ -140,15 +144,16 @@ def check_onnx(model: torch.nn.Module, path: Path, channels: int, multiple: int,
 def export_hub(run_dir, out) -> dict:
     """A Hub model folder: model.safetensors, config.json and a model card README.md."""
     run_dir = resolve_model_dir(run_dir)
+    out = Path(out)
+    check_outputs([(out / name, name) for name in HUB_FILES], run_dirs=[run_dir])
     load_model(run_dir, "cpu")  # fail here, not on the user's side, if the weights do not load
     card = read_model_card(run_dir)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "config.json"):
         with (run_dir / name).open("rb") as src:
             atomic_write(out / name, lambda f, s=src: shutil.copyfileobj(s, f))
     write_text(out / "README.md", model_card_markdown(card))
-    return {"out": str(out), "files": ["model.safetensors", "config.json", "README.md"]}
+    return {"out": str(out), "files": list(HUB_FILES)}
 
 
 def model_card_markdown(card: dict) -> str:

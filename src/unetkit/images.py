@@ -182,11 +182,13 @@ class MaskDecoder:
                 found.append(f"{mid:.0%} of pixels are mid-grey: not a binary mask; check "
                              "data.masks points at masks, or declare data.mask_encoding")
         elif self.encoding == "index":
-            valid = mask < self.num_classes
+            # The file's own values: a 16-bit 256 would wrap to 0 in the uint8 mask.
+            raw = np.asarray(img) if img.mode in ("P", "L", "I", "I;16", "1") else mask
+            valid = raw < self.num_classes
             if self.ignore_index is not None:
-                valid |= mask == self.ignore_index
+                valid |= raw == self.ignore_index
             if not valid.all():
-                bad = sorted(set(np.unique(mask[~valid]).tolist()))[:5]
+                bad = sorted(set(np.unique(raw[~valid]).tolist()))[:5]
                 found.append(f"values {bad} are not class indices 0..{self.num_classes - 1}; "
                              "declare data.mask_encoding=binary or color, or fix data.classes")
         else:

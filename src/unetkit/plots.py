@@ -22,16 +22,22 @@ def class_palette(num_classes: int, colors: list[list[int]] | None = None) -> np
 
 
 def color_mask(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    return palette[np.clip(labels, 0, len(palette) - 1)]
+    """(H, W) class indices -> (H, W, 3) uint8 colours, through a palette image (Pillow's C
+    loop: several times faster than NumPy's fancy indexing on large masks)."""
+    indices = np.minimum(labels, len(palette) - 1).astype(np.uint8)
+    img = Image.fromarray(indices, mode="L")
+    img.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
+    return np.asarray(img.convert("RGB"))
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """Blend the colours of the foreground classes over an (H, W, 3) or (H, W, 1) uint8 image."""
-    out = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image.copy()
-    fg = labels > 0  # only foreground pixels are blended, in float32: no full-size float copies
-    colors = color_mask(labels[fg], palette).astype(np.float32)
-    out[fg] = ((1 - alpha) * out[fg].astype(np.float32) + alpha * colors).round().astype(np.uint8)
-    return out
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    # Pillow blends in 8-bit integers: no float copies of a full-size image (pixel budget).
+    base = Image.fromarray(np.ascontiguousarray(rgb))
+    blended = Image.blend(base, Image.fromarray(color_mask(labels, palette)), alpha)
+    foreground = Image.fromarray((labels > 0).astype(np.uint8) * 255)
+    return np.asarray(Image.composite(blended, base, foreground))
 
 
 def save_png(path: str | Path, array: np.ndarray, palette: np.ndarray | None = None) -> None:

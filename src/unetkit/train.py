@@ -19,18 +19,19 @@ from tqdm.auto import tqdm
 
 from . import config as config_mod
 from .augment import BatchAugment
-from .checkpoints import load_latest, save_checkpoint
+from .checkpoints import has_checkpoint, load_latest, save_checkpoint
 from .compiling import compile_model, first_step_or_eager, uses_cuda_graphs
 from .distributed import Context
 from .data import ArrayData, DataError, load_arrays, pair_items, split_items
+from .files import remove_temp_files
 from .images import MaskDecoder
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import build_model
 from .numerics import LossGuard
 from .plots import class_palette, panel, plot_curves, save_png
-from .runs import (RunError, atomic_write, read_metrics_csv, save_weights, unwrap,
-                   write_metrics_csv, write_model_card, write_text)
+from .runs import (RunError, atomic_write, check_state_dict, read_metrics_csv, save_weights,
+                   unwrap, write_metrics_csv, write_model_card, write_text)
 
 
 def pick_device(name: str) -> torch.device:
@@ -218,7 +219,8 @@ class Trainer:
 
     def load_checkpoint(self, folder: Path) -> None:
         """The state of checkpoints/last.pt (previous.pt when last.pt is damaged)."""
-        state, _ = load_latest(folder, self.log)
+        state, _ = load_latest(folder, self.log, fits=lambda state, path: check_state_dict(
+            unwrap(self.model), state["model"], path))
         # The best score so far, the saved best weights and the plateau schedule's memory are all
         # in the run's own score; compared with another they would mean nothing.
         monitor = state.get("monitor", "mDice")  # runs from before train.monitor used mDice
@@ -425,13 +427,19 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
         if not ctx.is_main:  # one log and one progress bar for the whole world
             log, progress = (lambda *a, **k: None), False
         run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+        if ctx.is_main:  # what a killed save left behind is never part of a run
+            remove_temp_files(run_dir)
         if not resume and run_dir.exists() and any(run_dir.iterdir()):
             raise RunError(f"{run_dir} already holds a run; continue it with --resume, or "
                            "choose another --out")
         ctx.barrier()  # every rank has looked before rank 0 writes anything
         run_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main and not resume:  # first, so a run killed while loading data can resume
+            write_text(run_dir / "config.yaml", config_mod.to_yaml(cfg))
         trainer = Trainer(cfg, run_dir, progress, log, ctx)
-        if resume:
+        if resume and not has_checkpoint(run_dir / "checkpoints"):
+            log(f"{run_dir} stopped before its first checkpoint: training it from the start")
+        elif resume:
             trainer.load_checkpoint(run_dir / "checkpoints")
             log(f"resuming {run_dir} after epoch {trainer.epoch} (best val "
                 f"{cfg.train.monitor} {trainer.best:.4f})")
