@@ -217,37 +217,36 @@ def damaged_copy(run: Path, dest: Path, change=None, weights=None) -> Path:
     return dest
 
 
-def test_config_json_is_validated_before_any_allocation(run, tmp_path):
+def test_config_json_is_validated_before_any_allocation(run, tmp_path, capsys):
     """`base_channels: 100000` used to make predict allocate 360 GB before reading weights."""
     img = write_images(tmp_path / "imgs", ["a.png"])[0]
-
-    def predict(folder):
-        return capped("predict", str(folder), str(img), "--out", str(tmp_path / "out"))
-
     huge = damaged_copy(run, tmp_path / "huge",
                         lambda c: c["config"]["model"].update(base_channels=100000))
-    clean_error(predict(huge), "config.json", "model.base_channels")
-    deep = damaged_copy(run, tmp_path / "deep",
-                        lambda c: c["config"]["model"].update(base_channels=1024, depth=8))
-    clean_error(predict(deep), "parameters")
-    above = damaged_copy(run, tmp_path / "thr", lambda c: c["config"]["train"].update(
-        threshold=1.5))
-    clean_error(predict(above), "train.threshold")  # used to give empty masks with exit 0
-    nan = damaged_copy(run, tmp_path / "nan", lambda c: c["config"]["data"].update(
-        std=[0.25, 0.0, 0.25]))
-    clean_error(predict(nan), "data.std")
-    edited = damaged_copy(run, tmp_path / "edited", lambda c: c.update(classes=["a", "b", "c"]))
-    clean_error(predict(edited), "'classes'")
+    clean_error(capped("predict", str(huge), str(img), "--out", str(tmp_path / "out"), mb=800),
+                "config.json", "model.base_channels")
     from unetkit import config as config_mod
+    from unetkit.cli import main
     from unetkit.models import build_model
+
+    def refused(folder: Path, *words: str) -> None:  # the same command, in this process
+        assert main(["predict", str(folder), str(img), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert all(w in err for w in words), err
+
+    refused(damaged_copy(run, tmp_path / "deep", lambda c: c["config"]["model"].update(
+        base_channels=1024, depth=8)), "parameters")
+    refused(damaged_copy(run, tmp_path / "thr", lambda c: c["config"]["train"].update(
+        threshold=1.5)), "train.threshold")  # used to give empty masks with exit 0
+    refused(damaged_copy(run, tmp_path / "std", lambda c: c["config"]["data"].update(
+        std=[0.25, 0.0, 0.25])), "data.std")
+    refused(damaged_copy(run, tmp_path / "edited", lambda c: c.update(classes=["a", "b", "c"])),
+            "'classes'")
     other = build_model(config_mod.load(overrides=[*TINY, "model.base_channels=8"]))
-    clean_error(predict(damaged_copy(run, tmp_path / "other", weights=other)),
-                "does not match config.json")
+    refused(damaged_copy(run, tmp_path / "other", weights=other), "does not match config.json")
     poisoned = build_model(config_mod.load(overrides=TINY))
     with torch.no_grad():
         poisoned.head.weight[0, 0] = float("nan")
-    clean_error(predict(damaged_copy(run, tmp_path / "poisoned", weights=poisoned)),
-                "NaN or infinite")
+    refused(damaged_copy(run, tmp_path / "poisoned", weights=poisoned), "NaN or infinite")
 
 
 def test_onnx_model_must_match_config_json(run, tmp_path):
@@ -446,3 +445,56 @@ def test_random_configuration_values_are_refused_before_work_or_within_range(tmp
         assert unet_parameters(cfg) <= MAX_PARAMETERS
         assert all(8 <= s <= 8192 for s in cfg.data.image_size)
     assert accepted >= 20 and refused >= 60, (accepted, refused)  # seed 3: 25 and 175
+
+
+# -- 6. the web page keeps nothing ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_web_page_deletes_uploads_once_answered_and_everything_at_exit(run, tmp_path):
+    pytest.importorskip("gradio")
+    pytest.importorskip("gradio_client")
+    import socket
+    import time
+
+    from gradio_client import Client, handle_file
+
+    tmp = tmp_path / "tmp"  # the server's temporary folder, to see what it leaves there
+    abandoned = tmp / "unetkit-serve-999999999-x"  # of a killed server (no such process id)
+    abandoned.mkdir(parents=True)
+    (abandoned / "upload.jpg").write_bytes(b"left behind")
+    upload = tmp_path / "upload.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), np.uint8)).save(upload)
+    with socket.socket() as s:  # a free port, chosen by the OS
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(SRC), TMPDIR=str(tmp), GRADIO_ANALYTICS_ENABLED="False")
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "unetkit", "serve", str(run), "--port",
+                             str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 240
+        while True:  # poll until the server answers (or has died)
+            try:
+                client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
+                break
+            except Exception:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    (tmp_path / "serve.log").read_text()
+                time.sleep(1)
+        work = [p for p in tmp.glob("unetkit-serve-*")]
+        assert not abandoned.exists() and len(work) == 1
+        for _ in range(3):
+            mask, info = client.predict(handle_file(str(upload)), False, 0.5, api_name="/segment")
+            assert info["size"] == [60, 80] and Path(mask).exists()
+        assert list((work[0] / "gradio").rglob("upload.png"))  # Gradio's cache is in there...
+        assert not list(work[0].rglob("upload.jpg"))  # ...but each upload went once answered
+        assert len(list((work[0] / "masks").iterdir())) <= 2  # results: bounded
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert not list(tmp.glob("unetkit-serve-*")), list(tmp.rglob("*"))
