@@ -7,7 +7,7 @@ PyTorch model does, so `Predictor` runs both backends with the same pre- and pos
 Every export is checked against PyTorch with ONNX Runtime before it is kept.
 
 Hub: `model.safetensors` + `config.json` + a model card `README.md`, the layout
-`huggingface_hub` uploads and downloads as it is; `load_model(folder or "user/name")` reads it.
+`huggingface_hub` uploads and downloads as it is; `load_model(folder or "hf://user/name")` reads it.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class OnnxModel:
 
 
 def export(run_dir, fmt: str, out) -> dict:
-    """Export a run folder (or Hub folder/id) as `fmt` ("onnx" or "hub") to `out`."""
+    """Export a run folder (or hf://user/name) as `fmt` ("onnx" or "hub") to `out`."""
     if fmt == "onnx":
         return export_onnx(run_dir, out)
     if fmt == "hub":
@@ -192,7 +192,7 @@ tags: [unetkit, u-net, image-segmentation]
 
 ```python
 from unetkit import Predictor, load_model
-model = load_model("THIS_FOLDER_OR_HUB_ID")   # a plain torch.nn.Module returning logits
+model = load_model("THIS_FOLDER or hf://USER/NAME")   # a plain torch.nn.Module returning logits
 masks = Predictor(model, model.unetkit_config).predict(list_of_hwc_uint8_images)
 ```
 or `unetkit predict THIS_FOLDER images/ --out masks/`.

@@ -61,7 +61,7 @@ class FromPretrained:
     @classmethod
     def from_pretrained(cls, name_or_path, device="cpu") -> nn.Module:
         """The trained model of a run folder, a folder written by `unetkit export --format hub`,
-        or a Hub id ("user/model"), in eval mode, exactly as `unetkit.load_model` loads it."""
+        or a Hub model named "hf://user/model", in eval mode, exactly as `unetkit.load_model` loads it."""
         from .runs import load_model  # runs builds models: imported here to avoid a cycle
 
         model = load_model(name_or_path, device)

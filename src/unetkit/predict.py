@@ -55,7 +55,7 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir, device: str | None = None, backend: str = "torch",
                  **kwargs) -> "Predictor":
-        """A Predictor for a run folder (or Hub folder/id); `backend="onnx"` runs the run's
+        """A Predictor for a run folder (or hf://user/name); `backend="onnx"` runs the run's
         exported `model.onnx` (made by `unetkit export RUN_DIR --format onnx`) instead."""
         run_dir = resolve_model_dir(run_dir)
         if backend == "onnx":
