@@ -423,7 +423,7 @@ def test_random_configuration_values_are_refused_before_work_or_within_range(tmp
 
     rng = random.Random(3)
     keys = sorted(RANGES) + ["data.image_size", "data.mean", "data.std",
-                             "train.loss.class_weights", "train.loss.ignore_index"]
+                             "train.loss.class_weights", "data.ignore_index"]
     pool = ["0", "-1", "1", "2", "0.5", "1.0", "1e-3", "1e9", "nan", "inf", "-inf", "'x'",
             "None", "True", "[]", "[1]", "[64, 64]", "[0, 64]", "[8, 100000]", "[0.5, 0.5, 0.5]",
             "[0.5, 0, 0.5]", "[1, 2]", "3", "255", "999999999"]

@@ -25,7 +25,7 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     cfg = predictor.cfg
     items = resolve_split(cfg, Path(data_dir), split)
     decoder = MaskDecoder.from_config(cfg)
-    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
+    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
     bar = tqdm(total=len(items), desc=f"evaluating {split}", unit="image", disable=not progress)
     problems: list[str] = []
     sizes: list[tuple[int, int]] = []
@@ -46,7 +46,7 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
                 images.append(image)
                 masks.append(mask)
         if images and not problems:
-            for pred, truth in zip(predictor.predict(images), masks):
+            for pred, truth in zip(predictor.predict(images), masks, strict=True):
                 metrics.update(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
         bar.update(len(batch))
     bar.close()

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 TMP_SUFFIX = ".unetkit-tmp"  # every temporary file ends so: leftovers are recognised and removed
 

@@ -26,17 +26,18 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_BATCH_PIXELS = 40_000_000
 MAX_PIXELS = MAX_IMAGE_PIXELS  # the name earlier versions used
+# The allowed values of data.mask_encoding (see the module's docstring).
+MASK_ENCODINGS = ("binary", "color", "index")
 
 
 class ImageError(ValueError):
     """An image or mask that cannot be used; the message names the file and the fix."""
 
 
-def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
+def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image, EXIF orientation applied, or raise `ImageError`.
 
-    `draft`: a JPEG that will be shrunk to at most this side is decoded at a reduced scale
-    (libjpeg's DCT scaling), several times faster than a full decode followed by a resize.
+    Always a full decode (never JPEG draft mode): see `preprocess` for why.
     """
     path = Path(path)
     try:
@@ -44,15 +45,14 @@ def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
             _check_size(path, img.width, img.height)
-            if draft and img.format == "JPEG":
-                img.draft(img.mode, (draft, draft))
             img.load()
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image first") from None
+        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image "
+                         "first") from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "broken file"
         raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
                          "or remove it from the folder") from None
@@ -77,7 +77,8 @@ def check_pixel_budget(path: str | Path) -> tuple[int, int]:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image first") from None
+        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image "
+                         "first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
                          "or remove it from the folder") from None
@@ -87,8 +88,9 @@ def check_pixel_budget(path: str | Path) -> tuple[int, int]:
 
 def pixel_batches(sizes: list[tuple[int, int]], max_count: int,
                   budget: int = MAX_BATCH_PIXELS) -> list[list[int]]:
-    """Indices of images of these (width, height) sizes grouped into batches of at most `max_count` images whose pixels add
-    up to at most `budget` (an image alone is always a batch: it passed the image budget)."""
+    """Indices of images of these (width, height) sizes grouped into batches of at most
+    `max_count` images whose pixels add up to at most `budget` (an image alone is always a
+    batch: it passed the image budget)."""
     batches: list[list[int]] = []
     current, pixels = [], 0
     for i, (w, h) in enumerate(sizes):
@@ -147,10 +149,10 @@ class MaskDecoder:
         self.ignore_index = ignore_index
 
     @classmethod
-    def from_config(cls, cfg) -> "MaskDecoder":
+    def from_config(cls, cfg) -> MaskDecoder:
         d = cfg.data
         return cls(d.mask_encoding, cfg.num_classes, d.mask_threshold, d.class_colors,
-                   cfg.train.loss.ignore_index)
+                   d.ignore_index)
 
     def decode(self, img: Image.Image) -> np.ndarray:
         if self.encoding == "binary":

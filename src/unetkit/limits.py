@@ -118,9 +118,9 @@ def check_ranges(cfg) -> None:
             _is_number(w) and math.isfinite(w) and w >= 0 for w in weights)):
         raise ConfigError(f"train.loss.class_weights must be {len(names)} non-negative numbers, "
                           f"one per class; got {weights}")
-    ignore = t.loss.ignore_index
+    ignore = d.ignore_index
     if ignore is not None and not (_is_int(ignore) and len(names) <= ignore <= 255):
-        raise ConfigError(f"train.loss.ignore_index must be a mask value that is not a class "
+        raise ConfigError(f"data.ignore_index must be a mask value that is not a class "
                           f"({len(names)}..255); got {ignore!r}")
     if cfg.model.arch == "unet":
         check_model_size(cfg)

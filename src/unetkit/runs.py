@@ -18,13 +18,22 @@ import io
 import json
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save as safetensors_bytes
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from . import __version__
-from .files import atomic_write, write_bytes, write_text  # noqa: F401 (the one writer, re-exported)
-from .models import build_model
+from .files import atomic_write, write_bytes, write_text  # noqa: F401 (the one writer)
+from .preprocess import Preprocess
+
+
+def __getattr__(name: str):
+    """`runs.load_model`, where it used to live (it builds models, so it is in `loading`)."""
+    if name == "load_model":
+        from .loading import load_model
+
+        return load_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RunError(ValueError):
@@ -53,7 +62,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise RunError(f"{path}: not a readable safetensors file ({exc})") from None
     check_state_dict(model, state, path)
-    from .runcheck import check_finite
+    from .runcheck import check_finite  # the checks import this module: imported here
 
     check_finite(state, path)
     model.load_state_dict(state)
@@ -85,6 +94,7 @@ def model_card(cfg, metrics: dict | None = None) -> dict:
         "out_channels": cfg.out_channels, "classes": cfg.data.classes,
         "mask_encoding": cfg.data.mask_encoding, "class_colors": cfg.data.class_colors,
         "image_size": cfg.data.image_size, "mean": cfg.data.mean, "std": cfg.data.std,
+        "preprocess": None if cfg.data.mean is None else Preprocess.from_config(cfg).to_dict(),
         "threshold": cfg.train.threshold, "metrics": metrics or {},
         "config": cfg.to_dict(),
     }
@@ -106,23 +116,6 @@ def run_config(run_dir: str | Path):
     from .runcheck import checked_config
 
     return checked_config(run_dir)
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from a run folder (or `hf://user/name`) alone, in eval mode.
-
-    The weights file's shapes are checked against config.json before anything is allocated.
-    The returned model carries its configuration as `model.unetkit_config`.
-    """
-    from .runcheck import check_weights_file
-
-    run_dir = resolve_model_dir(run_dir)
-    cfg = run_config(run_dir)  # encoder_weights cleared: the trained weights replace them
-    check_weights_file(run_dir / "model.safetensors", cfg)
-    model = build_model(cfg)
-    load_weights(model, run_dir / "model.safetensors")
-    model.unetkit_config = cfg
-    return model.to(device).eval()
 
 
 def resolve_model_dir(name: str | Path) -> Path:
