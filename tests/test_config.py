@@ -60,13 +60,13 @@ def test_set_overrides_reach_the_config():
         "train.epochs=3", "train.lr=1e-4", "data.image_size=[32,48]", "model.bilinear=true",
         "train.optimizer=sgd", "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]",
         "train.loss.class_weights=[1, 2]",
-        "data.classes=[background, lesion]", "train.threshold=1", "name=123",
+        "data.classes=[background, lesion]", "train.weight_decay=1", "name=123",
     ])
     assert cfg.train.epochs == 3 and cfg.train.lr == 1e-4
     assert cfg.data.image_size == [32, 48] and cfg.model.bilinear is True
     assert cfg.train.optimizer == "sgd" and cfg.data.mean == [0.5, 0.5, 0.5]
     assert cfg.train.loss.class_weights == [1, 2] and cfg.data.classes == ["background", "lesion"]
-    assert cfg.train.threshold == 1.0 and isinstance(cfg.train.threshold, float)
+    assert cfg.train.weight_decay == 1.0 and isinstance(cfg.train.weight_decay, float)
     assert cfg.name == "123"
     assert cfg.model.depth == load("demo").model.depth  # untouched fields keep the recipe's value
 

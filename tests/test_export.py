@@ -83,28 +83,34 @@ def test_hub_folder_loads_back_identical(tmp_path):
 
 
 def test_hub_id_loads_through_huggingface_hub(tmp_path, monkeypatch):
-    """A Hub id goes to huggingface_hub.snapshot_download (replaced here by the exported folder,
-    as no network is assumed) and loads as the run's model, through load_model and
-    from_pretrained."""
+    """A Hub model named explicitly (hf://user/name) goes to huggingface_hub.snapshot_download
+    (replaced here by the exported folder, as no network is assumed) and loads as the run's
+    model, through load_model and from_pretrained; a bare "user/name" never reaches the Hub."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
     from unetkit import TimmUNet, UNet
+    from unetkit.runs import RunError
 
     run = make_run(tmp_path / "run", TINY)
     hub = tmp_path / "hub"
     run_cli("export", str(run), "--format", "hub", "--out", str(hub))
     asked = []
 
-    def snapshot_download(repo_id, allow_patterns):
-        asked.append((repo_id, sorted(allow_patterns)))
+    def snapshot_download(repo_id, revision, allow_patterns):
+        asked.append((repo_id, revision, sorted(allow_patterns)))
         return str(hub)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
         expected = load_model(run)(x)
-        assert torch.equal(load_model("user/polyps")(x), expected)
-        assert torch.equal(UNet.from_pretrained("user/polyps")(x), expected)
-    assert asked == [("user/polyps", ["config.json", "model.safetensors"])] * 2
+        assert torch.equal(load_model("hf://user/polyps")(x), expected)
+        assert torch.equal(UNet.from_pretrained("hf://user/polyps@v1")(x), expected)
+    assert asked == [("user/polyps", None, ["config.json", "model.safetensors"]),
+                     ("user/polyps", "v1", ["config.json", "model.safetensors"])]
+    with pytest.raises(RunError, match="no such run folder; a Hugging Face Hub model is named "
+                                       "hf://user/polyps"):
+        load_model("user/polyps")
+    assert len(asked) == 2
     with pytest.raises(TypeError, match="not a TimmUNet"):
         TimmUNet.from_pretrained(str(hub))
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .files import temp_beside
 from .runs import RunError
 
 LAST, PREVIOUS = "last.pt", "previous.pt"
@@ -27,19 +28,15 @@ LAST, PREVIOUS = "last.pt", "previous.pt"
 def save_checkpoint(folder: str | Path, state: dict) -> Path:
     """Write `state` as folder/last.pt, keeping the former last.pt as folder/previous.pt."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    last, tmp = folder / LAST, folder / f".{LAST}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before any rename makes them count
+    last = folder / LAST
+    with temp_beside(last) as (f, tmp):
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before any rename makes them count
+        f.close()
         if last.exists():
             os.replace(last, folder / PREVIOUS)
         os.replace(tmp, last)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return last
 
 
@@ -58,13 +55,23 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_latest(folder: str | Path, log=print) -> tuple[dict, Path]:
-    """The newest readable checkpoint in `folder`: last.pt, else previous.pt (with a note why)."""
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether a run got as far as its first checkpoint (damaged or not)."""
+    return any((Path(folder) / name).exists() for name in (LAST, PREVIOUS))
+
+
+def load_latest(folder: str | Path, log=print, fits=None) -> tuple[dict, Path]:
+    """The newest usable checkpoint in `folder`: last.pt, else previous.pt (with a note why).
+
+    `fits(state, path)` may raise RunError saying how a checkpoint differs from the run's
+    configuration; such a checkpoint is passed over like a damaged one."""
     folder = Path(folder)
     errors = []
     for name in (LAST, PREVIOUS):
         try:
             state = read_checkpoint(folder / name)
+            if fits is not None:
+                fits(state, folder / name)
         except RunError as exc:
             errors.append(str(exc))
             continue

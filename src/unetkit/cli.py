@@ -43,8 +43,10 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
-    from .runs import write_text
+    from .files import check_outputs, write_text
 
+    if args.json:  # refused before the work, not after it
+        check_outputs([(Path(args.json), "the scores")], run_dirs=[Path(args.run_dir)])
     if args.sequences:
         from .sequences import evaluate_sequences
         from .temporal import Smoothing
@@ -284,14 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data import DataError
+    from .files import OutputError
     from .images import ImageError
     from .runs import RunError
 
     try:
         return args.func(args)
-    except (config_mod.ConfigError, DataError, ImageError, RunError, FileNotFoundError,
-            FloatingPointError) as exc:
+    except (config_mod.ConfigError, DataError, ImageError, RunError, OutputError,
+            FileNotFoundError, FloatingPointError) as exc:
         print(f"unetkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, an unwritable folder: the message names the path
+        print(f"unetkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"unetkit {args.command}: error: out of memory; use smaller images, batches or "
+              "model", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"unetkit {args.command}: interrupted", file=sys.stderr)

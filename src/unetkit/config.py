@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .limits import check_ranges, safe_yaml
+
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
 
@@ -269,7 +271,7 @@ def parse_value(text: str) -> Any:
         pass
     if text.strip()[:1] in ("[", "{"):  # YAML's flow style, as in recipes: [background, polyp]
         try:
-            return yaml.safe_load(text)
+            return safe_yaml(text)
         except yaml.YAMLError:
             pass
     return text
@@ -318,7 +320,7 @@ def recipe_path(name: str) -> Path:
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = safe_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as exc:
@@ -416,6 +418,7 @@ def validate(cfg: Config) -> None:
     from .augment import validate as validate_augment
 
     validate_augment(t.augment, d.image_size)
+    check_ranges(cfg)  # every number within its range, the model's size within bounds
 
 
 def to_yaml(cfg: Config) -> str:

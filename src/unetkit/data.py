@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .files import atomic_write
 from .images import IMAGE_EXTENSIONS, ImageError, MaskDecoder, open_image, resize_mask, to_array
 from .preprocess import DECODE, RESIZE, Preprocess
 
@@ -332,9 +333,7 @@ def load_arrays(items: list[Item], preprocess: Preprocess, decoder: MaskDecoder,
     if cache_dir:
         folder.mkdir(parents=True, exist_ok=True)
         for file, arr in ((img_file, images), (mask_file, masks)):
-            tmp = file.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, arr)
-            os.replace(tmp, file)
+            atomic_write(file, lambda f, a=arr: np.save(f, a))
     return ArrayData(images, masks, names)
 
 

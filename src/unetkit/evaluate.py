@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import resolve_split
-from .images import MaskDecoder, read_mask
+from .data import load_pair, problems_error, resolve_split
+from .images import ImageError, MaskDecoder, check_pixel_budget, pixel_batches
 from .metrics import SegmentationMetrics
 from .predict import Predictor
 
@@ -38,12 +38,29 @@ def evaluate_predictor(predictor: Predictor, data_dir, split: str = "val", batch
     if metrics is None:
         metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
     bar = tqdm(total=len(items), desc=f"evaluating {split}", unit="image", disable=not progress)
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        images = [predictor.read(it.image) for it in chunk]
-        for it, pred in zip(chunk, predictor.predict(images), strict=False):
-            truth = torch.from_numpy(read_mask(it.mask, decoder))
-            metrics.update(torch.from_numpy(pred)[None], truth[None])
-        bar.update(len(chunk))
+    problems: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    for it in items:  # headers only: an image over the pixel budget fails before any work
+        try:
+            sizes.append(check_pixel_budget(it.image))
+        except ImageError as exc:
+            problems.append(str(exc))
+            sizes.append((0, 0))  # not read below
+    for batch in pixel_batches(sizes, batch_size):
+        images, masks = [], []
+        for i in (i for i in batch if sizes[i] != (0, 0)):
+            # The checks of `check-data`: readable, same size as the image, values that fit
+            # the declared encoding. A bad mask is never scored; all are listed at the end.
+            image, mask, found = load_pair(items[i], decoder, predictor.channels)
+            problems += found
+            if image is not None:
+                images.append(image)
+                masks.append(mask)
+        if images and not problems:
+            for pred, truth in zip(predictor.predict(images), masks, strict=True):
+                metrics.update(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
+        bar.update(len(batch))
     bar.close()
+    if problems:
+        raise problems_error(f"{data_dir} ({split} split)", problems)
     return metrics.compute()

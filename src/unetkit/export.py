@@ -7,7 +7,7 @@ PyTorch model does, so `Predictor` runs both backends with the same pre- and pos
 Every export is checked against PyTorch with ONNX Runtime before it is kept.
 
 Hub: `model.safetensors` + `config.json` + a model card `README.md`, the layout
-`huggingface_hub` uploads and downloads as it is; `load_model(folder or "user/name")` reads it.
+`huggingface_hub` uploads and downloads as it is; `load_model(folder or "hf://user/name")` reads it.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ import numpy as np
 import torch
 
 from . import __version__
+from .files import check_outputs
 from .loading import load_model
 from .models import pad_to_multiple
 from .preprocess import Preprocess
 from .runs import RunError, atomic_write, read_model_card, resolve_model_dir, write_text
 
 FORMATS = ("onnx", "hub", "int8")  # int8: quantize.export_int8 (needs images to check on)
+HUB_FILES = ("model.safetensors", "config.json", "README.md")
 OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT / OpenVINO
 # Largest |ONNX - PyTorch| logit difference accepted at export time. Float32 kernels differ in
 # summation order, which moves logits of a deep U-Net by ~1e-5; a wrong graph moves them by >0.1.
@@ -62,7 +64,7 @@ class OnnxModel:
 
 
 def export(run_dir, fmt: str, out) -> dict:
-    """Export a run folder (or Hub folder/id) as `fmt` ("onnx" or "hub") to `out`."""
+    """Export a run folder (or hf://user/name) as `fmt` ("onnx" or "hub") to `out`."""
     if fmt == "onnx":
         return export_onnx(run_dir, out)
     if fmt == "hub":
@@ -78,20 +80,22 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     import onnx
 
     run_dir = resolve_model_dir(run_dir)
+    out = Path(out)
+    check_outputs([(out, "the ONNX model"), (out.with_suffix(".json"), "its description")],
+                  run_dirs=[run_dir])
     model = load_model(run_dir, "cpu")
     cfg = model.unetkit_config
     multiple = int(model.multiple)  # models.SegmentationModel
     h, w = (-(-s // multiple) * multiple for s in cfg.data.image_size)  # the training size, padded
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(2, cfg.model.in_channels, h, w, generator=gen)
-    out = Path(out)
     pre = Preprocess.from_config(cfg).to_dict()  # the input, as training and Predictor make it
     meta = {"unetkit_version": __version__, "opset": str(opset), "input_multiple": str(multiple),
             "image_size": json.dumps(pre["image_size"]), "mean": json.dumps(pre["mean"]),
             "std": json.dumps(pre["std"]), "preprocess": json.dumps(pre),
             "classes": json.dumps(cfg.data.classes), "threshold": str(cfg.train.threshold)}
 
-    def write(tmp: Path) -> None:
+    def write(f) -> None:
         with tempfile.TemporaryDirectory() as d:
             raw = Path(d) / "model.onnx"
             # The TorchScript exporter: records height and width as dynamic axes. Inputs of a
@@ -107,9 +111,10 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
                 proto.metadata_props.add(key=key, value=value)
             proto.doc_string = "unetkit U-Net: normalised (B, C, H, W) image -> (B, K, H, W) logits"
             onnx.checker.check_model(proto)
-            onnx.save(proto, str(tmp))
-        check = check_onnx(model, tmp, cfg.model.in_channels, multiple)
-        meta["check"] = check
+            onnx.save(proto, str(raw))  # checked before it replaces anything at `out`
+            meta["check"] = check_onnx(model, raw, cfg.model.in_channels, multiple)
+            with raw.open("rb") as src:
+                shutil.copyfileobj(src, f)
 
     atomic_write(out, write)
     sidecar = {k: (json.loads(v) if k in ("image_size", "mean", "std", "preprocess", "classes")
@@ -145,14 +150,16 @@ def check_onnx(model: torch.nn.Module, path: Path, channels: int, multiple: int,
 def export_hub(run_dir, out) -> dict:
     """A Hub model folder: model.safetensors, config.json and a model card README.md."""
     run_dir = resolve_model_dir(run_dir)
+    out = Path(out)
+    check_outputs([(out / name, name) for name in HUB_FILES], run_dirs=[run_dir])
     load_model(run_dir, "cpu")  # fail here, not on the user's side, if the weights do not load
     card = read_model_card(run_dir)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "config.json"):
-        atomic_write(out / name, lambda tmp, n=name: shutil.copyfile(run_dir / n, tmp))
+        with (run_dir / name).open("rb") as src:
+            atomic_write(out / name, lambda f, s=src: shutil.copyfileobj(s, f))
     write_text(out / "README.md", model_card_markdown(card))
-    return {"out": str(out), "files": ["model.safetensors", "config.json", "README.md"]}
+    return {"out": str(out), "files": list(HUB_FILES)}
 
 
 def model_card_markdown(card: dict) -> str:
@@ -192,7 +199,7 @@ tags: [unetkit, u-net, image-segmentation]
 
 ```python
 from unetkit import Predictor, load_model
-model = load_model("THIS_FOLDER_OR_HUB_ID")   # a plain torch.nn.Module returning logits
+model = load_model("THIS_FOLDER or hf://USER/NAME")   # a plain torch.nn.Module returning logits
 masks = Predictor(model, model.unetkit_config).predict(list_of_hwc_uint8_images)
 ```
 or `unetkit predict THIS_FOLDER images/ --out masks/`.

@@ -18,9 +18,14 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
-# Pillow's own guard against decompression bombs warns at 89 M pixels and fails at twice that.
-# A segmentation input above 100 M pixels (10,000 x 10,000) is refused with a clear message.
-MAX_PIXELS = 100_000_000
+# The pixel budget. An image above MAX_IMAGE_PIXELS (e.g. 8000 x 5000, more than any camera of
+# the data sets unetkit serves) is refused from its header, before a pixel is decoded; Pillow's
+# own bomb guard (89 M pixels) is further up. Prediction forms its batches by pixels: the images
+# held at once (with their probability maps at full size) add up to at most MAX_BATCH_PIXELS.
+# With both, `predict` stays under about 1.5 GB whatever its inputs (see the README).
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_BATCH_PIXELS = 40_000_000
+MAX_PIXELS = MAX_IMAGE_PIXELS  # the name earlier versions used
 # The allowed values of data.mask_encoding (see the module's docstring).
 MASK_ENCODINGS = ("binary", "color", "index")
 
@@ -39,9 +44,7 @@ def open_image(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{path}: {img.width}x{img.height} pixels is more than unetkit "
-                                 f"reads ({MAX_PIXELS:,}); downscale the image first")
+            _check_size(path, img.width, img.height)
             img.load()
     except ImageError:
         raise
@@ -54,6 +57,51 @@ def open_image(path: str | Path) -> Image.Image:
         raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
                          "or remove it from the folder") from None
     return ImageOps.exif_transpose(img)
+
+
+def _check_size(path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{path}: {width}x{height} pixels is more than unetkit reads "
+                         f"({MAX_IMAGE_PIXELS:,}, the pixel budget); downscale the image first")
+
+
+def check_pixel_budget(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image from its header alone, or `ImageError` if it is over the
+    pixel budget or not an image: nothing is decoded, so a bomb costs nothing."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size = img.size
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image "
+                         "first") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
+                         "or remove it from the folder") from None
+    _check_size(path, *size)
+    return size
+
+
+def pixel_batches(sizes: list[tuple[int, int]], max_count: int,
+                  budget: int = MAX_BATCH_PIXELS) -> list[list[int]]:
+    """Indices of images of these (width, height) sizes grouped into batches of at most
+    `max_count` images whose pixels add up to at most `budget` (an image alone is always a
+    batch: it passed the image budget)."""
+    batches: list[list[int]] = []
+    current, pixels = [], 0
+    for i, (w, h) in enumerate(sizes):
+        if current and (len(current) >= max_count or pixels + w * h > budget):
+            batches.append(current)
+            current, pixels = [], 0
+        current.append(i)
+        pixels += w * h
+    if current:
+        batches.append(current)
+    return batches
 
 
 def to_array(img: Image.Image, channels: int) -> np.ndarray:
@@ -136,11 +184,13 @@ class MaskDecoder:
                 found.append(f"{mid:.0%} of pixels are mid-grey: not a binary mask; check "
                              "data.masks points at masks, or declare data.mask_encoding")
         elif self.encoding == "index":
-            valid = mask < self.num_classes
+            # The file's own values: a 16-bit 256 would wrap to 0 in the uint8 mask.
+            raw = np.asarray(img) if img.mode in ("P", "L", "I", "I;16", "1") else mask
+            valid = raw < self.num_classes
             if self.ignore_index is not None:
-                valid |= mask == self.ignore_index
+                valid |= raw == self.ignore_index
             if not valid.all():
-                bad = sorted(set(np.unique(mask[~valid]).tolist()))[:5]
+                bad = sorted(set(np.unique(raw[~valid]).tolist()))[:5]
                 found.append(f"values {bad} are not class indices 0..{self.num_classes - 1}; "
                              "declare data.mask_encoding=binary or color, or fix data.classes")
         else:

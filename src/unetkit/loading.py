@@ -1,4 +1,4 @@
-"""Rebuilding a trained model from a run folder (or a Hub folder or id) alone.
+"""Rebuilding a trained model from a run folder (or a Hub model, hf://user/name) alone.
 
 Apart from `runs` (the run folder's files) so that `models` and `runs` do not import each
 other: `runs` knows files, `models` knows networks, and this module joins the two.
@@ -12,20 +12,23 @@ import torch
 from torch import nn
 
 from .models import build_model
+from .runcheck import check_weights_file
 from .runs import load_weights, resolve_model_dir, run_config
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from a run folder (or a Hub-style folder) alone, in eval mode.
+    """Rebuild a trained model from a run folder (or `hf://user/name`) alone, in eval mode.
 
-    The returned model carries its configuration as `model.unetkit_config`.
+    config.json is validated and the weights file's shapes are checked against it before
+    anything is allocated (see `runcheck`). The returned model carries its configuration as
+    `model.unetkit_config`.
     """
     run_dir = resolve_model_dir(run_dir)
     if (run_dir / "ensemble.json").exists():
         from .ensemble import load_ensemble  # several runs averaging their probabilities
         return load_ensemble(run_dir, device)
-    cfg = run_config(run_dir)
-    cfg.model.encoder_weights = None  # the trained weights below replace any pretrained ones
+    cfg = run_config(run_dir)  # validated; encoder_weights cleared: nothing is downloaded
+    check_weights_file(run_dir / "model.safetensors", cfg)
     model = build_model(cfg)
     load_weights(model, run_dir / "model.safetensors")
     model.unetkit_config = cfg

@@ -95,7 +95,7 @@ class SegmentationModel:
     @classmethod
     def from_pretrained(cls, name_or_path, device="cpu") -> nn.Module:
         """The trained model of a run folder, a folder written by `unetkit export --format hub`,
-        or a Hub id ("user/model"), in eval mode, exactly as `unetkit.load_model` loads it."""
+        or a Hub model "hf://user/model", in eval mode, exactly as `unetkit.load_model` loads it."""
         from .loading import load_model  # loading builds models: imported when called
 
         model = load_model(name_or_path, device)

@@ -26,10 +26,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import list_images
-from .images import ImageError
+from .files import atomic_write, check_outputs
+from .images import ImageError, check_pixel_budget, pixel_batches
 from .loading import load_model
 from .plots import class_palette, color_mask, overlay, save_png
 from .preprocess import Preprocess
+from .runcheck import check_onnx_model
 from .runs import RunError, resolve_model_dir, run_config
 from .summary import summarize, write_summaries
 from .tiling import sliding_window
@@ -56,7 +58,7 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir, device: str | None = None, backend: str = "torch",
                  **kwargs) -> Predictor:
-        """A Predictor for a run folder (or Hub folder/id); `backend="onnx"` runs the run's
+        """A Predictor for a run folder (or hf://user/name); `backend="onnx"` runs the run's
         exported `model.onnx` (made by `unetkit export RUN_DIR --format onnx`) instead, and
         `backend="int8"` its int8 quantisation `model.int8.onnx` (`--format int8`)."""
         run_dir = resolve_model_dir(run_dir)
@@ -68,7 +70,9 @@ class Predictor:
                 extra = " --data DATA_DIR" if backend == "int8" else ""
                 raise RunError(f"{path}: no ONNX model; make it with `unetkit export {run_dir} "
                                f"--format {backend}{extra} --out {path}`")
-            return cls(OnnxModel(path), run_config(run_dir), "cpu", **kwargs)
+            onnx_model, cfg = OnnxModel(path), run_config(run_dir)
+            check_onnx_model(onnx_model.session, cfg, path)
+            return cls(onnx_model, cfg, "cpu", **kwargs)
         if backend != "torch":
             raise RunError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -157,6 +161,19 @@ def output_stem(out_dir: Path, path: Path) -> Path:
     return stem
 
 
+def planned_outputs(files: list[Path], out_dir: Path, binary: bool, overlays: bool,
+                    probs: bool) -> list[tuple[Path, str]]:
+    """Every (output file, input it is made from) `predict_files` will write."""
+    planned = []
+    for path in files:
+        stem = output_stem(out_dir, path)
+        names = [".png"] + (["_color.png"] if not binary else []) + \
+            (["_overlay.png"] if overlays else []) + \
+            ([("_prob.png" if binary else "_probs.npy")] if probs else [])
+        planned += [(Path(f"{stem}{suffix}"), str(path)) for suffix in names]
+    return planned + [(out_dir / name, "the summary") for name in ("summary.json", "summary.csv")]
+
+
 def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                   threshold: float | None = None, overlays: bool = False, probs: bool = False,
                   batch_size: int = 16, device: str | None = None, progress: bool = True,
@@ -165,24 +182,39 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
     """Write a mask PNG per input image (0/255 for binary, class indices otherwise, at the
     image's size), plus a colour mask for multi-class models, overlays and probability maps on
     request, and summary.json / summary.csv (area, bounding box and connected components per
-    class and image). Unreadable files are reported and skipped; the rest are still predicted."""
+    class and image). Unreadable files and files over the pixel budget are reported and
+    skipped; the rest are still predicted. Outputs that would replace an input, a run folder's
+    file or each other are refused before anything is written."""
+    check_prediction_options(threshold, tile_overlap)
     predictor = Predictor.from_run(run_dir, device, backend, tta=tta, threshold=threshold,
                                    tile=tile, tile_overlap=tile_overlap)
     if tile:
         batch_size = 1  # tiles are batched inside each image; whole large images are not
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = collect_inputs(inputs)
     binary = predictor.cfg.num_classes == 2
     failed: list[str] = []
+    good, sizes = [], []
+    for path in files:  # headers only: over-budget and unreadable files go before any work
+        try:
+            output_stem(out_dir, path)
+            sizes.append(check_pixel_budget(path))
+            good.append(path)
+        except ImageError as exc:
+            failed.append(str(exc))
+            log(f"skipped: {exc}")
+    check_outputs(planned_outputs(good, out_dir, binary, overlays, probs), inputs=files,
+                  input_dirs=[Path(n) for n in inputs if Path(n).is_dir()],
+                  run_dirs=[resolve_model_dir(run_dir)])
+    out_dir.mkdir(parents=True, exist_ok=True)
     summaries: list[dict] = []
     written = 0
     bar = tqdm(total=len(files), desc="predicting", unit="image", disable=not progress)
-    for start in range(0, len(files), batch_size):
+    bar.update(len(failed))
+    for batch in pixel_batches(sizes, batch_size):
         chunk, images = [], []
-        for path in files[start:start + batch_size]:
+        for path in (good[i] for i in batch):
             try:
-                output_stem(out_dir, path)
                 images.append(predictor.read(path))
                 chunk.append(path)
             except ImageError as exc:
@@ -200,14 +232,22 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                     save_png(f"{stem}_overlay.png", overlay(img, labels, predictor.palette))
                 if probs:
                     if binary:
-                        prob = (p[0].cpu().numpy() * 255).round().astype(np.uint8)
+                        prob = (p[0] * 255).round().byte().cpu().numpy()
                         save_png(f"{stem}_prob.png", prob)
                     else:
-                        np.save(f"{stem}_probs.npy", p.cpu().numpy().astype(np.float16))
+                        arr = p.cpu().numpy().astype(np.float16)
+                        atomic_write(f"{stem}_probs.npy", lambda f, a=arr: np.save(f, a))
                 written += 1
-        bar.update(len(files[start:start + batch_size]))
+        bar.update(len(batch))
     bar.close()
     if summaries:
         write_summaries(out_dir, summaries)
     return {"written": written, "failed": failed, "out": str(out_dir)}
 
+
+def check_prediction_options(threshold: float | None, tile_overlap: float) -> None:
+    """Options out of range fail before the model is even loaded."""
+    if threshold is not None and not 0 < threshold < 1:
+        raise RunError(f"--threshold must be between 0 and 1 (exclusive), got {threshold}")
+    if not 0 <= tile_overlap < 1:
+        raise RunError(f"--tile-overlap must be at least 0 and below 1, got {tile_overlap}")

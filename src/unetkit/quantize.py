@@ -106,7 +106,8 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
                            f"{check['float_mDice']:.4f} on {split} (drop {drop:.4f} > tolerance "
                            f"{tolerance}); use the float model (--backend onnx)")
         out = Path(out)
-        atomic_write(out, lambda tmp_out: shutil.copyfile(q, tmp_out))
+        with q.open("rb") as src:
+            atomic_write(out, lambda f: shutil.copyfileobj(src, f))
     sidecar = {"source": str(float_path), "quantization": "int8 static QDQ, per channel",
                "check": check}
     write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2))

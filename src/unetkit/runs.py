@@ -6,8 +6,9 @@
     RUN_DIR/checkpoints/last.pt  training state for --resume (loads with weights_only=True)
     RUN_DIR/metrics.csv, curves.png, samples/*.png
 
-Every file is written to a temporary name in the same folder and renamed over the old one, so a
-crash or a full disk during a save leaves the previous file intact.
+Every file is written through `files.atomic_write` (an exclusive temporary file in the same
+folder, renamed over the old one), so a crash or a full disk during a save leaves the previous
+file intact.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from . import __version__
-from . import config as config_mod
+from .files import atomic_write, write_bytes, write_text  # noqa: F401 (the one writer)
 from .preprocess import Preprocess
 
 
@@ -40,30 +40,10 @@ class RunError(ValueError):
     """A run folder or file that cannot be used; the message names it and says what to do."""
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
 def save_weights(model: nn.Module, path: str | Path) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    data = safetensors_bytes(state, metadata={"format": "pt"})
+    atomic_write(path, lambda f: f.write(data), durable=True)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -82,6 +62,9 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise RunError(f"{path}: not a readable safetensors file ({exc})") from None
     check_state_dict(model, state, path)
+    from .runcheck import check_finite  # the checks import this module: imported here
+
+    check_finite(state, path)
     model.load_state_dict(state)
 
 
@@ -126,38 +109,24 @@ def read_model_card(run_dir: str | Path) -> dict:
     if not path.exists() and (Path(run_dir) / "ensemble.json").exists():
         from .ensemble import ensemble_card  # an ensemble of runs (see ensemble.py)
         return ensemble_card(run_dir)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{run_dir}: no config.json; is this a unetkit run folder (made by "
-                       "`unetkit train`)?") from None
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: damaged JSON ({exc})") from None
+    from .runcheck import read_card  # the checks import this module: imported here
+
+    return read_card(Path(run_dir))
 
 
 def run_config(run_dir: str | Path):
-    """The Config a run was trained with (from config.json, which travels with the weights)."""
-    card = read_model_card(run_dir)
-    try:
-        return config_mod.from_dict(card["config"])
-    except (KeyError, config_mod.ConfigError) as exc:
-        raise RunError(f"{Path(run_dir) / 'config.json'}: not a unetkit model card "
-                       f"({exc})") from None
+    """The Config a run was trained with (from config.json, which travels with the weights),
+    validated with training's rules (see `runcheck`)."""
+    from .runcheck import checked_config
+
+    return checked_config(run_dir)
 
 
 def resolve_model_dir(name: str | Path) -> Path:
-    """A local folder, or a Hub id ("user/model") fetched with huggingface_hub when installed."""
-    path = Path(name)
-    if path.is_dir():
-        return path
-    if isinstance(name, str) and name.count("/") == 1 and not path.exists():
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            raise RunError(f"{name}: no such folder; to load a Hub id, `pip install "
-                           "huggingface_hub`") from None
-        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
-    raise RunError(f"{name}: no such run folder")
+    """A local run folder, or a Hub model named explicitly as hf://user/name (see `runcheck`)."""
+    from .runcheck import resolve_model_dir as resolve
+
+    return resolve(name)
 
 
 def write_metrics_csv(path: Path, rows: list[dict]) -> None:

@@ -13,10 +13,11 @@ it, so the rest of this module (upload reading, region counting) works and is te
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import signal
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -37,7 +38,8 @@ MAX_SIDE = 2048
 MAX_FILES = 16  # images per request; more are not read (the page says so)
 QUEUE_SIZE = 16  # requests waiting at once; further ones are refused with "queue full"
 MAX_UPLOAD = "50mb"  # Gradio refuses bigger files before they reach unetkit
-KEEP_SECONDS = 3600  # mask files offered for download are deleted after an hour
+KEEP_SECONDS = 600  # results offered for download (Gradio's copies) are deleted after 10 min
+WORK_PREFIX = "unetkit-serve-"  # + the server's process id: a killed server's folder is found
 EXAMPLE_COUNT = 3
 NOT_A_DEVICE = ("**Not a medical device.** This page shows a research model's output for "
                 "inspection only; it must not be used for diagnosis or treatment decisions.")
@@ -99,7 +101,9 @@ class ModelPage:
         self.classes = list(self.cfg.data.classes)
         self.binary = self.cfg.num_classes == 2
         self.max_side = max_side
-        self.work = Path(tempfile.mkdtemp(prefix="unetkit-serve-"))
+        remove_abandoned_work_dirs()
+        self.work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
+        self.uploads = self.work / "gradio"  # Gradio's upload and result cache (see `serve`)
         self.examples = make_examples(self.work / "examples", self.cfg)
 
     def close(self) -> None:
@@ -137,15 +141,23 @@ class ModelPage:
         return f'<div id="legend"><b>Classes:</b> {swatches}</div>'
 
     def new_output_dir(self) -> Path:
-        """A fresh folder for one request's mask files; folders older than KEEP_SECONDS go."""
+        """A fresh folder for one request's mask files. Gradio copies a request's results into
+        its own cache once answered, so only the newest earlier folder (perhaps still being
+        copied) is kept: at most two requests' masks are ever here."""
         root = self.work / "masks"
         root.mkdir(exist_ok=True)
-        for old in root.iterdir():
-            if time.time() - old.stat().st_mtime > KEEP_SECONDS:
-                shutil.rmtree(old, ignore_errors=True)
+        earlier = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)
+        for old in earlier[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
         out = root / uuid.uuid4().hex
         out.mkdir()
         return out
+
+    def forget_upload(self, path: Path) -> None:
+        """Delete an uploaded file once it is answered (only Gradio's copy, never a file of
+        this machine given by path, nor an example)."""
+        if path.resolve().is_relative_to(self.uploads.resolve()):
+            path.unlink(missing_ok=True)
 
     def segment(self, path: str | Path, tta: bool = False, threshold: float | None = None,
                 out_dir: Path | None = None, name: str | None = None) -> dict:
@@ -238,6 +250,8 @@ def build_app(page: ModelPage):
                 reason = str(exc).removeprefix(f"{path.name}: ")
                 messages.append(f"**{path.name}** was skipped, it is not an image unetkit can "
                                 f"read: {reason}")
+            finally:
+                page.forget_upload(path)
         for res in results:
             if res["note"]:
                 messages.append(f"{res['name']}: {res['note']}.")
@@ -263,11 +277,17 @@ def build_app(page: ModelPage):
             res = page.segment(path, bool(tta), float(threshold) if page.binary else None)
         except ImageError as exc:
             raise gr.Error(str(exc)) from None
+        finally:
+            page.forget_upload(path)
         info = {"image": res["name"], "size": res["size"], "classes": page.classes,
                 "note": res["note"], "stats": res["stats"]}
         return str(res["mask_path"]), info
 
-    with gr.Blocks(title=f"unetkit: {page.cfg.name}", analytics_enabled=False) as app:
+    # Gradio's cache (uploads, and results it serves) lives in the page's folder; copies older
+    # than KEEP_SECONDS are deleted every minute, and the folder itself at exit.
+    os.environ["GRADIO_TEMP_DIR"] = str(page.uploads)
+    with gr.Blocks(title=f"unetkit: {page.cfg.name}", analytics_enabled=False,
+                   delete_cache=(60, KEEP_SECONDS)) as app:
         gr.Markdown(page.describe(), elem_id="model-card")
         with gr.Row():
             with gr.Column(scale=1):
@@ -333,11 +353,33 @@ def build_app(page: ModelPage):
     return app
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def remove_abandoned_work_dirs() -> None:
+    """Delete the folders of servers that were killed (SIGKILL, power cut) before cleaning up:
+    their process id, in the folder's name, no longer runs."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*"):
+        pid = folder.name[len(WORK_PREFIX):].split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # another user's running server
+            pass
+
+
 def serve(run_dir, host: str = "127.0.0.1", port: int | None = None, device: str | None = None,
           log=print) -> None:
     """Serve a run folder's model until interrupted. Listens on 127.0.0.1 unless told otherwise."""
     import_gradio()
     page = ModelPage(run_dir, device)
+    atexit.register(page.close)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # like Ctrl+C: unwind, so `finally` cleans up
+        signal.signal(sig, _raise_interrupt)
     try:
         app = build_app(page)
         # A bounded queue: when QUEUE_SIZE requests wait, the next is refused at once instead of

@@ -21,8 +21,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import DataError, list_images
+from .files import check_outputs
+from .images import check_pixel_budget, pixel_batches
 from .predict import Predictor
-from .runs import RunError, write_text
+from .runs import RunError, resolve_model_dir, write_text
 
 
 def rle_encode(mask: np.ndarray) -> str:
@@ -91,12 +93,15 @@ def submit(run_dir, data_dir, format: str, out, tta: bool = False, batch_size: i
     files = list(list_images(folder).values())
     if not files:
         raise DataError(f"{folder}: no images to predict")
+    check_outputs([(Path(out), "the submission")], inputs=files, input_dirs=[folder],
+                  run_dirs=[resolve_model_dir(run_dir)])
+    sizes = [check_pixel_budget(path) for path in files]  # headers only, before any work
     rows: list[tuple[str, str]] = []
     bar = tqdm(total=len(files), desc="predicting", unit="image", disable=not progress)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
+    for batch in pixel_batches(sizes, batch_size):
+        chunk = [files[i] for i in batch]
         images = [predictor.read(path) for path in chunk]
-        for path, labels in zip(chunk, predictor.predict(images), strict=False):
+        for path, labels in zip(chunk, predictor.predict(images), strict=True):
             rows += fmt.rows(path, labels)
         bar.update(len(chunk))
     bar.close()

@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from . import config as config_mod
 from .augment import BatchAugment
-from .checkpoints import load_latest, rng_state, save_checkpoint, set_rng_state
+from .checkpoints import has_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
 from .compiling import StepFunction
 from .data import device_tensors, prepare_data  # noqa: F401  (prepare_data: part of train's API)
 from .distributed import Context
+from .files import remove_temp_files
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import SegmentationModel, build_model
@@ -33,6 +34,7 @@ from .plots import class_palette, panel, plot_curves, save_png
 from .preprocess import Preprocess, resolve_normalisation
 from .runs import (
     RunError,
+    check_state_dict,
     load_weights,
     read_metrics_csv,
     read_model_card,
@@ -294,7 +296,8 @@ class Trainer:
 
     def load_checkpoint(self, folder: Path) -> None:
         """The state of checkpoints/last.pt (previous.pt when last.pt is damaged)."""
-        state, _ = load_latest(folder, self.log)
+        state, _ = load_latest(folder, self.log, fits=lambda state, path: check_state_dict(
+            unwrap(self.model), state["model"], path))
         # The best score so far, the saved best weights and the plateau schedule's memory are all
         # in the run's own score; compared with another they would mean nothing.
         monitor = state.get("monitor", "mDice")  # runs from before train.monitor used mDice
@@ -347,13 +350,19 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
         if not ctx.is_main:  # one log and one progress bar for the whole world
             log, progress = (lambda *a, **k: None), False
         run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+        if ctx.is_main:  # what a killed save left behind is never part of a run
+            remove_temp_files(run_dir)
         if not resume and run_dir.exists() and any(run_dir.iterdir()):
             raise RunError(f"{run_dir} already holds a run; continue it with --resume, or "
                            "choose another --out")
         ctx.barrier()  # every rank has looked before rank 0 writes anything
         run_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main and not resume:  # first, so a run killed while loading data can resume
+            write_text(run_dir / "config.yaml", config_mod.to_yaml(cfg))
         trainer = Trainer(cfg, run_dir, progress, log, ctx)
-        if resume:
+        if resume and not has_checkpoint(run_dir / "checkpoints"):
+            log(f"{run_dir} stopped before its first checkpoint: training it from the start")
+        elif resume:
             trainer.load_checkpoint(run_dir / "checkpoints")
             log(f"resuming {run_dir} after epoch {trainer.epoch} (best val "
                 f"{cfg.train.monitor} {trainer.best:.4f})")

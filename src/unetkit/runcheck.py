@@ -1,0 +1,181 @@
+"""A run folder is untrusted input: everything read from it is checked before it is used.
+
+- Where a model comes from: a local folder, or a Hugging Face Hub model named explicitly as
+  `hf://user/name` (optionally `hf://user/name@revision`). Nothing else reaches the network: a
+  path that does not exist is "no such run folder", even when it looks like `user/name`.
+- `config.json`: size-limited, parsed, then validated with the same rules as training
+  (`config.validate`: fields, types, ranges, model size); its summary fields must agree with
+  its configuration; a timm encoder must be one timm knows locally (a `hf-hub:` name, which
+  timm would download, is refused) and is always built without pretrained weights.
+- `model.safetensors`: its header (tensor names and shapes, read without loading any tensor)
+  must match the model the configuration describes, built on PyTorch's "meta" device (no
+  memory); only then are the tensors loaded, and they must be finite.
+- `model.onnx`: its input and output channels must match `config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from . import config as config_mod
+from .limits import MAX_PARAMETERS, check_model_size
+from .runs import RunError
+
+HUB_PREFIX = "hf://"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MAX_CARD_BYTES = 10_000_000
+
+
+def resolve_model_dir(name: str | Path) -> Path:
+    """A local run folder, or `hf://user/name[@revision]` downloaded with huggingface_hub."""
+    text = str(name)
+    if text.startswith(HUB_PREFIX):
+        return download_hub_model(text[len(HUB_PREFIX):])
+    path = Path(name)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise RunError(f"{name}: a file, not a run folder (give the folder holding config.json "
+                       "and model.safetensors)")
+    hint = (f"; a Hugging Face Hub model is named {HUB_PREFIX}{text}" if HUB_ID.match(text)
+            else "")
+    raise RunError(f"{name}: no such run folder{hint}")
+
+
+def download_hub_model(repo: str) -> Path:
+    repo_id, _, revision = repo.partition("@")
+    if not HUB_ID.match(repo_id):
+        raise RunError(f"{HUB_PREFIX}{repo}: a Hub model is named {HUB_PREFIX}user/name "
+                       "(optionally @revision)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise RunError(f"{HUB_PREFIX}{repo}: loading from the Hub needs huggingface_hub: "
+                       "pip install huggingface_hub") from None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None,
+                                      allow_patterns=["config.json", "model.safetensors"]))
+    except Exception as exc:  # network errors, unknown repositories, gated models
+        raise RunError(f"{HUB_PREFIX}{repo}: could not download ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def read_card(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    try:
+        size = path.stat().st_size
+        if size > MAX_CARD_BYTES:
+            raise RunError(f"{path}: {size:,} bytes, not a unetkit config.json (they are a few KB)")
+        card = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise RunError(f"{run_dir}: no config.json; is this a unetkit run folder (made by "
+                       "`unetkit train`)?") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RunError(f"{path}: damaged JSON ({exc})") from None
+    if not isinstance(card, dict) or not isinstance(card.get("config"), dict):
+        raise RunError(f"{path}: not a unetkit model card (no 'config' mapping)")
+    return card
+
+
+def checked_config(run_dir: str | Path):
+    """The Config of a run folder, validated as training validates it, or a RunError."""
+    path = Path(run_dir) / "config.json"
+    card = read_card(Path(run_dir))
+    try:
+        cfg = config_mod.from_dict(card["config"])
+        config_mod.validate(cfg)
+    except (config_mod.ConfigError, TypeError) as exc:
+        raise RunError(f"{path}: {exc}") from None
+    d = cfg.data
+    if d.mean is None or d.std is None:
+        raise RunError(f"{path}: config.data.mean/std are missing; a trained run records them")
+    summary = {"arch": cfg.model.arch, "in_channels": cfg.model.in_channels,
+               "out_channels": cfg.out_channels, "classes": d.classes,
+               "image_size": d.image_size, "mean": d.mean, "std": d.std}
+    differ = [k for k, v in summary.items() if k in card and card[k] != v]
+    if differ:
+        k = differ[0]
+        raise RunError(f"{path}: '{k}' is {card[k]!r} but config.{k} says {summary[k]!r}; the "
+                       "file was edited by hand or damaged")
+    if cfg.model.arch == "timm-unet":
+        check_local_encoder(cfg.model.encoder, path)
+    cfg.model.encoder_weights = None  # the run's weights replace pretrained ones: never fetched
+    return cfg
+
+
+def check_local_encoder(name: str, source) -> None:
+    """A timm encoder name from a file is built only if timm knows it without the network."""
+    import timm
+
+    if ":" in name or "/" in name or not timm.is_model(name):
+        raise RunError(f"{source}: model.encoder '{name}' is not a timm architecture known "
+                       "locally; unetkit never downloads code or weights named by a run folder")
+
+
+def meta_model(cfg) -> torch.nn.Module:
+    """The configured model with no memory behind its tensors (shapes only)."""
+    from .models import build_model
+
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def check_weights_file(path: Path, cfg) -> None:
+    """The safetensors header against the configured model, before any tensor is allocated."""
+    from safetensors import safe_open
+
+    model = meta_model(cfg)
+    try:
+        check_model_size(cfg, sum(p.numel() for p in model.parameters()))
+    except config_mod.ConfigError as exc:
+        raise RunError(f"{path.parent / 'config.json'}: {exc}") from None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        raise RunError(f"{path}: no weights file") from None
+    except Exception as exc:  # safetensors' own error types for damaged headers
+        raise RunError(f"{path}: not a readable safetensors file ({exc})") from None
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if sum(_numel(s) for s in shapes.values()) > 2 * MAX_PARAMETERS:
+        raise RunError(f"{path}: holds more numbers than any model unetkit builds")
+    missing = [k for k in ours if k not in shapes]
+    extra = [k for k in shapes if k not in ours]
+    wrong = [f"{k}: file {shapes[k]} vs config {v}" for k, v in ours.items()
+             if k in shapes and shapes[k] != v]
+    if missing or extra or wrong:
+        first = (wrong or [f"missing {k}" for k in missing] or [f"unexpected {k}" for k in extra])
+        raise RunError(f"{path}: does not match config.json ({len(wrong)} shapes differ, "
+                       f"{len(missing)} tensors missing, {len(extra)} unexpected; first: "
+                       f"{first[0]}); the weights belong to another model")
+
+
+def _numel(shape: tuple) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def check_finite(state: dict, source) -> None:
+    for k, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise RunError(f"{source}: tensor {k} holds NaN or infinite values; these weights "
+                           "cannot give meaningful masks (restore the file, or train again)")
+
+
+def check_onnx_model(session, cfg, path: Path) -> None:
+    """The ONNX graph's input channels and output classes against config.json."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise RunError(f"{path}: expected one image input and a logits output, found "
+                       f"{len(inputs)} inputs and {len(outputs)} outputs")
+    for what, shape, want in (("input channels", inputs[0].shape, cfg.model.in_channels),
+                              ("output channels", outputs[0].shape, cfg.out_channels)):
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != want):
+            raise RunError(f"{path}: its {what} are {shape} but config.json says {want}; "
+                           "export the model again with `unetkit export`")
