@@ -66,6 +66,10 @@ def download_hub_model(repo: str) -> Path:
 
 def read_card(run_dir: Path) -> dict:
     path = Path(run_dir) / "config.json"
+    if not path.exists() and (Path(run_dir) / "ensemble.json").exists():
+        from .ensemble import ensemble_card  # an ensemble of runs (see ensemble.py)
+
+        return ensemble_card(run_dir)
     try:
         size = path.stat().st_size
         if size > MAX_CARD_BYTES:

@@ -105,10 +105,6 @@ def write_model_card(run_dir: Path, cfg, metrics: dict | None = None) -> None:
 
 
 def read_model_card(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    if not path.exists() and (Path(run_dir) / "ensemble.json").exists():
-        from .ensemble import ensemble_card  # an ensemble of runs (see ensemble.py)
-        return ensemble_card(run_dir)
     from .runcheck import read_card  # the checks import this module: imported here
 
     return read_card(Path(run_dir))
