@@ -108,6 +108,8 @@ class TrainConfig:
     threshold: float = 0.5  # probability above which a binary pixel is foreground
     nan_policy: str = "stop"  # a NaN/inf training loss: stop the run, or skip that step
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics of the global batch
+    loggers: list[str] = field(default_factory=list)  # any of tensorboard, mlflow, wandb
+    log_images_every: int = 5  # sample panels to the loggers every N epochs (and the last); 0: never
 
 
 @dataclass
@@ -337,6 +339,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("give both data.split.group_table and data.split.group_column, or neither")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
+    # The registry of logger names is the loggers module's; it also checks their packages.
+    from .loggers import check as check_loggers
+
+    check_loggers(t.loggers)
 
 
 def to_yaml(cfg: Config) -> str:

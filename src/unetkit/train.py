@@ -24,6 +24,7 @@ from .compiling import compile_model, first_step_or_eager, uses_cuda_graphs
 from .distributed import Context
 from .data import ArrayData, DataError, load_arrays, pair_items, split_items
 from .images import MaskDecoder
+from .loggers import Loggers
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import build_model
@@ -184,6 +185,8 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, self.model)
         self.scheduler = make_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.epoch, self.best, self.history = 0, -1.0, []
+        self.loggers = Loggers(t.loggers if self.ctx.is_main else [], self.run_dir, log,
+                               t.log_images_every)  # TensorBoard, MLflow, W&B: rank 0 only
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -354,6 +357,7 @@ class Trainer:
         self.log(f"training {cfg.model.arch} on {len(self.train_data)} images, validating on "
                  f"{len(self.val_data)}, {t.epochs} epochs, device {self.device}; run folder "
                  f"{self.run_dir}")
+        self.loggers.start(cfg.to_dict(), self.epoch)
         started = time.perf_counter()
         while self.epoch < t.epochs:
             tic = time.perf_counter()
@@ -378,6 +382,9 @@ class Trainer:
             if main:
                 write_metrics_csv(self.run_dir / "metrics.csv", self.history)
                 self.save_checkpoint()
+            self.loggers.log_epoch(row)
+            if self.loggers.wants_images(self.epoch, t.epochs):
+                self.loggers.log_images(self.sample_panels(), self.epoch)
             self.log(f"epoch {self.epoch:3d}/{t.epochs}  train loss {train_loss:.4f}  val loss "
                      f"{val_loss:.4f}  val mDice {scores['mDice']:.4f}  mIoU {scores['mIoU']:.4f}"
                      f"  dice {scores['dice']:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s"
@@ -385,6 +392,7 @@ class Trainer:
         self.log(f"done in {time.perf_counter() - started:.1f}s; best val {t.monitor} {self.best:.4f}")
         if main:
             self.finish()
+        self.loggers.close()  # artifacts: the files finish() wrote
         return {"best": self.best, "monitor": t.monitor, "epochs": self.epoch}
 
     def finish(self) -> None:
@@ -392,20 +400,23 @@ class Trainer:
         plot_curves(self.history, self.run_dir / "curves.png")
         from .runs import load_weights
         load_weights(unwrap(self.model), self.run_dir / "model.safetensors")
+        for name, image in self.sample_panels():
+            save_png(self.run_dir / "samples" / f"{name}.png", image)
+
+    def sample_panels(self) -> list[tuple[str, np.ndarray]]:
+        """(name, image | truth | prediction) for the first train.samples validation images."""
         self.model.eval()
         cfg, k = self.cfg, min(self.cfg.train.samples, len(self.val_data))
         if k == 0:
-            return
+            return []
         palette = class_palette(cfg.num_classes, cfg.data.class_colors)
-        images, masks = self.batch(self.val_x, self.val_y, torch.arange(k), False)
+        images, _ = self.batch(self.val_x, self.val_y, torch.arange(k), False)
         with torch.no_grad(), self.autocast():
             pred = logits_to_labels(self.model(images), cfg.train.threshold).cpu().numpy()
-        for i in range(k):
-            name = self.val_data.names[i]
-            img = np.asarray(self.val_data.images[i])
-            save_png(self.run_dir / "samples" / f"{name}.png",
-                     panel(img, np.asarray(self.val_data.masks[i]), pred[i].astype(np.uint8),
-                           palette, name))
+        names = self.val_data.names
+        return [(names[i], panel(np.asarray(self.val_data.images[i]),
+                                 np.asarray(self.val_data.masks[i]), pred[i].astype(np.uint8),
+                                 palette, names[i])) for i in range(k)]
 
 
 def default_run_dir(cfg) -> Path:
@@ -421,6 +432,7 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
         log=print) -> dict:
     """Train `cfg` into `run_dir` (a new folder unless `resume`); returns the best scores."""
     ctx = Context.from_env(pick_device(cfg.train.device), cfg.train.sync_batchnorm)
+    trainer = None
     try:
         if not ctx.is_main:  # one log and one progress bar for the whole world
             log, progress = (lambda *a, **k: None), False
@@ -445,4 +457,6 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
         ctx.barrier()
         return result
     finally:
+        if trainer is not None:
+            trainer.loggers.close("FAILED")  # after an error; nothing after a finished run
         ctx.close()
