@@ -157,18 +157,35 @@ def test_wandb_offline_files_match_metrics_csv(tracked):
     assert not [line for line in tracked["lines"] if "warning" in line]
 
 
-def test_resume_continues_the_same_mlflow_run(synthetic_data, tmp_path, monkeypatch):
+def test_resume_continues_the_same_run_and_wandb_goes_offline(synthetic_data, tmp_path,
+                                                               monkeypatch):
+    """MLflow and W&B continue their runs; W&B, with no login (as with no network), says so
+    once per start and logs offline."""
     from mlflow.tracking import MlflowClient
 
     monkeypatch.chdir(tmp_path)
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)  # the default experiment name
     run = tmp_path / "run"
-    train(synthetic_data, run, "train.loggers=[mlflow]", "train.epochs=1")
+    lines = train(synthetic_data, run, "train.loggers=[mlflow, wandb]", "train.epochs=1")
     first = loggers_mod._recorded(run)["mlflow"]["run_id"]
-    lines = train(synthetic_data, run, "train.loggers=[mlflow]", "train.epochs=2", resume=True)
+    wandb_id = loggers_mod._recorded(run)["wandb"]["id"]
+    lines += train(synthetic_data, run, "train.loggers=[mlflow, wandb]", "train.epochs=2",
+                   resume=True)
     assert f"mlflow: continuing run {first}" in "\n".join(lines)
+    assert len([line for line in lines if "cannot reach the W&B server" in line]) == 2, lines
+    assert not [line for line in lines if "warning" in line], lines
+    assert loggers_mod._recorded(run)["wandb"]["id"] == wandb_id
+    steps = []
+    for path in (run / "wandb").glob(f"offline-run-*-{wandb_id}/run-{wandb_id}.wandb"):
+        steps += [r.history.step.num for r in wandb_records(path)
+                  if r.WhichOneof("record_type") == "history"]
+    assert sorted(steps) == [1, 2]  # epoch 1 in the first offline run, epoch 2 in the resumed
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("unetkit").experiment_id])
     assert [r.info.run_id for r in runs] == [first]  # no second run

@@ -202,6 +202,7 @@ class WandbLogger:
                     artifact.add_file(str(path))
             self.run.log_artifact(artifact)
         self.run.finish(exit_code=0 if status == "FINISHED" else 1)
+        wandb.teardown()  # waits until W&B's own process has written RUN_DIR/wandb completely
 
 
 # The registry of `train.loggers` names: name -> (class, the module it needs, the extra).
@@ -285,7 +286,11 @@ class Loggers:
         self._call("finish", self.run_dir, status)
         self.closed = True
         self.calls.put(None)
-        self.worker.join(FINISH_TIMEOUT)
+        self.worker.join(10)
+        if self.worker.is_alive():
+            self.log(f"train.loggers: waiting for {', '.join(self.active)} to finish (at most "
+                     f"{FINISH_TIMEOUT:.0f} s)")
+            self.worker.join(FINISH_TIMEOUT - 10)
         if self.worker.is_alive():
             self.log(f"warning: train.loggers: {', '.join(self.active)} still busy after "
                      f"{FINISH_TIMEOUT:.0f} s; not waiting longer (the run folder is complete)")

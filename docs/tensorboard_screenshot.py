@@ -1,0 +1,80 @@
+"""docs/tensorboard-two-runs.png: TensorBoard comparing two unetkit runs, in headless Chromium.
+
+Trains two small CPU runs on a synthetic set (learning rates 1e-3 and 3e-3) with
+`train.loggers=[tensorboard]`, serves their folder with `tensorboard --logdir` on a port the OS
+picks, photographs the scalars page with Playwright driving the system's Chromium (`make
+browser` installs it) and stops the server.
+
+    python docs/tensorboard_screenshot.py            # a few minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from unetkit import config as config_mod
+from unetkit.synthetic import write_dataset
+from unetkit.train import fit
+
+OUT = REPO / "docs" / "tensorboard-two-runs.png"
+
+
+def serve(logdir: Path) -> tuple[subprocess.Popen, str]:
+    """`tensorboard --logdir` on a free port chosen by the OS (--port 0); its URL once it answers."""
+    exe = Path(sys.executable).with_name("tensorboard")
+    proc = subprocess.Popen([str(exe), "--logdir", str(logdir), "--host", "127.0.0.1",
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    for line in proc.stdout:  # it prints "TensorBoard 2.x at http://127.0.0.1:PORT/" when ready
+        found = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        if found:
+            return proc, found.group(1)
+    raise RuntimeError(f"tensorboard exited ({proc.wait()}) without serving")
+
+
+def main() -> None:
+    browser = shutil.which("chromium")
+    if not browser:
+        sys.exit("no chromium: run `make browser` (Debian's Chromium) first")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = write_dataset(tmp / "data", count=96, size=64)
+        for lr in ("1e-3", "3e-3"):
+            cfg = config_mod.load(None, None, [
+                "model.base_channels=8", "model.depth=3", "data.image_size=[64,64]",
+                "train.epochs=12", "train.batch_size=8", "train.device=cpu", f"train.lr={lr}",
+                "train.loggers=[tensorboard]", "train.log_images_every=4"], str(data))
+            fit(cfg, tmp / "runs" / f"synthetic-lr{lr}", progress=False)
+        proc, url = serve(tmp / "runs")
+        try:
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as p:
+                chrome = p.chromium.launch(executable_path=browser, headless=True)
+                page = chrome.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(url + "#timeseries", wait_until="networkidle")
+                page.wait_for_selector("text=val_mDice", timeout=60_000)
+                time.sleep(3)  # let the charts finish drawing (a picture, not a test)
+                page.screenshot(path=str(tmp / "shot.png"))
+                chrome.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        image = Image.open(tmp / "shot.png").convert("RGB")
+        image.quantize(colors=128).save(OUT, optimize=True)  # small enough for the README
+    print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
