@@ -49,12 +49,12 @@ def main() -> None:
         sys.exit("no chromium: run `make browser` (Debian's Chromium) first")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = write_dataset(tmp / "data", count=96, size=64)
+        data = write_dataset(tmp / "data", count=64, size=64)
         for lr in ("1e-3", "3e-3"):
             cfg = config_mod.load(None, None, [
                 "model.base_channels=8", "model.depth=3", "data.image_size=[64,64]",
-                "train.epochs=12", "train.batch_size=8", "train.device=cpu", f"train.lr={lr}",
-                "train.loggers=[tensorboard]", "train.log_images_every=4"], str(data))
+                "train.epochs=8", "train.batch_size=8", "train.device=cpu", f"train.lr={lr}",
+                "train.loggers=[tensorboard]", "train.log_images_every=2"], str(data))
             fit(cfg, tmp / "runs" / f"synthetic-lr{lr}", progress=False)
         proc, url = serve(tmp / "runs")
         try:
