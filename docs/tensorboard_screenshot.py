@@ -5,11 +5,13 @@ Trains two small CPU runs on a synthetic set (learning rates 1e-3 and 3e-3) with
 picks, photographs the scalars page with Playwright driving the system's Chromium (`make
 browser` installs it) and stops the server.
 
-    python docs/tensorboard_screenshot.py            # a few minutes on 2 CPU cores
+    python docs/tensorboard_screenshot.py            # about 6 minutes on 2 busy CPU cores
+    python docs/tensorboard_screenshot.py --runs DIR # keep the runs in DIR (trained once)
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -43,28 +45,41 @@ def serve(logdir: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"tensorboard exited ({proc.wait()}) without serving")
 
 
+def train_runs(runs: Path) -> None:
+    data = write_dataset(runs.parent / "data", count=64, size=64)
+    for lr in ("1e-3", "3e-3"):
+        if not (runs / f"synthetic-lr{lr}" / "model.safetensors").exists():
+            cfg = config_mod.load(None, None, [
+                "model.base_channels=8", "model.depth=3", "data.image_size=[64,64]",
+                "train.epochs=8", "train.batch_size=8", "train.device=cpu", f"train.lr={lr}",
+                "train.loggers=[tensorboard]", "train.log_images_every=2"], str(data))
+            fit(cfg, runs / f"synthetic-lr{lr}", progress=False)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", help="the folder of the two runs (default: a temporary one)")
+    args = parser.parse_args()
     browser = shutil.which("chromium")
     if not browser:
         sys.exit("no chromium: run `make browser` (Debian's Chromium) first")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = write_dataset(tmp / "data", count=64, size=64)
-        for lr in ("1e-3", "3e-3"):
-            cfg = config_mod.load(None, None, [
-                "model.base_channels=8", "model.depth=3", "data.image_size=[64,64]",
-                "train.epochs=8", "train.batch_size=8", "train.device=cpu", f"train.lr={lr}",
-                "train.loggers=[tensorboard]", "train.log_images_every=2"], str(data))
-            fit(cfg, tmp / "runs" / f"synthetic-lr{lr}", progress=False)
-        proc, url = serve(tmp / "runs")
+        runs = Path(args.runs) if args.runs else tmp / "runs"
+        train_runs(runs)
+        proc, url = serve(runs)
         try:
             from playwright.sync_api import sync_playwright
 
             with sync_playwright() as p:
                 chrome = p.chromium.launch(executable_path=browser, headless=True)
-                page = chrome.new_page(viewport={"width": 1400, "height": 900})
+                page = chrome.new_page(viewport={"width": 1300, "height": 1000})
                 page.goto(url + "#timeseries", wait_until="networkidle")
+                page.wait_for_selector("text=samples", timeout=60_000)
+                page.fill("input[placeholder='Filter tags (regex)']", "loss|val_m")
                 page.wait_for_selector("text=val_mDice", timeout=60_000)
+                page.keyboard.press("Escape")  # the tag list's completions
+                page.locator("button:has-text('Settings')").first.click()  # hides that pane
                 time.sleep(3)  # let the charts finish drawing (a picture, not a test)
                 page.screenshot(path=str(tmp / "shot.png"))
                 chrome.close()
