@@ -25,15 +25,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from unetkit import config as config_mod
-from unetkit.synthetic import write_dataset
-from unetkit.train import fit
+from unetkit import config as config_mod  # noqa: E402
+from unetkit.synthetic import write_dataset  # noqa: E402
+from unetkit.train import fit  # noqa: E402
 
 OUT = REPO / "docs" / "tensorboard-two-runs.png"
 
 
 def serve(logdir: Path) -> tuple[subprocess.Popen, str]:
-    """`tensorboard --logdir` on a free port chosen by the OS (--port 0); its URL once it answers."""
+    """`tensorboard --logdir` on a port the OS picks (--port 0); its URL once it answers."""
     exe = Path(sys.executable).with_name("tensorboard")
     proc = subprocess.Popen([str(exe), "--logdir", str(logdir), "--host", "127.0.0.1",
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -61,7 +61,7 @@ def bfs_regions(mask: np.ndarray) -> int:
     seen = np.zeros_like(mask)
     h, w = mask.shape
     count = 0
-    for y, x in zip(*np.nonzero(mask)):
+    for y, x in zip(*np.nonzero(mask), strict=False):
         if seen[y, x]:
             continue
         count += 1
@@ -121,7 +121,8 @@ def test_read_upload_converts_modes_shrinks_huge_images_and_names_bad_files(tmp_
     rgba[0, 0, 3] = 0  # transparent pixel: black, as in training
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     arr, _ = read_upload(tmp_path / "rgba.png", 3)
-    assert arr.shape == (8, 8, 3) and tuple(arr[1, 1]) == (200, 0, 0) and tuple(arr[0, 0]) == (0, 0, 0)
+    assert arr.shape == (8, 8, 3) and tuple(arr[1, 1]) == (200, 0, 0)
+    assert tuple(arr[0, 0]) == (0, 0, 0)
 
     big = tmp_path / "big.jpg"  # a 12-megapixel photo: decoded reduced, then shrunk to MAX_SIDE
     Image.new("RGB", (4000, 3000), (120, 60, 30)).save(big, quality=80)
@@ -157,8 +158,7 @@ def build_run(run_dir: Path, image: np.ndarray) -> Path:
     resolve_normalisation(cfg, model)
     predictor = Predictor(model, cfg, "cpu")
     small = np.array(Image.fromarray(image).resize((64, 64), Image.BILINEAR))
-    x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
-    logits = predictor.logits((x - predictor.mean) / predictor.std)
+    logits = predictor.logits(predictor.preprocess(small[None]))
     cut, scale = torch.quantile(logits.flatten(), 0.7), 8 / logits.std()
     with torch.no_grad():
         model.head.weight *= scale
@@ -197,7 +197,7 @@ def served(tmp_path_factory):
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
                     raise AssertionError(f"unetkit serve did not start:\n"
-                                         f"{(root / 'serve.log').read_text()}")
+                                         f"{(root / 'serve.log').read_text()}") from None
                 time.sleep(1)
         yield url, run_dir, image_path, expected
     finally:

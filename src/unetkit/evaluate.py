@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import resolve_split
-from .images import MaskDecoder, read_image, read_mask
+from .images import MaskDecoder, read_mask
 from .metrics import SegmentationMetrics
 from .predict import Predictor
 
@@ -25,12 +25,12 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     cfg = predictor.cfg
     items = resolve_split(cfg, Path(data_dir), split)
     decoder = MaskDecoder.from_config(cfg)
-    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
+    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
     bar = tqdm(total=len(items), desc=f"evaluating {split}", unit="image", disable=not progress)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        images = [read_image(it.image, predictor.channels) for it in chunk]
-        for it, pred in zip(chunk, predictor.predict(images)):
+        images = [predictor.read(it.image) for it in chunk]
+        for it, pred in zip(chunk, predictor.predict(images), strict=False):
             truth = torch.from_numpy(read_mask(it.mask, decoder))
             metrics.update(torch.from_numpy(pred)[None], truth[None])
         bar.update(len(chunk))

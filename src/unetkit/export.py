@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import __version__
-from .runs import RunError, atomic_write, load_model, read_model_card, resolve_model_dir, write_text
+from .loading import load_model
+from .models import pad_to_multiple
+from .preprocess import Preprocess
+from .runs import RunError, atomic_write, read_model_card, resolve_model_dir, write_text
 
 FORMATS = ("onnx", "hub")
 OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT / OpenVINO
@@ -40,7 +42,8 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise RunError("the ONNX backend needs onnxruntime: pip install 'unetkit[onnx]'") from None
+            raise RunError("the ONNX backend needs onnxruntime: "
+                           "pip install 'unetkit[onnx]'") from None
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -53,10 +56,7 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.multiple, (-w) % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")  # as models.pad_to_multiple
+        x, h, w = pad_to_multiple(x, self.multiple)  # as the PyTorch model pads
         out = self.session.run(None, {self.input_name: x.detach().cpu().float().numpy()})[0]
         return torch.from_numpy(out)[..., :h, :w].to(x.device)
 
@@ -77,14 +77,16 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     run_dir = resolve_model_dir(run_dir)
     model = load_model(run_dir, "cpu")
     cfg = model.unetkit_config
-    multiple = int(getattr(model, "multiple", 1))
+    multiple = int(model.multiple)  # models.SegmentationModel
     h, w = (-(-s // multiple) * multiple for s in cfg.data.image_size)  # the training size, padded
-    example = torch.randn(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, cfg.model.in_channels, h, w, generator=gen)
     out = Path(out)
+    pre = Preprocess.from_config(cfg).to_dict()  # the input, as training and Predictor make it
     meta = {"unetkit_version": __version__, "opset": str(opset), "input_multiple": str(multiple),
-            "image_size": json.dumps(cfg.data.image_size), "mean": json.dumps(cfg.data.mean),
-            "std": json.dumps(cfg.data.std), "classes": json.dumps(cfg.data.classes),
-            "threshold": str(cfg.train.threshold)}
+            "image_size": json.dumps(pre["image_size"]), "mean": json.dumps(pre["mean"]),
+            "std": json.dumps(pre["std"]), "preprocess": json.dumps(pre),
+            "classes": json.dumps(cfg.data.classes), "threshold": str(cfg.train.threshold)}
 
     def write(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -107,7 +109,8 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
         meta["check"] = check
 
     atomic_write(out, write)
-    sidecar = {k: (json.loads(v) if k in ("image_size", "mean", "std", "classes") else v)
+    sidecar = {k: (json.loads(v) if k in ("image_size", "mean", "std", "preprocess", "classes")
+                   else v)
                for k, v in meta.items() if k != "check"}
     sidecar.update(opset=opset, input_multiple=multiple, check=meta["check"],
                    inputs="image: float32 (batch, channels, height, width), normalised "
@@ -167,7 +170,8 @@ tags: [unetkit, u-net, image-segmentation]
 
 {cfg.get('description', '')}
 
-- Architecture: {arch}, {card['in_channels']} input channel(s), {card['out_channels']} output logit(s)
+- Architecture: {arch}, {card['in_channels']} input channel(s), {card['out_channels']} output
+  logit(s)
 - Classes: {', '.join(card['classes'])} (mask encoding: {card['mask_encoding']})
 - Input: resized to {card['image_size'][0]}x{card['image_size'][1]} (height x width), normalised
   with mean {card['mean']} and std {card['std']} on [0, 1] pixel values

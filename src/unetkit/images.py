@@ -21,17 +21,18 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".
 # Pillow's own guard against decompression bombs warns at 89 M pixels and fails at twice that.
 # A segmentation input above 100 M pixels (10,000 x 10,000) is refused with a clear message.
 MAX_PIXELS = 100_000_000
+# The allowed values of data.mask_encoding (see the module's docstring).
+MASK_ENCODINGS = ("binary", "color", "index")
 
 
 class ImageError(ValueError):
     """An image or mask that cannot be used; the message names the file and the fix."""
 
 
-def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
+def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image, EXIF orientation applied, or raise `ImageError`.
 
-    `draft`: a JPEG that will be shrunk to at most this side is decoded at a reduced scale
-    (libjpeg's DCT scaling), several times faster than a full decode followed by a resize.
+    Always a full decode (never JPEG draft mode): see `preprocess` for why.
     """
     path = Path(path)
     try:
@@ -41,15 +42,14 @@ def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{path}: {img.width}x{img.height} pixels is more than unetkit "
                                  f"reads ({MAX_PIXELS:,}); downscale the image first")
-            if draft and img.format == "JPEG":
-                img.draft(img.mode, (draft, draft))
             img.load()
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image first") from None
+        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image "
+                         "first") from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "broken file"
         raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
                          "or remove it from the folder") from None
@@ -101,10 +101,10 @@ class MaskDecoder:
         self.ignore_index = ignore_index
 
     @classmethod
-    def from_config(cls, cfg) -> "MaskDecoder":
+    def from_config(cls, cfg) -> MaskDecoder:
         d = cfg.data
         return cls(d.mask_encoding, cfg.num_classes, d.mask_threshold, d.class_colors,
-                   cfg.train.loss.ignore_index)
+                   d.ignore_index)
 
     def decode(self, img: Image.Image) -> np.ndarray:
         if self.encoding == "binary":
