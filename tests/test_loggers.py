@@ -4,6 +4,7 @@ tool that fails on every call changes nothing in training or in the run folder."
 
 from __future__ import annotations
 
+import socket
 import struct
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import run_cli
 from unetkit import config as config_mod
 from unetkit import loggers as loggers_mod
 from unetkit.runs import read_metrics_csv
@@ -63,6 +65,17 @@ def test_names_are_checked_before_training(monkeypatch):
     with pytest.raises(config_mod.ConfigError, match=r"pip install 'unetkit\[wandb\]'"):
         config_mod.load(None, None, ["train.loggers=[wandb]"])
     assert config_mod.load(None, None, []).train.loggers == []  # none by default
+
+
+def test_cli_refuses_an_unknown_logger_before_training(synthetic_data, tmp_path):
+    out, config = tmp_path / "run", tmp_path / "tiny.yaml"
+    config.write_text("name: tiny\n")
+    proc = run_cli("train", "--config", str(config), "--data", str(synthetic_data), "--out",
+                   str(out), "--set", "train.loggers=[tensorboard, mlfow]", check=False,
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown logger 'mlfow'; choose from tensorboard, mlflow, wandb" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
 
 
 def test_tensorboard_events_match_metrics_csv(tracked):
@@ -157,6 +170,7 @@ def test_wandb_offline_files_match_metrics_csv(tracked):
     assert not [line for line in tracked["lines"] if "warning" in line]
 
 
+@pytest.mark.slow  # two runs, each starting MLflow and W&B
 def test_resume_continues_the_same_run_and_wandb_goes_offline(synthetic_data, tmp_path,
                                                                monkeypatch):
     """MLflow and W&B continue their runs; W&B, with no login (as with no network), says so
@@ -210,13 +224,24 @@ class Broken:
         return fail
 
 
-def test_failing_logger_changes_nothing(synthetic_data, tracked, tmp_path, monkeypatch):
-    monkeypatch.setitem(loggers_mod.LOGGERS, "mlflow", (Broken, "mlflow", "unetkit[mlflow]"))
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_failing_loggers_change_nothing(synthetic_data, tracked, tmp_path, monkeypatch):
+    """A tool raising on every call (in W&B's place) and an MLflow server that is down (a port
+    nothing listens on): one warning each, and training as if they were not there."""
+    monkeypatch.setitem(loggers_mod.LOGGERS, "wandb", (Broken, "wandb", "unetkit[wandb]"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     run = tmp_path / "tracked"
-    lines = train(synthetic_data, run, "train.loggers=[mlflow, tensorboard]",
+    lines = train(synthetic_data, run, "train.loggers=[wandb, mlflow, tensorboard]",
                   "train.log_images_every=1")
     warnings = [line for line in lines if "warning" in line]
-    assert len(warnings) == 1 and "mlflow failed in start" in warnings[0], lines
+    assert len(warnings) == 2, lines
+    assert "wandb failed in start" in warnings[0] and "ConnectionError" in warnings[0]
+    assert "mlflow failed in start" in warnings[1] and "ConnectionError" in warnings[1]
     assert Broken.calls == 1  # switched off after its first failure
     for name in RUN_FILES:
         assert (run / name).is_file(), name

@@ -110,6 +110,10 @@ class MLflowLogger:
         recorded = _recorded(self.run_dir).get("mlflow", {})
         uri = os.environ.get("MLFLOW_TRACKING_URI") or recorded.get("tracking_uri") \
             or mlflow.get_tracking_uri()
+        if uri.startswith(("http://", "https://")):  # a server that is down fails here, at
+            import requests  # once, rather than after MLflow's minutes of retries
+
+            requests.get(uri.rstrip("/") + "/health", timeout=10).raise_for_status()
         self.client = MlflowClient(tracking_uri=uri)
         if recorded.get("run_id") and recorded.get("tracking_uri") == uri:
             self.run_id = recorded["run_id"]
