@@ -393,11 +393,9 @@ def validate(cfg: Config) -> None:
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
     from .augment import validate as validate_augment
+    from .loggers import check as check_loggers  # logger names, and their packages installed
 
     validate_augment(t.augment, d.image_size)
-    # The registry of logger names is the loggers module's; it also checks their packages.
-    from .loggers import check as check_loggers
-
     check_loggers(t.loggers)
 
 
