@@ -1,9 +1,10 @@
 """Experiment tracking: TensorBoard, MLflow and Weights & Biases (`train.loggers`).
 
-Each tool is one small class with the same four calls: `start(config, resume)`, `log_epoch(row)`
-(the row `metrics.csv` gets, under the same names, step = epoch), `log_images(panels, epoch)`
-(the validation sample panels, every `train.log_images_every` epochs) and `finish(run_dir)`
-(the run folder's files as artifacts, where the tool has artifacts).
+Each tool is one small class with the same four calls: `start(config, first_epoch)` (the
+resolved configuration as parameters; first_epoch > 0 when resumed), `log_epoch(row)` (the row
+`metrics.csv` gets, under the same names, step = epoch), `log_images(panels, epoch)` (the
+validation sample panels, every `train.log_images_every` epochs) and `finish(run_dir, status)`
+(the run folder's files as artifacts, where the tool has artifacts, and the run's end).
 
 Training never waits for a tool and never stops because of one: `Loggers` runs every call on
 one background thread, in order, and a tool whose call raises (server down, disk full, package
@@ -76,7 +77,8 @@ class TensorBoardLogger:
                                     purge_step=first_epoch + 1 if first_epoch else None)
         params = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                   for k, v in flatten(config).items()}
-        for summary in hparams(params, {"val_mDice": 0.0}):  # the HParams dashboard's table
+        score = {f"val_{config['train']['monitor']}": 0.0}  # a column of the HParams table
+        for summary in hparams(params, score):
             self.writer.file_writer.add_summary(summary)
         self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in params.items()))
 
@@ -259,7 +261,7 @@ class Loggers:
             for name, logger in list(self.active.items()):
                 try:
                     getattr(logger, method)(*args)
-                except Exception as exc:  # noqa: BLE001 - any failure of a tool: warn, switch it off
+                except Exception as exc:  # any failure of a tool: warn once, switch it off
                     del self.active[name]
                     self.log(f"warning: train.loggers: {name} failed in {method} "
                              f"({type(exc).__name__}: {exc}); it is off for the rest of this "
@@ -291,10 +293,11 @@ class Loggers:
         self.closed = True
         self.calls.put(None)
         self.worker.join(10)
+        busy = ", ".join(list(self.active))  # list(): the worker may drop a tool meanwhile
         if self.worker.is_alive():
-            self.log(f"train.loggers: waiting for {', '.join(self.active)} to finish (at most "
+            self.log(f"train.loggers: waiting for {busy} to finish (at most "
                      f"{FINISH_TIMEOUT:.0f} s)")
             self.worker.join(FINISH_TIMEOUT - 10)
         if self.worker.is_alive():
-            self.log(f"warning: train.loggers: {', '.join(self.active)} still busy after "
+            self.log(f"warning: train.loggers: {busy} still busy after "
                      f"{FINISH_TIMEOUT:.0f} s; not waiting longer (the run folder is complete)")
