@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,onnx,serve,serve-test,video]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,onnx,serve,serve-test,video,tensorboard,mlflow,wandb]'
 	touch $@
 
 # The browser test of `unetkit serve` drives Debian's Chromium (browsers are not downloadable

@@ -127,6 +127,8 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999); 0 off.
     # With it, the averaged weights are the ones validated and saved (see ema.py).
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this value; 0 off
+    loggers: list[str] = field(default_factory=list)  # any of tensorboard, mlflow, wandb
+    log_images_every: int = 5  # sample panels to the loggers every N epochs and the last; 0: never
 
 
 @dataclass
@@ -416,9 +418,11 @@ def validate(cfg: Config) -> None:
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
     from .augment import validate as validate_augment
+    from .loggers import check as check_loggers  # logger names, and their packages installed
 
     validate_augment(t.augment, d.image_size)
     check_ranges(cfg)  # every number within its range, the model's size within bounds
+    check_loggers(t.loggers)
 
 
 def to_yaml(cfg: Config) -> str:

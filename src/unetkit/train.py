@@ -25,6 +25,7 @@ from .compiling import StepFunction
 from .data import device_tensors, prepare_data  # noqa: F401  (prepare_data: part of train's API)
 from .distributed import Context
 from .files import remove_temp_files
+from .loggers import Loggers
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import SegmentationModel, build_model
@@ -116,6 +117,8 @@ class Trainer:
                                  self.ctx.wrap)
         self.freeze_encoder(cfg.model.freeze_encoder_epochs > 0)
         self.epoch, self.best, self.history = 0, -1.0, []
+        self.loggers = Loggers(t.loggers if self.ctx.is_main else [], self.run_dir, log,
+                               t.log_images_every)  # TensorBoard, MLflow, W&B: rank 0 only
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -127,6 +130,7 @@ class Trainer:
         self.log(f"training {cfg.model.arch} on {len(self.train_data)} images, validating on "
                  f"{len(self.val_data)}, {t.epochs} epochs, device {self.device}; run folder "
                  f"{self.run_dir}")
+        self.loggers.start(cfg.to_dict(), self.epoch)
         started = time.perf_counter()
         while self.epoch < t.epochs:
             tic = time.perf_counter()
@@ -147,6 +151,9 @@ class Trainer:
                 self.best = scores[t.monitor]
             if main:
                 self.save(scores if improved else None)
+            self.loggers.log_epoch(row)
+            if self.loggers.wants_images(self.epoch, t.epochs):
+                self.loggers.log_images(self.sample_panels(), self.epoch)
             self.log(f"epoch {self.epoch:3d}/{t.epochs}  train loss {train_loss:.4f}  val loss "
                      f"{val_loss:.4f}  val mDice {scores['mDice']:.4f}  mIoU {scores['mIoU']:.4f}"
                      f"  dice {scores['dice']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
@@ -155,6 +162,7 @@ class Trainer:
                  f"{self.best:.4f}")
         if main:
             self.finish()
+        self.loggers.close()  # artifacts: the files finish() wrote
         return {"best": self.best, "monitor": t.monitor, "epochs": self.epoch}
 
     def train_epoch(self) -> float:
@@ -318,19 +326,23 @@ class Trainer:
         """curves.png and the sample panels, from the best weights."""
         plot_curves(self.history, self.run_dir / "curves.png")
         load_weights(unwrap(self.model), self.run_dir / "model.safetensors")
+        for name, image in self.sample_panels():
+            save_png(self.run_dir / "samples" / f"{name}.png", image)
+
+    def sample_panels(self) -> list[tuple[str, np.ndarray]]:
+        """(name, image | truth | prediction) for the first train.samples validation images."""
         self.model.eval()
         cfg, k = self.cfg, min(self.cfg.train.samples, len(self.val_data))
         if k == 0:
-            return
+            return []
         palette = class_palette(cfg.num_classes, cfg.data.class_colors)
-        images, masks = self.batch(self.val_x, self.val_y, torch.arange(k), False)
+        images, _ = self.batch(self.val_x, self.val_y, torch.arange(k), False)
         with torch.no_grad(), self.autocast():
             pred = logits_to_labels(self.model(images), cfg.train.threshold).cpu().numpy()
-        for i in range(k):
-            name = self.val_data.names[i]
-            save_png(self.run_dir / "samples" / f"{name}.png",
-                     panel(np.asarray(self.val_data.images[i]), np.asarray(self.val_data.masks[i]),
-                           pred[i].astype(np.uint8), palette, name))
+        names = self.val_data.names
+        return [(names[i], panel(np.asarray(self.val_data.images[i]),
+                                 np.asarray(self.val_data.masks[i]), pred[i].astype(np.uint8),
+                                 palette, names[i])) for i in range(k)]
 
 
 def default_run_dir(cfg) -> Path:
@@ -346,6 +358,7 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
         log=print) -> dict:
     """Train `cfg` into `run_dir` (a new folder unless `resume`); returns the best scores."""
     ctx = Context.from_env(pick_device(cfg.train.device), cfg.train.sync_batchnorm)
+    trainer = None
     try:
         if not ctx.is_main:  # one log and one progress bar for the whole world
             log, progress = (lambda *a, **k: None), False
@@ -376,4 +389,6 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
         ctx.barrier()
         return result
     finally:
+        if trainer is not None:
+            trainer.loggers.close("FAILED")  # after an error; nothing after a finished run
         ctx.close()
