@@ -64,6 +64,12 @@ class DataConfig:
     std: list[float] | None = None
     cache_dir: str | None = None  # where decoded, resized arrays are kept between runs
     rotation_invariant: bool = False  # no "up" (microscopy): --tta adds 90-degree rotations
+    # Negative frames (every pixel background, e.g. colonoscopy frames without a polyp): folders
+    # of images only, relative to the data root or to the folder holding it. See negatives.py.
+    negatives: list[str] = field(default_factory=list)
+    negative_fraction: float | None = None  # share of each training batch; None: as they come
+    negative_val_fraction: float = 0.2  # of the negative folders' images, held out for validation
+    missing_masks: str = "error"  # error | negative: an image without a mask is all background
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -311,6 +317,7 @@ def validate(cfg: Config) -> None:
         "train.optimizer": (t.optimizer, ("adamw", "adam", "sgd")),
         "train.schedule": (t.schedule, ("cosine", "linear", "constant", "plateau")),
         "train.nan_policy": (t.nan_policy, ("stop", "skip")),
+        "data.missing_masks": (d.missing_masks, ("error", "negative")),
         "train.monitor": (t.monitor, ("mDice", "mIoU", "dice", "iou")),
         "train.compile_mode": (t.compile_mode, ("default", "reduce-overhead",
                                                 "max-autotune-no-cudagraphs", "max-autotune")),
@@ -335,6 +342,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if bool(d.split.group_table) != bool(d.split.group_column):
         raise ConfigError("give both data.split.group_table and data.split.group_column, or neither")
+    if d.negative_fraction is not None and not 0 <= d.negative_fraction < 1:
+        raise ConfigError(f"data.negative_fraction must be in [0, 1) (a share of each batch), "
+                          f"got {d.negative_fraction}")
+    if not 0 <= d.negative_val_fraction < 1:
+        raise ConfigError("data.negative_val_fraction must be in [0, 1)")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
 

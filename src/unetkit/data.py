@@ -77,8 +77,12 @@ def list_images(folder: Path) -> dict[str, Path]:
     return found
 
 
-def pair_items(root: Path, data_cfg, require_masks: bool = True) -> tuple[list[Item], list[str]]:
-    """Pair images with masks by stem. Returns the pairs and the problems found (unpaired files)."""
+def pair_items(root: Path, data_cfg, require_masks: bool | None = None
+               ) -> tuple[list[Item], list[str]]:
+    """Pair images with masks by stem. Returns the pairs and the problems found (unpaired files).
+    An image without a mask is a problem unless data.missing_masks is "negative" (mask None)."""
+    if require_masks is None:
+        require_masks = getattr(data_cfg, "missing_masks", "error") != "negative"
     image_dir, mask_dir, suffix = resolve_layout(root, data_cfg)
     images = list_images(image_dir)
     masks = list_images(mask_dir) if mask_dir.is_dir() else {}
@@ -280,6 +284,8 @@ def _cache_key(items: list[Item], size: tuple[int, int], channels: int, decoder:
                          None if decoder.colors is None else decoder.colors.tolist()]).encode())
     for it in items:
         for p in (it.image, it.mask):
+            if p is None:  # a negative frame: no mask file
+                continue
             st = p.stat()
             h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
@@ -305,6 +311,8 @@ def load_arrays(items: list[Item], size: tuple[int, int], channels: int, decoder
         image, mask, problems = load_pair(item, decoder, channels, draft=max(size))
         if problems:
             return None, None, problems
+        if mask is None:  # a negative frame: every pixel is background
+            return resize_image(image, size), np.zeros(size, np.uint8), []
         return resize_image(image, size), resize_mask(mask, size), []
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:

@@ -5,34 +5,52 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from .data import resolve_split
-from .images import MaskDecoder, read_image, read_mask
+from .detection import frame_summary
+from .frames import frame_row, predicted_frames, scoring_items
+from .images import MaskDecoder
 from .metrics import SegmentationMetrics
 from .predict import Predictor
 
 
 def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_size: int = 16,
-             device: str | None = None, progress: bool = True) -> dict:
-    """Scores of the run's model on one split of `data_dir` (see `metrics` for definitions).
+             device: str | None = None, progress: bool = True, negatives: list[str] = (),
+             threshold: float | None = None, min_area: float | None = None,
+             rows: list | None = None, on_frame=None) -> dict:
+    """Scores of the run's model on one split of `data_dir` (see `metrics` for definitions),
+    plus frame detection (see `detection`): sensitivity, false-alarm rate and AUROC.
 
     The split is resolved with the run's own data settings (layout, mask encoding, split files
-    or seed), so `--split val` is the run's validation set. Predictions are compared with the
-    masks at full resolution, not at the training size.
+    or seed), so `--split val` is the run's validation set, its negative frames included.
+    `negatives`: folders of frames without foreground, scored too. Pixel scores count the frames
+    with foreground only. Predictions use the run's operating point unless `threshold` or
+    `min_area` is given, and are compared with the masks at full resolution. `rows`, when
+    given, receives every frame's scores (see `frames.frame_row`); `on_frame(row, image, truth,
+    probs, labels)` is called for every frame (the report's pictures).
     """
-    predictor = Predictor.from_run(run_dir, device, tta=tta)
+    predictor = Predictor.from_run(run_dir, device, tta=tta, threshold=threshold,
+                                   min_area=min_area)
     cfg = predictor.cfg
-    items = resolve_split(cfg, Path(data_dir), split)
+    items = scoring_items(cfg, data_dir, split, list(negatives))
     decoder = MaskDecoder.from_config(cfg)
-    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.train.loss.ignore_index)
-    bar = tqdm(total=len(items), desc=f"evaluating {split}", unit="image", disable=not progress)
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        images = [read_image(it.image, predictor.channels) for it in chunk]
-        for it, pred in zip(chunk, predictor.predict(images)):
-            truth = torch.from_numpy(read_mask(it.mask, decoder))
-            metrics.update(torch.from_numpy(pred)[None], truth[None])
-        bar.update(len(chunk))
-    bar.close()
-    return {"split": split, "tta": tta, **metrics.compute()}
+    ignore = cfg.train.loss.ignore_index
+    metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, ignore)
+    frames = [] if rows is None else rows
+    for it, image, truth, probs in predicted_frames(predictor, items, decoder, batch_size, progress,
+                                                f"evaluating {split}"):
+        labels = predictor.labels(probs)
+        row = frame_row(it.name, truth, labels, probs, cfg.num_classes, predictor.min_area, ignore)
+        frames.append(row)
+        if on_frame is not None:
+            on_frame(row, image, truth, probs, labels)
+        if row["positive"]:
+            metrics.update(torch.from_numpy(labels)[None], torch.from_numpy(truth)[None])
+    pixel = metrics.compute()
+    if not metrics.images:  # no frame with foreground: pixel scores would be 0/0
+        pixel = {k: None for k in pixel}
+        pixel["images"] = 0
+    return {"split": split, "tta": tta, **pixel, **frame_summary(frames),
+            "threshold": predictor.threshold, "min_area": predictor.min_area,
+            "operating_point": "calibrated" if predictor.point and threshold is None
+            and min_area is None else "given" if threshold is not None or min_area is not None
+            else "default"}

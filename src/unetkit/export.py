@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .detection import OPERATING_POINT_FILE, read_operating_point
 from .runs import RunError, atomic_write, load_model, read_model_card, resolve_model_dir, write_text
 
 FORMATS = ("onnx", "hub")
@@ -77,6 +78,7 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     run_dir = resolve_model_dir(run_dir)
     model = load_model(run_dir, "cpu")
     cfg = model.unetkit_config
+    point = read_operating_point(run_dir)  # the calibrated operating point travels with the file
     multiple = int(getattr(model, "multiple", 1))
     h, w = (-(-s // multiple) * multiple for s in cfg.data.image_size)  # the training size, padded
     example = torch.randn(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
@@ -84,7 +86,8 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     meta = {"unetkit_version": __version__, "opset": str(opset), "input_multiple": str(multiple),
             "image_size": json.dumps(cfg.data.image_size), "mean": json.dumps(cfg.data.mean),
             "std": json.dumps(cfg.data.std), "classes": json.dumps(cfg.data.classes),
-            "threshold": str(cfg.train.threshold)}
+            "threshold": str(point.threshold if point else cfg.train.threshold),
+            "min_area": str(point.min_area if point else 0.0)}
 
     def write(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -143,10 +146,13 @@ def export_hub(run_dir, out) -> dict:
     card = read_model_card(run_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "config.json"):
+    names = ["model.safetensors", "config.json"]
+    if read_operating_point(run_dir) is not None:  # checked readable before it is shipped
+        names.append(OPERATING_POINT_FILE)
+    for name in names:
         atomic_write(out / name, lambda tmp, n=name: shutil.copyfile(run_dir / n, tmp))
     write_text(out / "README.md", model_card_markdown(card))
-    return {"out": str(out), "files": ["model.safetensors", "config.json", "README.md"]}
+    return {"out": str(out), "files": names + ["README.md"]}
 
 
 def model_card_markdown(card: dict) -> str:

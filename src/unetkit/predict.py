@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import list_images
+from .detection import OperatingPoint, labels_at, read_operating_point
 from .images import ImageError, read_image, resize_image
 from .plots import class_palette, color_mask, overlay, save_png
 from .runs import RunError, load_model, run_config, resolve_model_dir
@@ -36,14 +37,20 @@ BACKENDS = ("torch", "onnx")
 
 class Predictor:
     def __init__(self, model, cfg, device: str | torch.device = "cpu", tta: bool = False,
-                 threshold: float | None = None, tile: bool = False, tile_overlap: float = 0.5):
+                 threshold: float | None = None, tile: bool = False, tile_overlap: float = 0.5,
+                 min_area: float | None = None, point: OperatingPoint | None = None):
         if isinstance(model, torch.nn.Module):
             model = model.to(device).eval()
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.tta, self.tile, self.tile_overlap = tta, tile, tile_overlap
         self.rotations = tta and cfg.data.rotation_invariant and \
             cfg.data.image_size[0] == cfg.data.image_size[1]
-        self.threshold = cfg.train.threshold if threshold is None else threshold
+        # An operating point (see detection.py) sets the threshold and the minimum flagged area;
+        # an explicit threshold or min_area overrides its value.
+        self.point = point
+        default = point.threshold if point else cfg.train.threshold
+        self.threshold = default if threshold is None else threshold
+        self.min_area = (point.min_area if point else 0.0) if min_area is None else min_area
         self.size = tuple(cfg.data.image_size)
         self.channels = cfg.model.in_channels
         self.mean = torch.tensor(cfg.data.mean, device=self.device).view(1, -1, 1, 1)
@@ -63,11 +70,13 @@ class Predictor:
             if not path.exists():
                 raise RunError(f"{path}: no ONNX model; make it with `unetkit export {run_dir} "
                                f"--format onnx --out {path}`")
-            return cls(OnnxModel(path), run_config(run_dir), "cpu", **kwargs)
+            return cls(OnnxModel(path), run_config(run_dir), "cpu",
+                       point=read_operating_point(run_dir), **kwargs)
         if backend != "torch":
             raise RunError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(load_model(run_dir, device), run_config(run_dir), device, **kwargs)
+        return cls(load_model(run_dir, device), run_config(run_dir), device,
+                   point=read_operating_point(run_dir), **kwargs)
 
     def views(self):
         """(transform, inverse) pairs over which TTA averages; the identity alone without TTA."""
@@ -110,8 +119,8 @@ class Predictor:
 
     def labels(self, probs: torch.Tensor) -> np.ndarray:
         """(K, H, W) probabilities -> (H, W) uint8 class indices."""
-        if probs.shape[0] == 1:
-            return (probs[0] > self.threshold).to(torch.uint8).cpu().numpy()
+        if probs.shape[0] == 1 or self.point or self.min_area:
+            return labels_at(probs, self.threshold, self.min_area)
         return probs.argmax(0).to(torch.uint8).cpu().numpy()
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -143,7 +152,7 @@ def output_stem(out_dir: Path, path: Path) -> Path:
 
 
 def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
-                  threshold: float | None = None, overlays: bool = False, probs: bool = False,
+                  threshold: float | None = None, min_area: float | None = None, overlays: bool = False, probs: bool = False,
                   batch_size: int = 16, device: str | None = None, progress: bool = True,
                   tile: bool = False, tile_overlap: float = 0.5, backend: str = "torch",
                   log=print) -> dict:
@@ -152,7 +161,7 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
     request, and summary.json / summary.csv (area, bounding box and connected components per
     class and image). Unreadable files are reported and skipped; the rest are still predicted."""
     predictor = Predictor.from_run(run_dir, device, backend, tta=tta, threshold=threshold,
-                                   tile=tile, tile_overlap=tile_overlap)
+                                   tile=tile, tile_overlap=tile_overlap, min_area=min_area)
     if tile:
         batch_size = 1  # tiles are batched inside each image; whole large images are not
     out_dir = Path(out_dir)

@@ -156,7 +156,8 @@ def resolve_model_dir(name: str | Path) -> Path:
         except ImportError:
             raise RunError(f"{name}: no such folder; to load a Hub id, `pip install "
                            "huggingface_hub`") from None
-        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
+        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors",
+                                                        "operating_point.json"]))
     raise RunError(f"{name}: no such run folder")
 
 

@@ -27,6 +27,7 @@ from .images import MaskDecoder
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import build_model
+from .negatives import BatchPlan, add_negatives, negative_mask
 from .numerics import LossGuard
 from .plots import class_palette, panel, plot_curves, save_png
 from .runs import (RunError, atomic_write, read_metrics_csv, save_weights, unwrap,
@@ -126,7 +127,10 @@ def prepare_data(cfg, progress: bool = True) -> tuple[ArrayData, ArrayData]:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DataError(f"{root}: {len(problems)} problems; fix them (or see all with "
                         f"`unetkit check-data {root}`):\n  {shown}{more}")
-    splits = split_items(items, root, cfg.data.split)
+    # Negative frames join the training data only: the validation scores printed while training
+    # (and train.monitor) are pixel scores on frames with foreground; `unetkit evaluate` and
+    # `unetkit calibrate` score the held-out negatives frame by frame.
+    splits = add_negatives(split_items(items, root, cfg.data.split), root, cfg.data, ("train",))
     if len(splits["train"]) < 1 or len(splits["val"]) < 1:
         raise DataError(f"{root}: the split leaves {len(splits['train'])} training and "
                         f"{len(splits['val'])} validation images; both need at least one")
@@ -176,7 +180,9 @@ class Trainer:
         self.val_x, self.val_y = device_tensors(self.val_data, self.device)
         n = len(self.train_data)
         self.batch_size = min(t.batch_size, n)
-        self.steps_per_epoch = n // self.batch_size
+        self.plan = BatchPlan(negative_mask(self.train_data.masks), self.batch_size,
+                              cfg.data.negative_fraction)
+        self.steps_per_epoch = self.plan.steps
         self.ctx.local_batch(self.batch_size)  # fails early unless it divides among the processes
         self.guard = LossGuard(t.nan_policy, self.device, self.ctx)
         self.frozen = None
@@ -264,10 +270,9 @@ class Trainer:
         self.model.train()
         if self.encoder_frozen and hasattr(self.model, "encoder"):
             self.model.encoder.eval()  # BatchNorm would otherwise drift off the pretrained statistics
-        n = len(self.train_data)
         # On the data's device once per epoch: a host-to-device copy per step would make the
         # host wait for the GPU at every step.
-        perm = torch.randperm(n, generator=self.order).to(self.train_x.device)
+        perm = self.plan.order(self.order).to(self.train_x.device)
         self.guard.start_epoch(f"epoch {self.epoch + 1}")
         total = torch.zeros((), device=self.device)
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
