@@ -87,7 +87,7 @@ def open_tiff(path: str | Path) -> Image.Image:
     16-bit ("I;16"), so a mask keeps its values (images.to_array applies the 16-bit rule)."""
     arr = read_tiff(path, keep_grey16=True)
     if arr.dtype == np.uint16:
-        return Image.fromarray(arr, "I;16")
+        return Image.fromarray(arr)  # uint16 (H, W): mode "I;16"
     if arr.ndim == 2:
         return Image.fromarray(arr, "L")
     return Image.fromarray(np.ascontiguousarray(arr), "RGB" if arr.shape[2] == 3 else "RGBA")
