@@ -30,6 +30,8 @@ def scoring_items(cfg, data_dir, split: str = "val", negatives: list[str] = ()) 
         items += negative_splits(Path(data_dir), cfg.data)[split]
     for folder in negatives:
         items += folder_items(Path(folder))
+    seen: set[Path] = set()  # a file named twice (the run's negatives and --negatives) counts once
+    items = [it for it in items if not (it.image.resolve() in seen or seen.add(it.image.resolve()))]
     if not items:
         raise DataError("no frames to score: give --data DIR and/or --negatives DIR")
     names = [it.name for it in items]
