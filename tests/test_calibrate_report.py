@@ -73,14 +73,14 @@ def test_evaluate_calibrate_predict_and_report(run, synthetic_data, tmp_path):
     run_cli("report", str(out), "--data", f"{synthetic_data}:val", "--negatives", str(neg),
             "--out", str(rep), "--quiet")
     md = (rep / "report.md").read_text()
-    assert f"| {synthetic_data.name}:val |" in md and "| images |" in md
+    assert f"| {synthetic_data.name}:val |" in md and "| free |" in md
     assert "<table>" in (rep / "report.html").read_text()
     for name in ("dice_histograms.png", "reliability.png"):
         assert Image.open(rep / name).size[0] > 100
     with (rep / "per_image.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == before["frames_positive"] + before["frames_negative"] + 20
-    assert {r["set"] for r in rows} == {f"{synthetic_data.name}:val", "images"}
+    assert {r["set"] for r in rows} == {f"{synthetic_data.name}:val", "free"}
 
 
 def test_calibrate_refuses_bad_input_with_exit_code_2(run, synthetic_data, tmp_path):

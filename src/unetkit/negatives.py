@@ -40,10 +40,15 @@ def negative_folders(root: Path, data_cfg) -> list[Path]:
     return folders
 
 
+def folder_label(folder: Path) -> str:
+    """A negatives folder's short name: polyp-free/images -> polyp-free."""
+    return folder.parent.name if folder.name in ("images", "image") else folder.name
+
+
 def folder_items(folder: Path) -> list[Item]:
     """Every image of a folder as a negative item (no mask). Names carry the folder's name so
     they never collide with the data set's own stems (polyp-free/images/1.jpg -> polyp-free_1)."""
-    label = folder.parent.name if folder.name in ("images", "image") else folder.name
+    label = folder_label(folder)
     images = list_images(folder)
     if not images:
         raise DataError(f"{folder}: no images (.jpg, .png, ...) in this negatives folder")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .detection import foreground
+from .negatives import folder_label
 from .plots import class_palette, panel, save_png
 from .runs import atomic_write, write_text
 
@@ -87,7 +88,7 @@ def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool 
     palette = class_palette(cfg.num_classes, cfg.data.class_colors)
     sets = [(f"{d.name}:{split}" if split != "all" else d.name, d, split, [])
             for d, split in map(parse_data_arg, data)]
-    sets += [(Path(n).name, None, "all", [n]) for n in negatives]
+    sets += [(folder_label(Path(n)), None, "all", [n]) for n in negatives]
     if not sets:
         from .data import DataError
         raise DataError("give at least one --data DIR[:SPLIT] or --negatives DIR")
