@@ -51,13 +51,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's unetkit
 
 from unetkit import config as config_mod  # noqa: E402
-from unetkit.compiling import compile_model  # noqa: E402
 from unetkit.data import pair_items, split_items  # noqa: E402
 from unetkit.losses import SegmentationLoss  # noqa: E402
 from unetkit.metrics import logits_to_labels  # noqa: E402
 from unetkit.models import build_model  # noqa: E402
+from unetkit.preprocess import Preprocess, resolve_normalisation  # noqa: E402
 from unetkit.runs import atomic_write  # noqa: E402
-from unetkit.train import Trainer, make_optimizer, make_scheduler, prepare_data  # noqa: E402
+from unetkit.runs import unwrap  # noqa: E402
+from unetkit.train import Trainer, prepare_data  # noqa: E402
 
 PARTS = ("writeups", "unetkit", "timm", "smp", "augment", "inference", "e2e")
 
@@ -275,9 +276,10 @@ class Context:
         config_mod.validate(cfg)
         return cfg
 
-    def trainer(self, cfg, name="run") -> Trainer:
+    def trainer(self, cfg, name="run", model=None) -> Trainer:
+        """unetkit's Trainer on `cfg`, training `model` (default: the one `cfg` describes)."""
         return Trainer(cfg, self.tmp / "runs" / f"{name}-{time.monotonic_ns()}", progress=False,
-                       log=lambda m: print(f"    {m}", flush=True))
+                       log=lambda m: print(f"    {m}", flush=True), model=model)
 
 
 def compile_choices(args, device) -> list[bool]:
@@ -293,8 +295,9 @@ def part_decode(bench: Bench, ctx: Context) -> None:
     """Decode and resize the data once (what every unetkit run pays at start-up, or never again
     with data.cache_dir); later parts read the arrays from this cache."""
     cfg = ctx.config()
+    resolve_normalisation(cfg, build_model(cfg))
     tic = time.perf_counter()
-    train, val = prepare_data(cfg, progress=False)
+    train, val = prepare_data(cfg, Preprocess.from_config(cfg), progress=False)
     seconds = time.perf_counter() - tic
     bench.note("decode", f"decode+resize {len(train) + len(val)} pairs once", seconds=round(seconds, 1),
                synthetic=ctx.synthetic, train=len(train), val=len(val))
@@ -382,33 +385,31 @@ def time_epochs(trainer: Trainer, device, warm_epochs: int, epochs: int) -> tupl
 def train_rows(bench: Bench, ctx: Context, part: str, label: str, cfg, swap_model=None) -> None:
     a, device = ctx.args, ctx.device
     choices = compile_choices(a, device) if part != "smp" or a.compile_smp else [False]
+    make = swap_model or (lambda: build_model(cfg))
     for compile_ in choices:
         cfg.train.compile = compile_
-        trainer = ctx.trainer(cfg, part)
-        if swap_model is not None:  # another library's model in unetkit's pipeline
-            model = swap_model().to(device)
-            if trainer.cuda and cfg.train.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            trainer.model = model
-            trainer.step_model = compile_model(model, a.compile_mode) if compile_ else model
-            trainer.compile_proven = not compile_
-            trainer.optimizer = make_optimizer(cfg, model)
-            trainer.scheduler = make_scheduler(cfg, trainer.optimizer, trainer.steps_per_epoch)
-            make = swap_model
-        else:
-            make = lambda: build_model(cfg)  # noqa: E731
+        # Another library's model goes in through the Trainer's public way in, so the step
+        # function (compiled or not), optimiser and schedule are all built for it.
+        trainer = ctx.trainer(cfg, part, model=swap_model() if swap_model else None)
+        net = unwrap(trainer.model)
+        calls = [0]  # forward passes of the named model: proof that the rows time it
+        hook = net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
         flops = flops_per_image(make, a.size, 3, train=True)
         tic = time.perf_counter()
         trainer.train_epoch()  # warm-up: cuDNN autotuning, and compiling when on
         warm_s = time.perf_counter() - tic
         img_s, images, seconds = time_epochs(trainer, device, 0, a.epochs)
+        hook.remove()
         precision = "bf16" if trainer.cuda and cfg.train.amp else "fp32"
-        compiled = compile_ and trainer.step_model is not trainer.model
+        compiled = trainer.step.compiled
         row = bench.add(part, f"{label} {precision} b{trainer.batch_size}"
                         f"{' compiled' if compiled else ''}", img_s, flops,
                         batch=trainer.batch_size, compile=compiled, images=images,
                         seconds=round(seconds, 2), first_epoch_s=round(warm_s, 1),
-                        augment="standard set" if cfg.train.augment else "none")
+                        augment="standard set" if cfg.train.augment else "none",
+                        model=f"{type(net).__module__}.{type(net).__name__}",
+                        params=sum(p.numel() for p in net.parameters()),
+                        forward_calls=calls[0], steps=(1 + a.epochs) * trainer.steps_per_epoch)
         if part == "unetkit" and not compile_:
             augment_and_syncs(bench, ctx, trainer, row["img_s"])
         del trainer
@@ -431,8 +432,12 @@ def part_smp(bench: Bench, ctx: Context) -> None:
     except ImportError:
         bench.note("smp", "segmentation_models_pytorch not installed", skipped=True)
         return
-    train_rows(bench, ctx, "smp", "smp Unet resnet34",
-               ctx.config("timm-unet", batch=ctx.args.batch, epochs=100),
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    cfg = ctx.config("timm-unet", batch=ctx.args.batch, epochs=100)
+    # smp's model states no input statistics: the ImageNet ones, as for unetkit's ResNet34 rows
+    cfg.data.mean, cfg.data.std = list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)
+    train_rows(bench, ctx, "smp", "smp Unet resnet34", cfg,
                lambda: smp.Unet("resnet34", encoder_weights=None, in_channels=3, classes=1))
 
 
@@ -460,9 +465,9 @@ def augment_and_syncs(bench: Bench, ctx: Context, trainer: Trainer, train_img_s:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            for idx in batches[:steps]:
+            for i, idx in enumerate(batches[:steps]):
                 images, masks = trainer.batch(trainer.train_x, trainer.train_y, idx, True)
-                trainer.train_step(trainer.step_model, images, masks)
+                trainer.step(images, masks, i)
                 trainer.scheduler.step()
         finally:
             torch.cuda.set_sync_debug_mode(0)
@@ -545,7 +550,7 @@ def part_e2e(bench: Bench, ctx: Context) -> None:
         seconds = [r["seconds"] for r in trainer.history]
         images = a.e2e_epochs * trainer.steps_per_epoch * trainer.batch_size
         steady = statistics.median(seconds[1:] or seconds)
-        bench.add("e2e", f"{label}{' compiled' if trainer.step_model is not trainer.model else ''}",
+        bench.add("e2e", f"{label}{' compiled' if trainer.step.compiled else ''}",
                   images / wall, epochs=a.e2e_epochs, wall_s=round(wall, 1),
                   first_epoch_s=round(seconds[0], 1), median_epoch_s=round(steady, 2),
                   wall_without_first_epoch_extra_s=round(wall - seconds[0] + steady, 1),

@@ -34,3 +34,27 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert 2.5 < train["gflop_per_img"] / infer["gflop_per_img"] < 3.5
     assert any(name.startswith("small U-Net fp32 b8, PIL per sample, 0 workers") for name in rows)
     assert "| part | run | img/s |" in proc.stdout
+
+
+@pytest.mark.slow  # ~30-90 s on two CPU cores: three small models train a few steps each
+def test_training_rows_time_the_models_they_name(tmp_path):
+    """Each training row records the class of the model its steps ran and how many forward
+    passes that model made: every step of the smp row runs smp's Unet (the benchmark once
+    swapped smp's model in while the step still ran unetkit's)."""
+    pytest.importorskip("segmentation_models_pytorch")
+    out = tmp_path / "speed.json"
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--quick", "--device", "cpu",
+         "--data", str(tmp_path / "absent"), "--skip", "writeups,augment,inference,e2e",
+         "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["part"]: r for r in json.loads(out.read_text())["rows"] if "img_s" in r}
+    expected = {"unetkit": "unetkit.models.UNet", "timm": "unetkit.models.TimmUNet",
+                "smp": "segmentation_models_pytorch.decoders.unet.model.Unet"}
+    for part, model in expected.items():
+        row = rows[part]
+        assert row["model"] == model, (part, row["model"])
+        assert row["forward_calls"] == row["steps"] > 0, row
+    assert rows["smp"]["params"] != rows["timm"]["params"]  # really another network

@@ -129,3 +129,16 @@ def test_unknown_recipe_and_missing_file(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(file=str(bad))
+
+
+def test_allowed_names_come_from_the_modules_that_use_them(monkeypatch):
+    """validate() reads each registry: a name added to a module's registry becomes valid."""
+    from unetkit import metrics, optim
+
+    allowed = config_mod.allowed_values()
+    assert allowed["train.schedule"] == optim.SCHEDULES
+    assert allowed["train.optimizer"] == tuple(optim.OPTIMIZERS)
+    with pytest.raises(ConfigError, match="train.monitor must be one of"):
+        load(overrides=["train.monitor=f1"])
+    monkeypatch.setattr(metrics, "MONITORS", (*metrics.MONITORS, "f1"))
+    assert load(overrides=["train.monitor=f1"]).train.monitor == "f1"

@@ -17,6 +17,7 @@ from unetkit import config as config_mod
 from unetkit.data import (DataError, check_data, load_arrays, pair_items, random_split,
                           read_stems, resolve_layout, split_items)
 from unetkit.images import MaskDecoder
+from unetkit.preprocess import Preprocess
 
 
 def cfg(*overrides):
@@ -49,7 +50,8 @@ def test_pairs_by_stem_with_any_extension(tmp_path):
     assert problems == []
     assert [(i.name, i.image.suffix, i.mask.suffix) for i in items] == [
         ("a", ".jpg", ".png"), ("b", ".png", ".bmp"), ("c", ".tif", ".jpg"), ("d", ".JPEG", ".gif")]
-    data = load_arrays(items, (8, 10), 3, MaskDecoder.from_config(cfg()), progress=False)
+    data = load_arrays(items, Preprocess((8, 10), 3, [0.0] * 3, [1.0] * 3),
+                       MaskDecoder.from_config(cfg()), progress=False)
     assert data.images.shape == (4, 8, 10, 3) and data.masks.shape == (4, 8, 10)
     assert set(np.unique(data.masks)) == {0, 1}
 

@@ -16,8 +16,8 @@ from unetkit.losses import SegmentationLoss
 LN2, LN3 = math.log(2), math.log(3)
 
 
-def loss(logits, target, num_classes=2, **cfg) -> float:
-    return SegmentationLoss(LossConfig(**cfg), num_classes)(logits, target).item()
+def loss(logits, target, num_classes=2, ignore_index=None, **cfg) -> float:
+    return SegmentationLoss(LossConfig(**cfg), num_classes, ignore_index)(logits, target).item()
 
 
 def numpy_soft_dice_loss(probs: np.ndarray, target: np.ndarray, num_classes: int,
@@ -161,3 +161,30 @@ def test_loss_has_gradients(random_batch):
     logits = logits.clone().requires_grad_()
     SegmentationLoss(LossConfig(), 4)(logits, target).backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_a_new_term_is_one_function_and_one_line(monkeypatch):
+    """The loss is sum(weight * term) over losses.TERMS: a term added to the table (weight read
+    from the LossConfig field of its name) is in the loss."""
+    from unetkit import losses
+
+    logits, target = torch.zeros(1, 1, 2, 2), torch.tensor([[[0, 1], [1, 1]]])
+    monkeypatch.setitem(losses.TERMS, "squared_dice", lambda batch, cfg: torch.tensor(5.0))
+    cfg = LossConfig(dice=0.0, squared_dice=True)  # an existing bool field stands for a weight
+    assert SegmentationLoss(cfg, 2)(logits, target).item() == pytest.approx(LN2 + 5.0, abs=1e-6)
+
+
+def test_all_weights_zero_is_refused():
+    with pytest.raises(ValueError, match="every term's weight is 0"):
+        SegmentationLoss(LossConfig(bce=0.0, dice=0.0), 2)
+
+
+def test_ignore_index_moved_to_the_data_settings_and_old_configs_still_load():
+    from unetkit import config as config_mod
+
+    old = config_mod.from_dict({"train": {"loss": {"ignore_index": 255, "dice": 0.5}}})
+    assert old.data.ignore_index == 255 and old.train.loss.dice == 0.5
+    assert config_mod.load(overrides=["train.loss.ignore_index=7"]).data.ignore_index == 7
+    assert config_mod.load(overrides=["data.ignore_index=7"]).data.ignore_index == 7
+    with pytest.raises(config_mod.ConfigError, match="train.loss.ignore_index is now data.ignore_index"):
+        config_mod.from_dict({"train": {"loss": {"ignore_index": 255}}, "data": {"ignore_index": 0}})

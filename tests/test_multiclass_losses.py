@@ -86,9 +86,9 @@ def test_matches_the_reference_formula(batch, options):
         target = target.clone()
         target[0, :2] = 255
     cfg = LossConfig(bce=0.7, dice=1.3, squared_dice=options.get("squared", False),
-                     class_weights=options.get("class_weights"), ignore_index=options.get("ignore"),
+                     class_weights=options.get("class_weights"),
                      dice_include_background=options.get("include_background", True))
-    ours = SegmentationLoss(cfg, 3)(logits, target).item()
+    ours = SegmentationLoss(cfg, 3, options.get("ignore"))(logits, target).item()
     ref = np_reference(logits.numpy(), target.numpy(), 0.7, 1.3, options.get("squared", False),
                        options.get("class_weights"), options.get("ignore"),
                        options.get("include_background", True))
@@ -104,7 +104,7 @@ def test_dice_matches_segmentation_models_pytorch(batch):
     assert ours == pytest.approx(theirs, rel=1e-5)
     ignored = target.clone()
     ignored[1] = 255
-    ours = SegmentationLoss(LossConfig(bce=0.0, dice=1.0, ignore_index=255), 3)(logits, ignored).item()
+    ours = SegmentationLoss(LossConfig(bce=0.0, dice=1.0), 3, 255)(logits, ignored).item()
     theirs = smp_losses.DiceLoss("multiclass", from_logits=True, smooth=SMP_SMOOTH,
                                  ignore_index=255)(logits, ignored).item()
     assert ours == pytest.approx(theirs, rel=1e-5)

@@ -13,7 +13,9 @@ from unetkit import config as config_mod
 from unetkit.data import DataError, load_arrays, pair_items
 from unetkit.images import MaskDecoder
 from unetkit.negatives import BatchPlan, negative_folders, negative_mask, negative_splits
-from unetkit.train import Trainer, prepare_data
+from unetkit.data import prepare_data
+from unetkit.preprocess import Preprocess
+from unetkit.train import Trainer
 
 
 def write_set(root, n=12, size=24, masks=True, seed=0, index=False):
@@ -59,7 +61,8 @@ def test_negative_split_is_seeded_disjoint_and_only_negatives_train(tmp_path):
     assert not {i.name for i in parts["train"]} & {i.name for i in parts["val"]}
     assert all(i.name.startswith("free_") and i.mask is None for i in parts["train"])
     assert parts == negative_splits(tmp_path / "polyps", cfg.data)  # same images every time
-    train, val = prepare_data(cfg, progress=False)
+    cfg.data.mean, cfg.data.std = [0.0] * 3, [1.0] * 3
+    train, val = prepare_data(cfg, Preprocess.from_config(cfg), progress=False)
     assert len(train) == 9 + 7 and len(val) == 3  # the 3 validation negatives are not in val
     assert negative_mask(train.masks).sum() == 7
     assert negative_mask(val.masks).sum() == 0
@@ -75,8 +78,8 @@ def test_image_without_mask_is_negative_only_when_allowed(tmp_path):
     assert not problems and [i.name for i in items if i.mask is None] == ["0"]
     cache = tmp_path / "cache"
     for _ in range(2):  # decoded, then read back from the cache
-        data = load_arrays(items, (16, 16), 3, MaskDecoder.from_config(cfg), str(cache),
-                           progress=False)
+        data = load_arrays(items, Preprocess((16, 16), 3, [0.0] * 3, [1.0] * 3),
+                           MaskDecoder.from_config(cfg), str(cache), progress=False)
         assert data.masks[data.names.index("0")].max() == 0
         assert negative_mask(data.masks).tolist() == [n == "0" for n in data.names]
     assert len(list(cache.glob("*-masks.npy"))) == 1

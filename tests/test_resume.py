@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -43,6 +42,23 @@ def train_args(data, out) -> list[str]:
     return ["train", "--config", str(config), "--data", str(data), "--out", str(out), "--quiet"]
 
 
+# The child kills itself with SIGKILL right after a given optimiser step (torch's global hook
+# after every optimizer.step()), so the kill lands at a point the test chooses on any machine.
+KILL_AFTER_STEP = """
+import os, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from unetkit.cli import main
+steps, kill_at = [0], int(sys.argv[1])
+def count(optimizer, args, kwargs):
+    steps[0] += 1
+    if steps[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+register_optimizer_step_post_hook(count)
+main(sys.argv[2:])
+"""
+STEPS_PER_EPOCH = 15  # 40 images, a quarter for validation, batches of 2
+
+
 def checkpoint_epoch(run) -> int:
     return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"]
 
@@ -54,20 +70,16 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, monke
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     run_cli(*train_args(data, whole), cwd=tmp_path)
 
-    proc = subprocess.Popen([sys.executable, "-m", "unetkit", *train_args(data, killed)],
-                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "last.pt").exists():  # epoch 1 is saved...
-        assert proc.poll() is None, proc.stdout.read().decode()
-        assert time.time() < deadline, "no checkpoint after 300 s"
-        time.sleep(0.05)
-    time.sleep(0.4)  # ...and epoch 2 is under way (an epoch takes about a second here)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    # Killed in the middle of epoch 2, once epoch 1's checkpoint is on disk.
+    kill_at = STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_STEP, str(kill_at),
+                           *train_args(data, killed)], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     stopped_after = checkpoint_epoch(killed)
-    assert stopped_after < 4, "the run finished before it was killed: nothing was tested"
+    assert stopped_after == 1, "the kill did not land in epoch 2"
+    rows_before = (killed / "metrics.csv").read_text().splitlines()
+    assert len(rows_before) == 2  # the header and epoch 1
 
     out = run_cli("train", "--resume", str(killed), "--quiet", cwd=tmp_path)
     assert f"after epoch {stopped_after}" in out.stdout

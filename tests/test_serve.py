@@ -157,8 +157,7 @@ def build_run(run_dir: Path, image: np.ndarray) -> Path:
     resolve_normalisation(cfg, model)
     predictor = Predictor(model, cfg, "cpu")
     small = np.array(Image.fromarray(image).resize((64, 64), Image.BILINEAR))
-    x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
-    logits = predictor.logits((x - predictor.mean) / predictor.std)
+    logits = predictor.logits(predictor.preprocess(small[None]))
     cut, scale = torch.quantile(logits.flatten(), 0.7), 8 / logits.std()
     with torch.no_grad():
         model.head.weight *= scale

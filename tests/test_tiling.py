@@ -46,7 +46,7 @@ def test_unet_tiled_matches_whole_image_up_to_blending():
     yy, xx = np.mgrid[0:150, 0:200]
     img = np.stack([128 + 100 * np.sin(xx / 17.0), 128 + 100 * np.cos(yy / 23.0),
                     128 + 60 * np.sin((xx + yy) / 31.0)], -1).astype(np.uint8)
-    whole = Predictor(model, cfg)._normalise(img[None])
+    whole = Predictor(model, cfg).preprocess(img[None])
     with torch.no_grad():
         reference = torch.sigmoid(model(whole))[0]
     tiled = Predictor(model, cfg, tile=True).probabilities([img])[0]
@@ -57,5 +57,5 @@ def test_unet_tiled_matches_whole_image_up_to_blending():
     small = img[:64, :60]  # fits in one tile: exactly the whole-image result
     one = Predictor(model, cfg, tile=True).probabilities([small])[0]
     with torch.no_grad():
-        assert torch.allclose(one, torch.sigmoid(model(Predictor(model, cfg)._normalise(small[None])))[0],
+        assert torch.allclose(one, torch.sigmoid(model(Predictor(model, cfg).preprocess(small[None])))[0],
                               atol=1e-6)

@@ -57,7 +57,7 @@ def vflip(img, mask, gen, p=0.5):
 
 def rot90(img, mask, gen, p=0.5):
     """Rotate by a random multiple of 90 degrees (1, 2 or 3 turns), as RandomRotate90 does
-    with 0 turns included; needs square inputs."""
+    with 0 turns included; needs square inputs (checked with the config, see `validate`)."""
     if img.shape[-1] != img.shape[-2]:
         raise ConfigError("augment op rot90 needs a square data.image_size")
     n = img.shape[0]
@@ -100,14 +100,20 @@ def brightness_contrast(img, mask, gen, p=0.5, brightness=0.2, contrast=0.2):
 
 def affine(img, mask, gen, p=0.5, scale=(0.9, 1.1), rotate=(-15, 15), translate=0.0625):
     """Random scale, rotation (degrees) and translation (fraction of the side), about the centre.
-    Pixels from outside the image are black (image) and background (mask)."""
-    n = img.shape[0]
+    Pixels from outside the image are black (image) and background (mask).
+
+    The rotation is one of pixel coordinates: affine_grid's coordinates run over [-1, 1] on
+    both axes, so on a non-square image a rotation there would also shear; the off-diagonal
+    terms are rescaled by the aspect ratio to rotate the pixels rigidly."""
+    n, (h, w) = img.shape[0], img.shape[-2:]
     sel = _chosen(gen, n, p)
     s = torch.where(sel, _uniform(gen, n, *scale), torch.ones(n))
     a = torch.where(sel, _uniform(gen, n, *rotate), torch.zeros(n)) * math.pi / 180
     t = _uniform(gen, 2 * n, -translate, translate).reshape(n, 2) * sel[:, None] * 2
     cos, sin = torch.cos(a) / s, torch.sin(a) / s  # grid maps output -> input: inverse transform
-    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    # In pixels (x, y) = (x_n * w/2, y_n * h/2): the normalised matrix is D^-1 R D, D = diag(w, h).
+    theta = torch.stack([torch.stack([cos, -sin * (h / w), t[:, 0]], 1),
+                         torch.stack([sin * (w / h), cos, t[:, 1]], 1)], 1)
     grid = F.affine_grid(_to(theta, img, img.dtype), list(img.shape), align_corners=False)
     img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     mask = F.grid_sample(mask[:, None].to(img.dtype), grid, mode="nearest", padding_mode="zeros",
@@ -116,6 +122,22 @@ def affine(img, mask, gen, p=0.5, scale=(0.9, 1.1), rotate=(-15, 15), translate=
 
 
 OPS = {f.__name__: f for f in (hflip, vflip, rot90, gamma, rgb_shift, brightness_contrast, affine)}
+
+
+# Ops that need square images (a quarter turn swaps height and width).
+SQUARE_ONLY = ("rot90",)
+
+
+def validate(ops: list[dict], image_size: list[int]) -> None:
+    """Check `train.augment` against the config (op names, parameters, image shape) when the
+    config is loaded, before any image is decoded."""
+    BatchAugment(ops)
+    if image_size[0] != image_size[1]:
+        for spec in ops:
+            if spec.get("op") in SQUARE_ONLY:
+                raise ConfigError(f"train.augment op {spec['op']} turns images by 90 degrees, "
+                                  f"which needs a square data.image_size (got {image_size}); "
+                                  "use a square size or remove the op")
 
 
 class BatchAugment:

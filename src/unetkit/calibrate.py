@@ -149,7 +149,7 @@ def calibrate(run_dir, data_dir, max_false_alarm: float, split: str = "val",
     cfg = predictor.cfg
     items = scoring_items(cfg, data_dir, split, list(negatives))
     decoder = MaskDecoder.from_config(cfg)
-    frames = [FrameCounts.from_probs(probs, truth, cfg.num_classes, cfg.train.loss.ignore_index)
+    frames = [FrameCounts.from_probs(probs, truth, cfg.num_classes, cfg.data.ignore_index)
               for _, _, truth, probs in predicted_frames(predictor, items, decoder, batch_size,
                                                          progress, "calibrating")]
     point, g = search(frames, max_false_alarm)

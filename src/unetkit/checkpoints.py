@@ -73,3 +73,33 @@ def load_latest(folder: str | Path, log=print) -> tuple[dict, Path]:
         return state, folder / name
     raise RunError("nothing to resume from: " + "; ".join(errors) + ". Start a new run, or "
                    "restore a checkpoint file")
+
+
+def rng_state(generators: dict[str, torch.Generator], cuda: bool) -> dict:
+    """Every random state a run draws from (its own generators, torch's, CUDA's, Python's,
+    NumPy's) as tensors and numbers, so that a resumed run draws exactly what it would have."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    return {**{name: g.get_state() for name, g in generators.items()},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if cuda else [],
+            "python": list(random.getstate()[1]),
+            "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2])}
+
+
+def set_rng_state(rng: dict, generators: dict[str, torch.Generator], cuda: bool) -> None:
+    """Undo of `rng_state`."""
+    import random
+
+    import numpy as np
+
+    for name, g in generators.items():
+        g.set_state(rng[name])
+    torch.set_rng_state(rng["torch"])
+    if cuda and rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    random.setstate((3, tuple(rng["python"]), None))
+    np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))

@@ -22,22 +22,13 @@ def _config_args(p: argparse.ArgumentParser, required: bool) -> None:
 def cmd_train(args) -> int:
     from .train import fit
 
-    if args.resume:
-        run_dir = Path(args.resume if isinstance(args.resume, str) else args.out or "")
-        if not run_dir.name:
+    resume = None
+    if args.resume:  # `--resume RUN_DIR`, or `--resume --out RUN_DIR`
+        resume = Path(args.resume if isinstance(args.resume, str) else args.out or "")
+        if not resume.name:
             raise config_mod.ConfigError("--resume needs the run folder: --resume RUN_DIR")
-        values = config_mod.read_yaml(run_dir / "config.yaml")
-        values = config_mod.apply_overrides(values, args.overrides)
-        if args.data:
-            values["data"]["root"] = args.data
-        cfg = config_mod.from_dict(values)
-        config_mod.validate(cfg)
-        fit(cfg, run_dir, resume=True, progress=not args.quiet)
-        return 0
-    if not (args.recipe or args.config):
-        raise config_mod.ConfigError("give --recipe NAME or --config FILE (or --resume RUN_DIR)")
-    cfg = config_mod.load(args.recipe, args.config, args.overrides, args.data)
-    fit(cfg, args.out, progress=not args.quiet)
+    cfg = config_mod.for_training(args.recipe, args.config, args.overrides, args.data, resume)
+    fit(cfg, resume or args.out, resume=resume is not None, progress=not args.quiet)
     return 0
 
 
@@ -86,7 +77,8 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     out = write_report(args.run_dir, args.data, args.negatives, args.out, tta=args.tta,
-                       progress=not args.quiet)
+                       progress=not args.quiet, threshold=args.threshold,
+                       min_area=args.min_area)
     print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {out / 'per_image.csv'}")
     return 0
 
@@ -180,6 +172,11 @@ def _frame_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The allowed names come from the registries of the modules that use them.
+    from .export import FORMATS as EXPORT_FORMATS
+    from .predict import BACKENDS
+    from .submit import FORMATS as SUBMIT_FORMATS
+
     parser = argparse.ArgumentParser(
         prog="unetkit", description="Train, evaluate and deploy U-Net segmentation models.")
     parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
@@ -223,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder of frames without foreground, scored as its own set")
     p.add_argument("--out", required=True, help="the report's folder")
     p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.add_argument("--threshold", type=float, help="override the run's operating point threshold")
+    p.add_argument("--min-area", type=float, help="override the run's operating point min_area")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="write masks for images")
@@ -241,21 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", action="store_true",
                    help="sliding-window inference at the training size instead of resizing")
     p.add_argument("--tile-overlap", type=float, default=0.5, help="tile overlap (default 0.5)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="onnx: run RUN_DIR/model.onnx with ONNX Runtime")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("submit", help="write a competition submission CSV")
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="the competition's data folder")
-    p.add_argument("--format", required=True, help="the competition: bkai-neopolyp or carvana")
+    p.add_argument("--format", required=True,
+                   help=f"the competition: {' or '.join(sorted(SUBMIT_FORMATS))}")
     p.add_argument("--out", required=True, help="the CSV file to write")
     p.add_argument("--tta", action="store_true", help="average predictions over flips")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("export", help="export a model as ONNX or a Hugging Face Hub folder")
     p.add_argument("run_dir")
-    p.add_argument("--format", required=True, choices=("onnx", "hub"))
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", required=True, help="the .onnx file, or the Hub folder")
     p.set_defaults(func=cmd_export)
 

@@ -18,7 +18,7 @@ Modes (`train.compile_mode`):
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import nn
@@ -66,3 +66,43 @@ def first_step_or_eager(step: Callable[[nn.Module], T], compiled: nn.Module, eag
 def _short(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+class StepFunction:
+    """The training step, run on the compiled model or the eager one: `step(images, masks, i)`.
+
+    Made from the model and `run(model, *args)`, the step's body written for any model. With
+    `compile` the first call is `first_step_or_eager`'s; after it, every call runs the model
+    that worked. `wrap` puts the model in a DistributedDataParallel (identity in a world of one);
+    `rewrap()` must follow a change of which parameters need gradients (DDP records them).
+    """
+
+    def __init__(self, model: nn.Module, run: Callable[..., Any], compile: bool = False,
+                 mode: str = "default", log=print, wrap: Callable[[nn.Module], nn.Module] = None):
+        self.model, self.run, self.log = model, run, log
+        self.wrap = wrap or (lambda m: m)
+        self.net = compile_model(model, mode, log) if compile else model  # what the step runs
+        self.proven = self.net is model  # an eager step needs no first-step trial
+        self.cuda_graphs = compile and uses_cuda_graphs(mode)
+        self.rewrap()
+
+    @property
+    def compiled(self) -> bool:
+        return self.net is not self.model
+
+    def rewrap(self) -> None:
+        self.runner = self.wrap(self.net)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled and self.cuda_graphs and next(self.model.parameters()).is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are done with
+        if self.proven:
+            return self.run(self.runner, *args)
+        eager = self.wrap(self.model)
+        result, used = first_step_or_eager(lambda m: self.run(m, *args), self.runner, eager,
+                                           self.log)
+        if used is eager:
+            self.net, self.runner = self.model, eager
+        self.proven = True
+        return result
+

@@ -8,6 +8,7 @@ and an unknown key is an error that names the nearest valid key.
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [256, 256])  # [height, width]
     mean: list[float] | None = None  # input normalisation; None: the model's default
     std: list[float] | None = None
+    ignore_index: int | None = None  # mask value (e.g. 255) that neither loss nor metrics count
     cache_dir: str | None = None  # where decoded, resized arrays are kept between runs
     rotation_invariant: bool = False  # no "up" (microscopy): --tta adds 90-degree rotations
     # Negative frames (every pixel background, e.g. colonoscopy frames without a polyp): folders
@@ -80,7 +82,6 @@ class LossConfig:
     squared_dice: bool = False  # Dice denominator sum(p^2)+sum(g^2) instead of sum(p)+sum(g)
     dice_include_background: bool = True
     class_weights: list[float] | None = None  # cross-entropy weight per class
-    ignore_index: int | None = None  # mask value that neither loss nor metrics count
 
 
 @dataclass
@@ -205,8 +206,37 @@ def _unknown_key_message(path: str, key: str, siblings: list[str]) -> str:
     return f"unknown config key '{path}'{hint}"
 
 
+# Keys that moved: old name -> new name. Configs, recipes and runs that use the old name still
+# load (the value is moved; giving both with different values is an error).
+MOVED = {"train.loss.ignore_index": "data.ignore_index"}
+
+
+def migrate(values: dict) -> dict:
+    """A copy of `values` with every key of `MOVED` at its new place."""
+    values = copy.deepcopy(values)
+    for old, new in MOVED.items():
+        *path, key = old.split(".")
+        node = values
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or key not in node:
+            continue
+        value = node.pop(key)
+        *new_path, new_key = new.split(".")
+        target = values
+        for part in new_path:
+            target = target.setdefault(part, {})
+        current = target.get(new_key) if isinstance(target, dict) else None
+        if current is not None and value is not None and current != value:
+            raise ConfigError(f"{old} is now {new}; give it once (found {value!r} and "
+                              f"{current!r})")
+        if current is None:
+            target[new_key] = value
+    return values
+
+
 def from_dict(values: dict) -> Config:
-    return _from_dict(Config, values or {}, "")
+    return _from_dict(Config, migrate(values or {}), "")
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -245,6 +275,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         key, text = item.split("=", 1)
+        key = MOVED.get(key.strip(), key)
         parts = key.strip().split(".")
         if key.strip() not in _all_keys():
             siblings = [k.split(".")[-1] for k in _all_keys() if k.startswith(".".join(parts[:-1]))]
@@ -307,22 +338,46 @@ def load(recipe: str | None = None, file: str | None = None, overrides: list[str
     return cfg
 
 
+def allowed_values() -> dict[str, tuple[str, ...]]:
+    """Config key -> its allowed names, each from the registry of the module that uses them."""
+    from .compiling import COMPILE_MODES
+    from .data import LAYOUT_NAMES
+    from .images import MASK_ENCODINGS
+    from .metrics import MONITORS
+    from .models import ARCHS
+    from .negatives import MISSING_MASKS
+    from .numerics import POLICIES
+    from .optim import OPTIMIZERS, SCHEDULES
+
+    return {"model.arch": ARCHS, "data.mask_encoding": MASK_ENCODINGS,
+            "data.layout": LAYOUT_NAMES, "train.optimizer": tuple(OPTIMIZERS),
+            "train.schedule": SCHEDULES, "train.nan_policy": POLICIES,
+            "train.monitor": MONITORS, "train.compile_mode": COMPILE_MODES,
+            "data.missing_masks": MISSING_MASKS}
+
+
+def for_training(recipe: str | None = None, file: str | None = None,
+                 overrides: list[str] = (), data_root: str | None = None,
+                 resume: str | Path | None = None) -> Config:
+    """The configuration of `unetkit train`, new or resumed, in one order: defaults <- recipe,
+    file or (resuming) the run's own config.yaml <- --data <- --set."""
+    if resume is not None:
+        if recipe or file:
+            raise ConfigError("--resume continues a run with its own config.yaml; drop --recipe "
+                              "and --config (change fields with --set)")
+        return load(file=str(Path(resume) / "config.yaml"), overrides=overrides,
+                    data_root=data_root)
+    if not (recipe or file):
+        raise ConfigError("give --recipe NAME or --config FILE (or --resume RUN_DIR)")
+    return load(recipe, file, overrides, data_root)
+
+
 def validate(cfg: Config) -> None:
     """Checks that need more than one field, so a bad run fails before any data is read."""
     m, d, t = cfg.model, cfg.data, cfg.train
-    choices = {
-        "model.arch": (m.arch, ("unet", "timm-unet")),
-        "data.mask_encoding": (d.mask_encoding, ("binary", "color", "index")),
-        "data.layout": (d.layout, ("auto", "kvasir", "neopolyp", "isbi", "carvana", "custom")),
-        "train.optimizer": (t.optimizer, ("adamw", "adam", "sgd")),
-        "train.schedule": (t.schedule, ("cosine", "linear", "constant", "plateau")),
-        "train.nan_policy": (t.nan_policy, ("stop", "skip")),
-        "data.missing_masks": (d.missing_masks, ("error", "negative")),
-        "train.monitor": (t.monitor, ("mDice", "mIoU", "dice", "iou")),
-        "train.compile_mode": (t.compile_mode, ("default", "reduce-overhead",
-                                                "max-autotune-no-cudagraphs", "max-autotune")),
-    }
-    for key, (value, allowed) in choices.items():
+    for key, allowed in allowed_values().items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
     if cfg.num_classes < 2:
@@ -349,6 +404,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.negative_val_fraction must be in [0, 1)")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
+    from .augment import validate as validate_augment
+
+    validate_augment(t.augment, d.image_size)
 
 
 def to_yaml(cfg: Config) -> str:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from .images import (IMAGE_EXTENSIONS, ImageError, MaskDecoder, open_image, resize_image,
-                     resize_mask, to_array)
+from .images import IMAGE_EXTENSIONS, ImageError, MaskDecoder, open_image, resize_mask, to_array
+from .preprocess import DECODE, RESIZE, Preprocess
 
 # layout name -> (images folder, masks folder, mask stem suffix); detection tries them in order.
 LAYOUTS = {
@@ -30,6 +31,8 @@ LAYOUTS = {
     "carvana": ("train", "train_masks", "_mask"),
     "isbi": ("image", "label", ""),
 }
+# The allowed values of data.layout: detect one of LAYOUTS, name one, or declare the folders.
+LAYOUT_NAMES = ("auto", *LAYOUTS, "custom")
 
 
 class DataError(ValueError):
@@ -206,33 +209,28 @@ def resolve_split(cfg, root: Path, name: str) -> list[Item]:
 # Integrity checks.
 
 
-def load_pair(item: Item, decoder: MaskDecoder, channels: int = 3, draft: int | None = None
+def load_pair(item: Item, decoder: MaskDecoder, channels: int = 3
               ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
     """Decode one pair: (image (H, W, C) uint8, mask (H, W) class indices, problems).
 
-    Problems (unreadable files, a mask of another size than its image, mask values that do not
-    fit the declared encoding) are returned, not raised, so a caller can list them all; the
-    arrays are then None. `draft`: JPEGs are decoded at reduced scale for a target of at most
-    this side; anything suspicious is judged again at full resolution, so the verdict is the
-    same as without it.
+    The image is decoded as `Preprocess.decode` decodes it (`images.read_image`). Problems
+    (unreadable files, a mask of another size than its image, mask values that do not fit the
+    declared encoding) are returned, not raised, so a caller can list them all; the arrays are
+    then None.
     """
     try:
-        img = open_image(item.image, draft)
+        img = open_image(item.image)
         image = to_array(img, channels)
         if item.mask is None:
             return image, None, []
-        mimg = open_image(item.mask, draft)
+        mimg = open_image(item.mask)
     except ImageError as exc:
         return None, None, [str(exc)]
     if mimg.size != img.size:
-        if draft:  # a PNG mask for a JPEG image, say: only the JPEG was decoded small
-            return load_pair(item, decoder, channels)
         return None, None, [f"{item.mask}: mask is {mimg.width}x{mimg.height} but its image is "
                             f"{img.width}x{img.height}; re-export the mask at the image's size"]
     mask = decoder.decode(mimg)
     problems = [f"{item.mask}: {p}" for p in decoder.problems(mimg, mask)]
-    if problems and draft:  # reduced-scale decoding blurs edges: judge at full size
-        return load_pair(item, decoder, channels)
     return (None, None, problems) if problems else (image, mask, [])
 
 
@@ -280,7 +278,7 @@ class ArrayData:
 
 def _cache_key(items: list[Item], size: tuple[int, int], channels: int, decoder: MaskDecoder) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([size, channels, decoder.encoding, decoder.threshold,
+    h.update(json.dumps([size, channels, DECODE, RESIZE, decoder.encoding, decoder.threshold,
                          None if decoder.colors is None else decoder.colors.tolist()]).encode())
     for it in items:
         for p in (it.image, it.mask):
@@ -291,15 +289,17 @@ def _cache_key(items: list[Item], size: tuple[int, int], channels: int, decoder:
     return h.hexdigest()[:16]
 
 
-def load_arrays(items: list[Item], size: tuple[int, int], channels: int, decoder: MaskDecoder,
+def load_arrays(items: list[Item], preprocess: Preprocess, decoder: MaskDecoder,
                 cache_dir: str | None = None, desc: str = "decoding",
                 progress: bool = True) -> ArrayData:
-    """Decode and resize every pair once. Bad files stop it with a `DataError` naming them all.
+    """Decode and resize every pair once, images exactly as `preprocess` does for prediction.
+    Bad files stop it with a `DataError` naming them all.
 
     With `cache_dir`, the arrays are kept there as .npy files keyed by the files' paths, sizes
     and dates and the settings, and memory-mapped by later runs.
     """
     names = [it.name for it in items]
+    size, channels = preprocess.size, preprocess.channels
     if cache_dir:
         folder = Path(cache_dir).expanduser()
         key = _cache_key(items, size, channels, decoder)
@@ -308,12 +308,12 @@ def load_arrays(items: list[Item], size: tuple[int, int], channels: int, decoder
             return ArrayData(np.load(img_file, mmap_mode="r"), np.load(mask_file, mmap_mode="r"), names)
 
     def load(item: Item) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-        image, mask, problems = load_pair(item, decoder, channels, draft=max(size))
+        image, mask, problems = load_pair(item, decoder, channels)
         if problems:
             return None, None, problems
         if mask is None:  # a negative frame: every pixel is background
-            return resize_image(image, size), np.zeros(size, np.uint8), []
-        return resize_image(image, size), resize_mask(mask, size), []
+            return preprocess.resize(image), np.zeros(size, np.uint8), []
+        return preprocess.resize(image), resize_mask(mask, size), []
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         pairs = list(tqdm(pool.map(load, items), total=len(items), desc=desc,
@@ -332,3 +332,43 @@ def load_arrays(items: list[Item], size: tuple[int, int], channels: int, decoder
             os.replace(tmp, file)
     return ArrayData(images, masks, names)
 
+
+# ---------------------------------------------------------------------------------------------
+# A run's training and validation arrays, and where they live during training.
+
+
+def prepare_data(cfg, preprocess: Preprocess, progress: bool = True
+                 ) -> tuple[ArrayData, ArrayData]:
+    """The training and validation arrays, decoded and resized by `preprocess`."""
+    if not cfg.data.root:
+        raise DataError("no data: give --data DIR (or data.root in the config)")
+    root = Path(cfg.data.root)
+    items, problems = pair_items(root, cfg.data)
+    if problems:
+        raise problems_error(str(root), problems)
+    from .negatives import add_negatives
+
+    # Negative frames join the training data only: the validation scores printed while training
+    # (and train.monitor) are pixel scores on frames with foreground; `unetkit evaluate` and
+    # `unetkit calibrate` score the held-out negatives frame by frame.
+    splits = add_negatives(split_items(items, root, cfg.data.split), root, cfg.data, ("train",))
+    if len(splits["train"]) < 1 or len(splits["val"]) < 1:
+        raise DataError(f"{root}: the split leaves {len(splits['train'])} training and "
+                        f"{len(splits['val'])} validation images; both need at least one")
+    decoder, cache = MaskDecoder.from_config(cfg), cfg.data.cache_dir
+    train = load_arrays(splits["train"], preprocess, decoder, cache, "decoding train", progress)
+    val = load_arrays(splits["val"], preprocess, decoder, cache, "decoding val", progress)
+    return train, val
+
+
+def device_tensors(data: ArrayData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 arrays as tensors: on the GPU when they take under a quarter of its free memory
+    (then no host-to-device copy happens per step), else in pinned host memory."""
+    images, masks = torch.from_numpy(np.ascontiguousarray(data.images)), \
+        torch.from_numpy(np.ascontiguousarray(data.masks))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.numel() + masks.numel() < free // 4:
+            return images.to(device), masks.to(device)
+        return images.pin_memory(), masks.pin_memory()
+    return images, masks

@@ -33,7 +33,7 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     cfg = predictor.cfg
     items = scoring_items(cfg, data_dir, split, list(negatives))
     decoder = MaskDecoder.from_config(cfg)
-    ignore = cfg.train.loss.ignore_index
+    ignore = cfg.data.ignore_index
     metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, ignore)
     frames = [] if rows is None else rows
     for it, image, truth, probs in predicted_frames(predictor, items, decoder, batch_size, progress,

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import __version__
 from .detection import OPERATING_POINT_FILE, read_operating_point
-from .runs import RunError, atomic_write, load_model, read_model_card, resolve_model_dir, write_text
+from .preprocess import Preprocess
+from .loading import load_model
+from .models import pad_to_multiple
+from .runs import RunError, atomic_write, read_model_card, resolve_model_dir, write_text
 
 FORMATS = ("onnx", "hub")
 OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT / OpenVINO
@@ -54,10 +56,7 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.multiple, (-w) % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")  # as models.pad_to_multiple
+        x, h, w = pad_to_multiple(x, self.multiple)  # as the PyTorch model pads
         out = self.session.run(None, {self.input_name: x.detach().cpu().float().numpy()})[0]
         return torch.from_numpy(out)[..., :h, :w].to(x.device)
 
@@ -79,13 +78,15 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     model = load_model(run_dir, "cpu")
     cfg = model.unetkit_config
     point = read_operating_point(run_dir)  # the calibrated operating point travels with the file
-    multiple = int(getattr(model, "multiple", 1))
+    multiple = int(model.multiple)  # models.SegmentationModel
     h, w = (-(-s // multiple) * multiple for s in cfg.data.image_size)  # the training size, padded
     example = torch.randn(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
     out = Path(out)
+    pre = Preprocess.from_config(cfg).to_dict()  # the input, as training and Predictor make it
     meta = {"unetkit_version": __version__, "opset": str(opset), "input_multiple": str(multiple),
-            "image_size": json.dumps(cfg.data.image_size), "mean": json.dumps(cfg.data.mean),
-            "std": json.dumps(cfg.data.std), "classes": json.dumps(cfg.data.classes),
+            "image_size": json.dumps(pre["image_size"]), "mean": json.dumps(pre["mean"]),
+            "std": json.dumps(pre["std"]), "preprocess": json.dumps(pre),
+            "classes": json.dumps(cfg.data.classes),
             "threshold": str(point.threshold if point else cfg.train.threshold),
             "min_area": str(point.min_area if point else 0.0)}
 
@@ -110,7 +111,8 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
         meta["check"] = check
 
     atomic_write(out, write)
-    sidecar = {k: (json.loads(v) if k in ("image_size", "mean", "std", "classes") else v)
+    sidecar = {k: (json.loads(v) if k in ("image_size", "mean", "std", "preprocess", "classes")
+                   else v)
                for k, v in meta.items() if k != "check"}
     sidecar.update(opset=opset, input_multiple=multiple, check=meta["check"],
                    inputs="image: float32 (batch, channels, height, width), normalised "

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .data import DataError, Item, resolve_split
 from .detection import frame_score, is_detected
-from .images import MaskDecoder, read_image, read_mask
+from .images import MaskDecoder, read_mask
 from .metrics import SegmentationMetrics
 from .negatives import folder_items, negative_splits
 
@@ -48,7 +48,7 @@ def predicted_frames(predictor, items: list[Item], decoder: MaskDecoder, batch_s
     bar = tqdm(total=len(items), desc=desc, unit="image", disable=not progress)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        images = [read_image(it.image, predictor.channels) for it in chunk]
+        images = [predictor.read(it.image) for it in chunk]
         for it, image, probs in zip(chunk, images, predictor.probabilities(images)):
             truth = read_mask(it.mask, decoder) if it.mask is not None else \
                 np.zeros(image.shape[:2], np.uint8)

@@ -24,17 +24,18 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".
 # A segmentation input above 100 M pixels (10,000 x 10,000) is refused with a clear message.
 MAX_PIXELS = 100_000_000
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
+# The allowed values of data.mask_encoding (see the module's docstring).
+MASK_ENCODINGS = ("binary", "color", "index")
 
 
 class ImageError(ValueError):
     """An image or mask that cannot be used; the message names the file and the fix."""
 
 
-def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
+def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image, EXIF orientation applied, or raise `ImageError`.
 
-    `draft`: a JPEG that will be shrunk to at most this side is decoded at a reduced scale
-    (libjpeg's DCT scaling), several times faster than a full decode followed by a resize.
+    Always a full decode (never JPEG draft mode): see `preprocess` for why.
     """
     path = Path(path)
     if is_tiff(path):  # tifffile reads what Pillow cannot (see tiff.py)
@@ -46,8 +47,6 @@ def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{path}: {img.width}x{img.height} pixels is more than unetkit "
                                  f"reads ({MAX_PIXELS:,}); downscale the image first")
-            if draft and img.format == "JPEG":
-                img.draft(img.mode, (draft, draft))
             img.load()
     except ImageError:
         raise
@@ -109,7 +108,7 @@ class MaskDecoder:
     def from_config(cls, cfg) -> "MaskDecoder":
         d = cfg.data
         return cls(d.mask_encoding, cfg.num_classes, d.mask_threshold, d.class_colors,
-                   cfg.train.loss.ignore_index)
+                   d.ignore_index)
 
     def decode(self, img: Image.Image) -> np.ndarray:
         if self.encoding == "binary":

@@ -1,4 +1,5 @@
-"""Segmentation losses: (B)CE + soft Dice, for binary (one logit) and multi-class (K logits) models.
+"""Segmentation losses: a weighted sum of named terms ((B)CE, soft Dice; see `TERMS`), for binary
+(one logit) and multi-class (K logits) models.
 
 Targets are (B, H, W) integer class maps in both cases; `ignore_index` pixels count nowhere.
 Soft Dice is computed per class over the whole batch (sums over batch and pixels), then averaged
@@ -7,6 +8,9 @@ or with sum(p^2) + sum(g^2) below the line when `squared` (the NeoPolyp report's
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,44 +35,83 @@ def soft_dice_loss(probs: torch.Tensor, onehot: torch.Tensor, valid: torch.Tenso
     return 1 - ((2 * inter + SMOOTH) / (denom + SMOOTH)).mean()
 
 
-class SegmentationLoss(nn.Module):
-    """weight_ce * (BCE or CE) + weight_dice * soft Dice, from a `LossConfig`."""
+@dataclass
+class Batch:
+    """What every loss term receives: float logits (B, K, H, W), class targets (B, H, W) with
+    ignored pixels set to 0, `valid` (B, 1, H, W) float or None, and the targets one-hot in the
+    logits' layout (one channel, the foreground, for a binary model)."""
+    logits: torch.Tensor
+    target: torch.Tensor
+    valid: torch.Tensor | None
+    onehot: torch.Tensor
+    class_weights: torch.Tensor | None
 
-    def __init__(self, loss_cfg, num_classes: int):
+    @property
+    def binary(self) -> bool:
+        return self.logits.shape[1] == 1
+
+
+def cross_entropy(b: Batch, cfg) -> torch.Tensor:
+    """BCE for one logit (class_weights [background, foreground] become BCE's pos_weight, their
+    ratio), cross-entropy for K logits; a mean over valid pixels."""
+    if b.binary:
+        pos_weight = None if b.class_weights is None else b.class_weights[1] / b.class_weights[0]
+        ce = F.binary_cross_entropy_with_logits(b.logits, b.onehot, pos_weight=pos_weight,
+                                                reduction="none")
+        return ce.mean() if b.valid is None else (ce * b.valid).sum() / b.valid.sum().clamp_min(1)
+    target = b.target if b.valid is None else b.target.masked_fill(b.valid[:, 0] == 0, -100)
+    return F.cross_entropy(b.logits, target, weight=b.class_weights, ignore_index=-100)
+
+
+def dice(b: Batch, cfg) -> torch.Tensor:
+    """Soft Dice on probabilities (sigmoid or softmax); a single binary channel is the
+    foreground, so `dice_include_background` applies to multi-class models only."""
+    probs = torch.sigmoid(b.logits) if b.binary else b.logits.softmax(1)
+    include_bg = True if b.binary else cfg.dice_include_background
+    return soft_dice_loss(probs, b.onehot, b.valid, cfg.squared_dice, include_bg)
+
+
+# The loss is sum(weight * term): each name is a term function and the `train.loss` field that
+# holds its weight. A new loss is one function above, one line here and its weight field in
+# config.LossConfig; terms of weight 0 are not computed.
+TERMS: dict[str, Callable[[Batch, Any], torch.Tensor]] = {
+    "bce": cross_entropy,  # BCE (binary) or cross-entropy (multi-class)
+    "dice": dice,
+}
+
+
+class SegmentationLoss(nn.Module):
+    """sum over `TERMS` of weight * term, from a `LossConfig`; `ignore_index` (the data's,
+    `data.ignore_index`) marks target pixels that count nowhere."""
+
+    def __init__(self, loss_cfg, num_classes: int, ignore_index: int | None = None):
         super().__init__()
-        self.cfg, self.num_classes = loss_cfg, num_classes
+        self.cfg, self.num_classes, self.ignore_index = loss_cfg, num_classes, ignore_index
         weights = loss_cfg.class_weights
         if weights is not None and len(weights) != num_classes:
             raise ValueError(f"train.loss.class_weights has {len(weights)} values for "
                              f"{num_classes} classes")
         self.register_buffer("class_weights", torch.tensor(weights, dtype=torch.float32)
                              if weights is not None else None, persistent=False)
+        self.terms = [(name, fn, float(getattr(loss_cfg, name))) for name, fn in TERMS.items()
+                      if getattr(loss_cfg, name)]
+        if not self.terms:
+            raise ValueError(f"train.loss: every term's weight is 0; give one of "
+                             f"{', '.join(TERMS)} a positive weight")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        cfg, logits, target = self.cfg, logits.float(), target.long()
+        logits, target = logits.float(), target.long()
         valid = None
-        if cfg.ignore_index is not None:
-            valid = (target != cfg.ignore_index).unsqueeze(1).float()
-            target = target.masked_fill(target == cfg.ignore_index, 0)
-        if logits.shape[1] == 1:  # binary: one logit, sigmoid
+        if self.ignore_index is not None:
+            valid = (target != self.ignore_index).unsqueeze(1).float()
+            target = target.masked_fill(target == self.ignore_index, 0)
+        if logits.shape[1] == 1:
             onehot = target.unsqueeze(1).float()
-            pos_weight = None  # class_weights [background, foreground] -> their ratio
-            if self.class_weights is not None:
-                pos_weight = self.class_weights[1] / self.class_weights[0]
-            ce = F.binary_cross_entropy_with_logits(logits, onehot, pos_weight=pos_weight,
-                                                    reduction="none")
-            ce = ce.mean() if valid is None else (ce * valid).sum() / valid.sum().clamp_min(1)
-            dice_probs, dice_target = torch.sigmoid(logits), onehot
-            include_bg = True  # a single channel is the foreground
         else:
-            ce = F.cross_entropy(logits, target if valid is None else
-                                 target.masked_fill(valid[:, 0] == 0, -100),
-                                 weight=self.class_weights, ignore_index=-100)
-            dice_probs = logits.softmax(1)
-            dice_target = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
-            include_bg = cfg.dice_include_background
-        loss = cfg.bce * ce
-        if cfg.dice:
-            loss = loss + cfg.dice * soft_dice_loss(dice_probs, dice_target, valid,
-                                                    cfg.squared_dice, include_bg)
+            onehot = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
+        batch = Batch(logits, target, valid, onehot, self.class_weights)
+        loss = None
+        for _, term, weight in self.terms:
+            value = weight * term(batch, self.cfg)
+            loss = value if loss is None else loss + value
         return loss

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import torch
 
+# The scores train.monitor may name to pick the best weights (and drive the plateau schedule).
+MONITORS = ("mDice", "mIoU", "dice", "iou")
+
 
 def logits_to_labels(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """(B, K, H, W) logits -> (B, H, W) class indices: sigmoid > threshold for one logit, argmax else."""

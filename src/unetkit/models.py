@@ -4,6 +4,11 @@ Both are plain `nn.Module`s that take a normalised (B, C, H, W) float tensor and
 logits (B, K, H, W): K = 1 for binary tasks (apply a sigmoid), K = classes otherwise (softmax).
 Inputs of any size work: they are padded to a multiple of the network's total stride and the
 output is cropped back, because users predict on images of every size.
+
+Both implement the small interface `SegmentationModel` that training and export rely on:
+`multiple` (the total stride), `default_normalisation()` (the input statistics the network
+expects when the configuration gives none) and `freeze_encoder(frozen)` (the contracting path
+keeps its weights and its BatchNorm statistics, also through `model.train()`).
 """
 
 from __future__ import annotations
@@ -55,14 +60,41 @@ class Up(nn.Module):
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class FromPretrained:
-    """`Model.from_pretrained(...)`, the loading call Hugging Face users know."""
+class SegmentationModel:
+    """The interface both U-Nets implement (a mixin before `nn.Module`)."""
+
+    multiple: int  # inputs are padded to a multiple of this (the network's total stride)
+    encoder_frozen: bool = False
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The contracting path (what `freeze_encoder` fixes)."""
+        raise NotImplementedError
+
+    def default_normalisation(self) -> tuple[list[float], list[float]]:
+        """(mean, std) of the inputs the network expects when data.mean/std are not given."""
+        raise NotImplementedError
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        """Fix (or release) the encoder: no gradients, and its BatchNorm layers stay in eval
+        mode, so their statistics do not drift off the pretrained ones."""
+        self.encoder_frozen = frozen
+        for module in self.encoder_modules():
+            for p in module.parameters():
+                p.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.encoder_frozen:
+            for module in self.encoder_modules():
+                module.eval()
+        return self
 
     @classmethod
     def from_pretrained(cls, name_or_path, device="cpu") -> nn.Module:
         """The trained model of a run folder, a folder written by `unetkit export --format hub`,
         or a Hub id ("user/model"), in eval mode, exactly as `unetkit.load_model` loads it."""
-        from .runs import load_model  # runs builds models: imported here to avoid a cycle
+        from .loading import load_model  # loading builds models: imported when called
 
         model = load_model(name_or_path, device)
         if not isinstance(model, cls):
@@ -71,7 +103,10 @@ class FromPretrained:
         return model
 
 
-class UNet(FromPretrained, nn.Module):
+FromPretrained = SegmentationModel  # the name this mixin had before it grew the interface
+
+
+class UNet(SegmentationModel, nn.Module):
     """The classic U-Net. With the defaults (depth 4, base 64) for 3 inputs and 1 output:
 
         (B, 3, 256, 256) -> enc 64 @256 -> 128 @128 -> 256 @64 -> 512 @32 -> bottleneck 1024 @16
@@ -85,12 +120,20 @@ class UNet(FromPretrained, nn.Module):
                  depth: int = 4, bilinear: bool = False, head_channels: int = 0):
         super().__init__()
         widths = [base_channels * 2**i for i in range(depth + 1)]  # 64 128 256 512 1024
+        self.in_channels = in_channels
         self.multiple = 2**depth
         self.inc = double_conv(in_channels, widths[0])
         self.downs = nn.ModuleList(double_conv(widths[i], widths[i + 1]) for i in range(depth))
         self.ups = nn.ModuleList(Up(widths[i + 1], widths[i], widths[i], bilinear)
                                  for i in reversed(range(depth)))
         self.head = output_head(widths[0], num_classes, head_channels)
+
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.inc, self.downs]
+
+    def default_normalisation(self) -> tuple[list[float], list[float]]:
+        """Trained from scratch: inputs stay in [0, 1]."""
+        return [0.0] * self.in_channels, [1.0] * self.in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_multiple(x, self.multiple)
@@ -103,7 +146,7 @@ class UNet(FromPretrained, nn.Module):
         return self.head(x)[..., :h, :w]
 
 
-class TimmUNet(FromPretrained, nn.Module):
+class TimmUNet(SegmentationModel, nn.Module):
     """A U-Net whose encoder is any timm backbone (`features_only`).
 
     The encoder's `feature_info` gives each stage's channels and stride; the decoder climbs back
@@ -136,9 +179,16 @@ class TimmUNet(FromPretrained, nn.Module):
         self.final_conv = double_conv(decoder[-1] if strides[0] > 1 else cin, decoder[-1])
         self.head = output_head(decoder[-1], num_classes, head_channels)
 
-    def pretrained_normalisation(self) -> tuple[list[float], list[float]]:
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.encoder]
+
+    def default_normalisation(self) -> tuple[list[float], list[float]]:
+        """The statistics the encoder was pretrained with, as timm states them (timm's ImageNet
+        default for an encoder that states none)."""
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
         cfg = self.encoder.pretrained_cfg
-        return list(cfg.get("mean", (0.485, 0.456, 0.406))), list(cfg.get("std", (0.229, 0.224, 0.225)))
+        return list(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), list(cfg.get("std", IMAGENET_DEFAULT_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_multiple(x, self.multiple)
@@ -150,9 +200,15 @@ class TimmUNet(FromPretrained, nn.Module):
         return self.head(x)[..., :h, :w]
 
 
+# The allowed values of model.arch.
+ARCHS = ("unet", "timm-unet")
+
+
 def build_model(cfg) -> nn.Module:
     """The model a `Config` describes. Never downloads unless `encoder_weights: imagenet`."""
     m = cfg.model
+    if m.arch not in ARCHS:
+        raise ValueError(f"model.arch must be one of {', '.join(ARCHS)}; got '{m.arch}'")
     if m.arch == "unet":
         return UNet(m.in_channels, cfg.out_channels, m.base_channels, m.depth, m.bilinear,
                     m.head_channels)

@@ -24,6 +24,10 @@ import torch
 
 from .data import DataError, Item, list_images, random_split
 
+# The allowed values of data.missing_masks: an image without a mask file is a problem (error) or
+# a negative frame (negative).
+MISSING_MASKS = ("error", "negative")
+
 
 def negative_folders(root: Path, data_cfg) -> list[Path]:
     """The folders named by data.negatives, relative to the data root or its parent folder."""

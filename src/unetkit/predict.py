@@ -1,7 +1,7 @@
 """Prediction with a trained model: any image size in, a mask at the image's own size out.
 
-`Predictor` holds a model with its run's pre- and post-processing: resize to the training size,
-normalise as in training, run the model (optionally with test-time augmentation), bring the
+`Predictor` holds a model with its run's pre- and post-processing: the run's `Preprocess` (the
+same decode, resize and normalisation as training, see `preprocess`), run the model (optionally with test-time augmentation), bring the
 class probabilities back to each image's size, then threshold (binary) or argmax (multi-class).
 
 With `tile=True` images are not resized: a window of the training size slides over the image at
@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 
 from .data import list_images
 from .detection import OperatingPoint, labels_at, read_operating_point
-from .images import ImageError, read_image, resize_image
+from .images import ImageError
 from .plots import class_palette, color_mask, overlay, save_png
-from .runs import RunError, load_model, run_config, resolve_model_dir
+from .preprocess import Preprocess
+from .loading import load_model
+from .runs import RunError, run_config, resolve_model_dir
 from .summary import summarize, write_summaries
 from .tiling import sliding_window
 
@@ -51,10 +53,8 @@ class Predictor:
         default = point.threshold if point else cfg.train.threshold
         self.threshold = default if threshold is None else threshold
         self.min_area = (point.min_area if point else 0.0) if min_area is None else min_area
-        self.size = tuple(cfg.data.image_size)
-        self.channels = cfg.model.in_channels
-        self.mean = torch.tensor(cfg.data.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(cfg.data.std, device=self.device).view(1, -1, 1, 1)
+        self.preprocess = Preprocess.from_config(cfg)
+        self.size, self.channels = self.preprocess.size, self.preprocess.channels
         self.palette = class_palette(cfg.num_classes, cfg.data.class_colors)
 
     @classmethod
@@ -100,22 +100,32 @@ class Predictor:
             out = y if out is None else out + y
         return out / len(self.views())
 
-    def _normalise(self, arr: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device).permute(0, 3, 1, 2).float()
-        return (x / 255 - self.mean) / self.std
+    def read(self, path: str | Path) -> np.ndarray:
+        """An image file decoded as training decoded it; `ImageError` names a bad file."""
+        return self.preprocess.decode(path)
+
+    def inputs(self, images: list[np.ndarray]) -> torch.Tensor:
+        """The network's input for (H, W, C) uint8 images of any sizes: exactly what training
+        fed it for the same files."""
+        return self.preprocess(np.stack([self.preprocess.resize(img) for img in images]),
+                               self.device)
 
     @torch.no_grad()
-    def probabilities(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        """Per image, (K, H, W) class probabilities at the image's own size (K=1 for binary)."""
+    def probabilities(self, images: list[np.ndarray],
+                      sizes: list[tuple[int, int]] | None = None) -> list[torch.Tensor]:
+        """Per image, (K, H, W) class probabilities (K=1 for binary) at the image's own size, or
+        at `sizes[i]` when given (e.g. a shrunk copy shown on a page)."""
+        sizes = sizes or [img.shape[:2] for img in images]
         if self.tile:
-            logits = [sliding_window(self.logits, self._normalise(img[None]), self.size,
-                                     self.tile_overlap)[0] for img in images]
-            return [torch.sigmoid(lg) if lg.shape[0] == 1 else lg.softmax(0) for lg in logits]
-        resized = np.stack([resize_image(img, self.size) for img in images])
-        logits = self.logits(self._normalise(resized))
-        probs = torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)
-        return [F.interpolate(p[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
-                for p, img in zip(probs, images)]
+            logits = [sliding_window(self.logits, self.preprocess(img[None], self.device),
+                                     self.size, self.tile_overlap)[0] for img in images]
+            probs = [torch.sigmoid(lg) if lg.shape[0] == 1 else lg.softmax(0) for lg in logits]
+        else:
+            logits = self.logits(self.inputs(images))
+            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)
+        return [p if tuple(p.shape[-2:]) == tuple(size) else
+                F.interpolate(p[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+                for p, size in zip(probs, sizes)]
 
     def labels(self, probs: torch.Tensor) -> np.ndarray:
         """(K, H, W) probabilities -> (H, W) uint8 class indices."""
@@ -152,7 +162,8 @@ def output_stem(out_dir: Path, path: Path) -> Path:
 
 
 def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
-                  threshold: float | None = None, min_area: float | None = None, overlays: bool = False, probs: bool = False,
+                  threshold: float | None = None, min_area: float | None = None,
+                  overlays: bool = False, probs: bool = False,
                   batch_size: int = 16, device: str | None = None, progress: bool = True,
                   tile: bool = False, tile_overlap: float = 0.5, backend: str = "torch",
                   log=print) -> dict:
@@ -177,7 +188,7 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
         for path in files[start:start + batch_size]:
             try:
                 output_stem(out_dir, path)
-                images.append(read_image(path, predictor.channels))
+                images.append(predictor.read(path))
                 chunk.append(path)
             except ImageError as exc:
                 failed.append(str(exc))

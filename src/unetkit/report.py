@@ -79,7 +79,8 @@ class Collector:
 
 
 def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool = False,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, threshold: float | None = None,
+                 min_area: float | None = None) -> Path:
     from .evaluate import evaluate
     from .runs import run_config
 
@@ -97,7 +98,7 @@ def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool 
         set_rows: list[dict] = []
         col = Collector(palette)
         scores = evaluate(run_dir, folder, split, tta, negatives=negs, progress=progress,
-                          rows=set_rows, on_frame=col)
+                          rows=set_rows, on_frame=col, threshold=threshold, min_area=min_area)
         results.append((name, scores))
         rows += [{"set": name, **r} for r in set_rows]
         collectors.append((name, col, set_rows))

@@ -24,7 +24,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__, config as config_mod
-from .models import build_model
+from .preprocess import Preprocess
+
+
+def __getattr__(name: str):
+    """`runs.load_model`, where it used to live (it builds models, so it is in `loading`)."""
+    if name == "load_model":
+        from .loading import load_model
+
+        return load_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RunError(ValueError):
@@ -102,6 +111,7 @@ def model_card(cfg, metrics: dict | None = None) -> dict:
         "out_channels": cfg.out_channels, "classes": cfg.data.classes,
         "mask_encoding": cfg.data.mask_encoding, "class_colors": cfg.data.class_colors,
         "image_size": cfg.data.image_size, "mean": cfg.data.mean, "std": cfg.data.std,
+        "preprocess": None if cfg.data.mean is None else Preprocess.from_config(cfg).to_dict(),
         "threshold": cfg.train.threshold, "metrics": metrics or {},
         "config": cfg.to_dict(),
     }
@@ -129,20 +139,6 @@ def run_config(run_dir: str | Path):
         return config_mod.from_dict(card["config"])
     except (KeyError, config_mod.ConfigError) as exc:
         raise RunError(f"{Path(run_dir) / 'config.json'}: not a unetkit model card ({exc})") from None
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from a run folder (or a Hub-style folder) alone, in eval mode.
-
-    The returned model carries its configuration as `model.unetkit_config`.
-    """
-    run_dir = resolve_model_dir(run_dir)
-    cfg = run_config(run_dir)
-    cfg.model.encoder_weights = None  # the trained weights below replace any pretrained ones
-    model = build_model(cfg)
-    load_weights(model, run_dir / "model.safetensors")
-    model.unetkit_config = cfg
-    return model.to(device).eval()
 
 
 def resolve_model_dir(name: str | Path) -> Path:

@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, open_image, to_array
+from .images import ImageError, read_image, resize_image
 from .plots import color_mask, overlay, save_png
 from .predict import Predictor
 from .runs import read_model_card, resolve_model_dir
 from .summary import summarize
 
-# Uploads are shrunk so that their longer side is at most this before prediction: the model sees
-# the training size anyway, and the class probabilities are computed at the upload's size, so a
-# 50-megapixel photo would otherwise cost gigabytes. Areas are then in pixels of the shrunk image.
+# The mask of an upload is made at most this large (longer side): the network's input comes from
+# the full upload, through the run's preprocessing as in `unetkit predict`, but the class
+# probabilities are computed at the output's size, so a 50-megapixel photo would otherwise cost
+# gigabytes. Areas are then in pixels of the shrunk image.
 MAX_SIDE = 2048
 MAX_FILES = 16  # images per request; more are not read (the page says so)
 QUEUE_SIZE = 16  # requests waiting at once; further ones are refused with "queue full"
@@ -52,21 +53,22 @@ def mask_stats(labels: np.ndarray, classes: list[str]) -> dict[str, dict]:
                    "regions": c["components"]} for name, c in per_class.items()}
 
 
+def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, str]:
+    """`image` shrunk so that its longer side is at most `max_side`, and a note saying so ("" if
+    it was small enough)."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image, ""
+    scale = max_side / max(w, h)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return resize_image(image, size), f"reduced from {w}x{h} to {size[1]}x{size[0]} pixels"
+
+
 def read_upload(path: str | Path, channels: int, max_side: int = MAX_SIDE) -> tuple[np.ndarray, str]:
     """An uploaded file as an (H, W, channels) uint8 array, shrunk to `max_side` if larger, and a
-    note saying so ("" if not). Greyscale, RGBA and palette images are converted as in training;
-    a file that is not an image raises `ImageError` naming it."""
-    img = open_image(path, draft=max_side)  # big JPEGs are decoded at a reduced scale directly
-    note = ""
-    if max(img.size) > max_side:
-        w, h = img.size
-        scale = max_side / max(w, h)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        note = f"reduced from {w}x{h} to {size[0]}x{size[1]} pixels before prediction"
-        if img.mode not in ("RGB", "RGBA", "L", "LA"):
-            img = img.convert("RGBA" if "A" in img.getbands() or img.mode == "P" else "RGB")
-        img = img.resize(size, Image.BILINEAR, reducing_gap=3.0)
-    return to_array(img, channels), note
+    note saying so ("" if not). Decoded as in training (`images.read_image`); a file that is not
+    an image raises `ImageError` naming it."""
+    return shrink(read_image(path, channels), max_side)
 
 
 def make_examples(folder: Path, cfg, count: int = EXAMPLE_COUNT) -> list[Path]:
@@ -151,12 +153,13 @@ class ModelPage:
         them) and a note; raises `ImageError` (message naming the upload) for unreadable files."""
         name = name or Path(path).name
         try:
-            image, note = read_upload(path, self.cfg.model.in_channels, self.max_side)
+            full = self.predictor.read(path)  # the network's input comes from the full upload
         except ImageError as exc:  # name the upload as the person knows it, not Gradio's temp path
             raise ImageError(str(exc).replace(str(path), name)) from None
+        image, note = shrink(full, self.max_side)  # what the page shows, and the mask's size
         predictor = Predictor(self.predictor.model, self.cfg, self.predictor.device, tta=tta,
                               threshold=threshold, point=self.predictor.point)
-        labels = predictor.predict([image])[0]
+        labels = predictor.labels(predictor.probabilities([full], [image.shape[:2]])[0])
         out_dir = out_dir or self.new_output_dir()
         mask_path = out_dir / f"{Path(name).stem}.png"
         save_png(mask_path, labels * 255 if self.binary else labels)

@@ -21,7 +21,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import DataError, list_images
-from .images import read_image
 from .predict import Predictor
 from .runs import RunError, write_text
 
@@ -95,7 +94,7 @@ def submit(run_dir, data_dir, format: str, out, tta: bool = False, batch_size: i
     bar = tqdm(total=len(files), desc="predicting", unit="image", disable=not progress)
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
-        images = [read_image(path, predictor.channels) for path in chunk]
+        images = [predictor.read(path) for path in chunk]
         for path, labels in zip(chunk, predictor.predict(images)):
             rows += fmt.rows(path, labels)
         bar.update(len(chunk))
