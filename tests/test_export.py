@@ -102,7 +102,9 @@ def test_hub_id_loads_through_huggingface_hub(tmp_path, monkeypatch):
         expected = load_model(run)(x)
         assert torch.equal(load_model("user/polyps")(x), expected)
         assert torch.equal(UNet.from_pretrained("user/polyps")(x), expected)
-    assert asked == [("user/polyps", ["config.json", "model.safetensors"])] * 2
+    # operating_point.json too: a calibrated model keeps its operating point on the Hub
+    assert asked == [("user/polyps", ["config.json", "model.safetensors",
+                                      "operating_point.json"])] * 2
     with pytest.raises(TypeError, match="not a TimmUNet"):
         TimmUNet.from_pretrained(str(hub))
 
