@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch and torchvision first, pinned, so that nothing else pulls in another build of them.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install browser demo test test-fast
+.PHONY: install browser demo lint test test-fast
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ browser:
 
 demo: install
 	$(BIN)/unetkit demo
+
+# ruff (configured in pyproject.toml): style, import order and likely bugs.
+lint: install
+	$(BIN)/ruff check src tests benchmarks
 
 test: install browser
 	$(BIN)/python -m pytest -q

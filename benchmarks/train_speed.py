@@ -1,4 +1,5 @@
-"""Training and inference speed: unetkit against the write-ups' pipeline and segmentation_models_pytorch.
+"""Training and inference speed: unetkit against the write-ups' pipeline and
+segmentation_models_pytorch.
 
 One process, one device, the same data (Kvasir-SEG's Medico 2020 training split, or a synthetic
 set in the same layout when the folder is missing). Parts, each skippable with --skip:
@@ -56,8 +57,7 @@ from unetkit.losses import SegmentationLoss  # noqa: E402
 from unetkit.metrics import logits_to_labels  # noqa: E402
 from unetkit.models import build_model  # noqa: E402
 from unetkit.preprocess import Preprocess, resolve_normalisation  # noqa: E402
-from unetkit.runs import atomic_write  # noqa: E402
-from unetkit.runs import unwrap  # noqa: E402
+from unetkit.runs import atomic_write, unwrap  # noqa: E402
 from unetkit.train import Trainer, prepare_data  # noqa: E402
 
 PARTS = ("writeups", "unetkit", "timm", "smp", "augment", "inference", "e2e")
@@ -186,7 +186,8 @@ class Bench:
         print(f"[{part}] {time.perf_counter() - tic:.1f}s", flush=True)
 
     def table(self) -> str:
-        lines = ["| part | run | img/s | TFLOP/s | % of bf16 peak | notes |", "|---|---|---|---|---|---|"]
+        lines = ["| part | run | img/s | TFLOP/s | % of bf16 peak | notes |",
+                 "|---|---|---|---|---|---|"]
         for r in self.rows:
             if "img_s" not in r:
                 extra = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("part", "name"))
@@ -241,7 +242,8 @@ class Context:
         self.split_sets = self.split_overrides()
 
     def split_overrides(self) -> list[str]:
-        """The Medico 2020 split (a 16/8 subset with --quick); a seeded random one on synthetic data."""
+        """The Medico 2020 split (a 16/8 subset with --quick); a seeded random one on synthetic
+        data."""
         if self.synthetic:
             return ["data.split.train=None", "data.split.val=None", "data.split.val_fraction=0.25"]
         if not self.args.quick:
@@ -299,7 +301,8 @@ def part_decode(bench: Bench, ctx: Context) -> None:
     tic = time.perf_counter()
     train, val = prepare_data(cfg, Preprocess.from_config(cfg), progress=False)
     seconds = time.perf_counter() - tic
-    bench.note("decode", f"decode+resize {len(train) + len(val)} pairs once", seconds=round(seconds, 1),
+    bench.note("decode", f"decode+resize {len(train) + len(val)} pairs once",
+               seconds=round(seconds, 1),
                synthetic=ctx.synthetic, train=len(train), val=len(val))
 
 
@@ -368,7 +371,8 @@ def part_writeups(bench: Bench, ctx: Context) -> None:
         free_memory()
 
 
-def time_epochs(trainer: Trainer, device, warm_epochs: int, epochs: int) -> tuple[float, int, float]:
+def time_epochs(trainer: Trainer, device, warm_epochs: int, epochs: int
+                ) -> tuple[float, int, float]:
     """(img/s, images, seconds) of `epochs` training epochs after `warm_epochs` untimed ones."""
     for _ in range(warm_epochs):
         trainer.train_epoch()
@@ -393,7 +397,7 @@ def train_rows(bench: Bench, ctx: Context, part: str, label: str, cfg, swap_mode
         trainer = ctx.trainer(cfg, part, model=swap_model() if swap_model else None)
         net = unwrap(trainer.model)
         calls = [0]  # forward passes of the named model: proof that the rows time it
-        hook = net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        hook = net.register_forward_pre_hook(lambda *_, c=calls: c.__setitem__(0, c[0] + 1))
         flops = flops_per_image(make, a.size, 3, train=True)
         tic = time.perf_counter()
         trainer.train_epoch()  # warm-up: cuDNN autotuning, and compiling when on
@@ -447,7 +451,8 @@ def augment_and_syncs(bench: Bench, ctx: Context, trainer: Trainer, train_img_s:
         return
     device, b = ctx.device, trainer.batch_size
     n = len(trainer.train_data)
-    batches = [torch.randperm(n)[:b].to(trainer.train_x.device) for _ in range(ctx.args.warmup + 20)]
+    batches = [torch.randperm(n)[:b].to(trainer.train_x.device)
+               for _ in range(ctx.args.warmup + 20)]
     for idx in batches[:ctx.args.warmup]:
         trainer.batch(trainer.train_x, trainer.train_y, idx, True)
     sync(device)
@@ -494,7 +499,7 @@ def part_inference(bench: Bench, ctx: Context) -> None:
         if make and trainer.cuda:
             model = model.to(memory_format=torch.channels_last)
         model.eval()
-        make = make or (lambda: build_model(cfg))
+        make = make or (lambda cfg=cfg: build_model(cfg))
         flops = flops_per_image(make, a.size, 3, train=False)
         n, b = len(trainer.train_data), a.infer_batch
         idx = (torch.arange(b) % n).to(trainer.train_x.device)
@@ -504,7 +509,7 @@ def part_inference(bench: Bench, ctx: Context) -> None:
         for compile_ in choices:
             run = torch.compile(model) if compile_ else model
 
-            def step():
+            def step(trainer=trainer, idx=idx, run=run, cfg=cfg):
                 images, _ = trainer.batch(trainer.train_x, trainer.train_y, idx, False)
                 with trainer.autocast():
                     return logits_to_labels(run(images), cfg.train.threshold)
@@ -577,22 +582,29 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(default_data()),
                    help="the Kvasir-SEG folder (default: $UNETKIT_DATA/kvasir-seg, else "
-                        "../shared/data/kvasir-seg beside the checkout; synthetic data when missing)")
+                        "../shared/data/kvasir-seg beside the checkout; synthetic data when "
+                        "missing)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true",
-                   help="a short CPU-sized run: 64x64, a small U-Net, few steps, 16-18 training images")
+                   help="a short CPU-sized run: 64x64, a small U-Net, few steps, 16-18 training "
+                        "images")
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--skip", default="", help=f"comma-separated parts to skip: {', '.join(PARTS)}")
     p.add_argument("--size", type=int, help="image side (default 256; 64 with --quick)")
     p.add_argument("--small", action="store_true",
-                   help="the small U-Net (base 16, depth 3) instead of the classic one (on with --quick)")
-    p.add_argument("--batch", type=int, help="unetkit's training batch (default 128; 8 with --quick)")
+                   help="the small U-Net (base 16, depth 3) instead of the classic one (on with "
+                        "--quick)")
+    p.add_argument("--batch", type=int,
+                   help="unetkit's training batch (default 128; 8 with --quick)")
     p.add_argument("--infer-batch", type=int, help="inference batch (default 256; 16 with --quick)")
-    p.add_argument("--epochs", type=int, help="timed epochs per training row (default 4; 1 with --quick)")
-    p.add_argument("--warmup", type=int, help="untimed steps before each timed region (default 3; 1)")
+    p.add_argument("--epochs", type=int,
+                   help="timed epochs per training row (default 4; 1 with --quick)")
+    p.add_argument("--warmup", type=int,
+                   help="untimed steps before each timed region (default 3; 1)")
     p.add_argument("--infer-steps", type=int, help="timed inference batches (default 20; 3)")
     p.add_argument("--writeup-steps", type=int,
-                   help="timed steps of the write-ups' pipeline (default: the rest of one epoch; 3)")
+                   help="timed steps of the write-ups' pipeline (default: the rest of one epoch; "
+                        "3)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="DataLoader workers for the write-ups' second row (default min(8, cores))")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
@@ -603,7 +615,8 @@ def parse_args(argv=None):
                    help="no compiled inference rows")
     p.add_argument("--e2e-epochs", type=int, help="epochs of the end-to-end runs (default 20; 2)")
     p.add_argument("--e2e-batch", type=int,
-                   help="batch of the fast end-to-end run, 0 for none (default 128; 0 with --quick)")
+                   help="batch of the fast end-to-end run, 0 for none (default 128; 0 with "
+                        "--quick)")
     p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, TFLOP/s")
     args = p.parse_args(argv)
     q = args.quick

@@ -54,7 +54,8 @@ def test_flips_and_turns_match_albumentations():
     ref = _orientations(lambda: tuple(theirs(image=pattern[..., None])["image"].ravel()))
     ours_aug = BatchAugment(recipe_ops()[:3], seed=0)
     img = torch.from_numpy(pattern).float()[None, None].repeat(N, 1, 1, 1)
-    _, masks = ours_aug(img.repeat(1, 3, 1, 1), torch.from_numpy(pattern).long()[None].repeat(N, 1, 1))
+    masks_in = torch.from_numpy(pattern).long()[None].repeat(N, 1, 1)
+    _, masks = ours_aug(img.repeat(1, 3, 1, 1), masks_in)
     ours = Counter(tuple(m.ravel().tolist()) for m in masks)
     assert set(ours) == set(ref) and len(ours) == 8
     for key in ref:
@@ -63,7 +64,8 @@ def test_flips_and_turns_match_albumentations():
 
 @pytest.mark.parametrize("name,make", [
     ("gamma", lambda A: A.RandomGamma(gamma_limit=(70, 120), p=0.2)),
-    ("rgb_shift", lambda A: A.RGBShift(r_shift_limit=10, g_shift_limit=10, b_shift_limit=10, p=0.3)),
+    ("rgb_shift",
+     lambda A: A.RGBShift(r_shift_limit=10, g_shift_limit=10, b_shift_limit=10, p=0.3)),
 ])
 def test_colour_ops_match_albumentations_in_distribution(name, make):
     import albumentations as A

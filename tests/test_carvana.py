@@ -122,7 +122,7 @@ def test_carvana_recipe_trains_and_submits(tmp_path):
     files = sorted((root / "test").glob("*.jpg"))
     assert [r[0] for r in rows[1:]] == [f.name for f in files]
     predictor = Predictor.from_run(run, "cpu")
-    for (_, rle), path in zip(rows[1:], files):
+    for (_, rle), path in zip(rows[1:], files, strict=False):
         expected = predictor.predict([read_image(path)])[0]
         assert expected.shape == (HEIGHT, WIDTH)
         assert (rle_decode(rle, (HEIGHT, WIDTH)) == expected).all()

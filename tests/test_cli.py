@@ -70,7 +70,8 @@ def test_run_folder_is_complete(run):
 @pytest.mark.slow
 def test_evaluate_json(run, synthetic_data, tmp_path):
     out = tmp_path / "scores.json"
-    proc = run_cli("evaluate", str(run), "--data", str(synthetic_data), "--json", str(out), "--quiet")
+    proc = run_cli("evaluate", str(run), "--data", str(synthetic_data), "--json", str(out),
+                   "--quiet")
     assert "mDice" in proc.stdout
     scores = json.loads(out.read_text())
     for key in ("mDice", "mIoU", "dice", "iou", "precision", "recall"):
@@ -85,7 +86,7 @@ def test_predict_at_each_inputs_size(run, synthetic_data, tmp_path):
     inputs.mkdir()
     src = sorted((synthetic_data / "images").glob("*.jpg"))
     sizes = {"wide": (90, 40), "tall": (33, 71), "same": (64, 64)}  # (width, height)
-    for (name, size), path in zip(sizes.items(), src):
+    for (name, size), path in zip(sizes.items(), src, strict=False):
         Image.open(path).resize(size).save(inputs / f"{name}.png")
     (inputs / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
@@ -105,7 +106,8 @@ def test_predict_at_each_inputs_size(run, synthetic_data, tmp_path):
 def test_resume_continues_and_refuses_overwrite(run, synthetic_data, tmp_path):
     proc = run_cli("train", "--recipe", "demo", "--data", str(synthetic_data), "--out", str(run),
                    *SMALL, check=False)
-    assert proc.returncode == 2 and "already holds a run" in proc.stderr and "--resume" in proc.stderr
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+    assert "--resume" in proc.stderr
 
     resumed = tmp_path / "resumed"
     shutil.copytree(run, resumed)

@@ -37,7 +37,8 @@ def test_shipped_recipes():
 def test_defaults_without_recipe():
     cfg = load()
     assert cfg.num_classes == 2 and cfg.out_channels == 1  # binary: one logit
-    assert load(overrides=["data.mask_encoding=index", "data.classes=['a','b','c']"]).out_channels == 3
+    cfg = load(overrides=["data.mask_encoding=index", "data.classes=['a','b','c']"])
+    assert cfg.out_channels == 3
 
 
 @pytest.mark.parametrize("text, value", [
@@ -57,7 +58,8 @@ def test_set_values_parse(text, value):
 def test_set_overrides_reach_the_config():
     cfg = load("demo", overrides=[
         "train.epochs=3", "train.lr=1e-4", "data.image_size=[32,48]", "model.bilinear=true",
-        "train.optimizer=sgd", "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "train.loss.class_weights=[1, 2]",
+        "train.optimizer=sgd", "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]",
+        "train.loss.class_weights=[1, 2]",
         "data.classes=[background, lesion]", "train.threshold=1", "name=123",
     ])
     assert cfg.train.epochs == 3 and cfg.train.lr == 1e-4

@@ -14,8 +14,16 @@ from PIL import Image
 
 from conftest import run_cli
 from unetkit import config as config_mod
-from unetkit.data import (DataError, check_data, load_arrays, pair_items, random_split,
-                          read_stems, resolve_layout, split_items)
+from unetkit.data import (
+    DataError,
+    check_data,
+    load_arrays,
+    pair_items,
+    random_split,
+    read_stems,
+    resolve_layout,
+    split_items,
+)
 from unetkit.images import MaskDecoder
 from unetkit.preprocess import Preprocess
 
@@ -93,7 +101,8 @@ def test_declared_folders(tmp_path):
 
 def test_unknown_layout_says_how_to_declare_it(tmp_path):
     write_pair(tmp_path, "a", "pics", "labels")
-    with pytest.raises(DataError, match=r"no known layout .*--set data.images=DIR --set data.masks=DIR"):
+    with pytest.raises(DataError,
+                       match=r"no known layout .*--set data.images=DIR --set data.masks=DIR"):
         pair_items(tmp_path, cfg().data)
     with pytest.raises(DataError, match="no such data folder"):
         pair_items(tmp_path / "nowhere", cfg().data)
@@ -142,7 +151,8 @@ def test_random_split_is_seeded_and_disjoint(ten_items):
     names = {k: [i.name for i in v] for k, v in a.items()}
     assert names == {k: [i.name for i in v] for k, v in b.items()}
     assert (len(names["train"]), len(names["val"]), len(names["test"])) == (7, 2, 1)
-    assert sorted(names["train"] + names["val"] + names["test"]) == sorted(i.name for i in ten_items)
+    everything = names["train"] + names["val"] + names["test"]
+    assert sorted(everything) == sorted(i.name for i in ten_items)
     others = [random_split(ten_items, 0.2, 0.1, seed=s)["val"] for s in range(5)]
     assert len({tuple(i.name for i in v) for v in others}) > 1  # the seed matters
     with pytest.raises(DataError, match="too few to split"):
@@ -231,7 +241,8 @@ def test_check_data_empty_folders(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     pairs, problems = check_data(tmp_path, cfg(), progress=False)
-    assert pairs == 0 and problems == [f"{tmp_path / 'images'}: no images (.jpg, .png, ...) in this folder"]
+    assert pairs == 0
+    assert problems == [f"{tmp_path / 'images'}: no images (.jpg, .png, ...) in this folder"]
     empty = tmp_path / "nothing"
     empty.mkdir()
     pairs, problems = check_data(empty, cfg(), progress=False)
@@ -240,7 +251,8 @@ def test_check_data_empty_folders(tmp_path):
     assert proc.returncode == 1 and "no known layout" in proc.stdout
 
 
-TRAIN = ("--recipe", "demo", "--set", "data.image_size=[16,16]", "--set", "model.base_channels=4", "--set",
+TRAIN = ("--recipe", "demo", "--set", "data.image_size=[16,16]", "--set", "model.base_channels=4",
+         "--set",
          "model.depth=1", "--set", "train.epochs=1", "--set", "data.split.val_fraction=0.5",
          "--quiet")
 
@@ -265,7 +277,8 @@ def test_train_refuses_bad_data_naming_the_file(tmp_path, problem):
             other = [p for p in (tmp_path / "all").glob(f"*/{problem}.*") if p != source][0]
             (root / other.parent.name / other.name).write_bytes(other.read_bytes())
         file = root / file
-    proc = run_cli("train", "--data", str(root), "--out", str(tmp_path / "run"), *TRAIN, check=False)
+    proc = run_cli("train", "--data", str(root), "--out", str(tmp_path / "run"), *TRAIN,
+                   check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "unetkit train: error:" in proc.stderr
     assert str(file) in proc.stderr and fix in proc.stderr, proc.stderr

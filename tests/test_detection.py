@@ -11,8 +11,16 @@ import torch
 
 from unetkit import config as config_mod
 from unetkit.calibrate import AREAS, THRESHOLDS, CalibrationError, FrameCounts, grid, search
-from unetkit.detection import (OperatingPoint, auroc, frame_score, frame_summary, is_detected,
-                               labels_at, read_operating_point, write_operating_point)
+from unetkit.detection import (
+    OperatingPoint,
+    auroc,
+    frame_score,
+    frame_summary,
+    is_detected,
+    labels_at,
+    read_operating_point,
+    write_operating_point,
+)
 from unetkit.frames import frame_row
 from unetkit.models import build_model
 from unetkit.predict import Predictor
@@ -161,7 +169,8 @@ def test_operating_point_is_recorded_read_and_used_unless_overridden(tmp_path):
     assert p.labels(probs).sum() == 1
     plain = tiny_run(tmp_path / "plain")
     assert read_operating_point(plain) is None
-    assert (Predictor.from_run(plain, "cpu").threshold, Predictor.from_run(plain).min_area) == (0.5, 0)
+    default = Predictor.from_run(plain, "cpu")
+    assert (default.threshold, default.min_area) == (0.5, 0)
     (plain / "operating_point.json").write_text("{not json")
     with pytest.raises(RunError, match="operating_point.json: not a readable operating point"):
         Predictor.from_run(plain, "cpu")

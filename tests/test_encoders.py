@@ -56,7 +56,7 @@ def _lite0_classifier(path):
     state = model.state_dict()
     ours = [k for k in state if not k.endswith("num_batches_tracked")]
     assert len(ours) == len(theirs)
-    for key, value in zip(ours, theirs):
+    for key, value in zip(ours, theirs, strict=False):
         assert state[key].shape == value.shape, key
         state[key] = value
     model.load_state_dict(state)
@@ -76,7 +76,8 @@ def test_offline_imagenet_weights_really_load_into_the_encoder():
     resolve_normalisation(cfg, unet)
     assert cfg.data.mean == [0.5, 0.5, 0.5] and cfg.data.std == [0.5, 0.5, 0.5]
     x = torch.from_numpy(cat).permute(2, 0, 1)[None].float() / 255
-    x = (x - torch.tensor(cfg.data.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.data.std).view(1, 3, 1, 1)
+    mean, std = torch.tensor(cfg.data.mean), torch.tensor(cfg.data.std)
+    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     with torch.no_grad():
         probs = classifier(x).softmax(1)[0]
         assert probs.argmax().item() == 285 and probs[285] > 0.5  # ImageNet 285: Egyptian cat

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import real_data, run_cli
 from run_fixtures import make_run
 from unetkit import load_model
-from unetkit.export import ATOL, OPSET, OnnxModel, export_hub, export_onnx
+from unetkit.export import ATOL, OPSET, OnnxModel, export_onnx
 from unetkit.images import read_image
 from unetkit.predict import Predictor
 
@@ -42,7 +42,7 @@ def test_onnx_matches_pytorch_on_real_images(tmp_path):
     imgs = [read_image(p) for p in images]
     torch_p = Predictor.from_run(run, "cpu").probabilities(imgs)
     onnx_p = Predictor.from_run(run, backend="onnx").probabilities(imgs)
-    for a, b in zip(torch_p, onnx_p):
+    for a, b in zip(torch_p, onnx_p, strict=False):
         # Probabilities: float32 summation-order noise only, far below any threshold's effect.
         assert (a - b).abs().max() < 1e-4
 
@@ -73,7 +73,8 @@ def test_hub_folder_loads_back_identical(tmp_path):
     run = make_run(tmp_path / "run", TINY + ["model.in_channels=1"])
     run_cli("export", str(run), "--format", "hub", "--out", str(tmp_path / "hub"))
     hub = tmp_path / "hub"
-    assert sorted(p.name for p in hub.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    names = sorted(p.name for p in hub.iterdir())
+    assert names == ["README.md", "config.json", "model.safetensors"]
     card = (hub / "README.md").read_text()
     assert "not a medical device" in card and "mDice" in card and "library_name: unetkit" in card
     x = torch.randn(2, 1, 40, 56)
@@ -83,7 +84,8 @@ def test_hub_folder_loads_back_identical(tmp_path):
 
 def test_hub_id_loads_through_huggingface_hub(tmp_path, monkeypatch):
     """A Hub id goes to huggingface_hub.snapshot_download (replaced here by the exported folder,
-    as no network is assumed) and loads as the run's model, through load_model and from_pretrained."""
+    as no network is assumed) and loads as the run's model, through load_model and
+    from_pretrained."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
     from unetkit import TimmUNet, UNet
 

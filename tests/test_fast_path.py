@@ -44,7 +44,8 @@ def plain_loop(trainer: Trainer, init_state: dict) -> tuple[list[float], dict]:
     cfg = trainer.cfg
     model = build_model(cfg)
     model.load_state_dict(init_state)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay)
     loss_fn = SegmentationLoss(cfg.train.loss, cfg.num_classes)
     mean = torch.tensor(cfg.data.mean).view(1, -1, 1, 1)
     std = torch.tensor(cfg.data.std).view(1, -1, 1, 1)
@@ -61,7 +62,8 @@ def plain_loop(trainer: Trainer, init_state: dict) -> tuple[list[float], dict]:
         steps = len(data) // bs
         for step in range(steps):
             idx = perm[step * bs:(step + 1) * bs]
-            loss = loss_fn(model(inputs(data.images[idx])), torch.from_numpy(data.masks[idx]).long())
+            masks = torch.from_numpy(data.masks[idx]).long()
+            loss = loss_fn(model(inputs(data.images[idx])), masks)
             opt.zero_grad()
             loss.backward()
             opt.step()

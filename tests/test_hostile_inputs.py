@@ -39,7 +39,8 @@ def png_bytes(img: Image.Image, **kw) -> bytes:
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG that claims huge dimensions (a decompression bomb) in a few bytes."""
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
             + chunk(b"IEND", b""))

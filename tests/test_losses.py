@@ -77,7 +77,8 @@ def test_squared_dice_by_hand():
     # class 1: 1 / (2/9 + 1) = 9/11, class 2: 3/4.
     logits3, target3 = torch.zeros(1, 3, 1, 2), torch.tensor([[[0, 2]]])
     expected = 1 - (3 / 4 + 9 / 11 + 3 / 4) / 3
-    assert loss(logits3, target3, 3, bce=0.0, squared_dice=True) == pytest.approx(expected, abs=1e-6)
+    value = loss(logits3, target3, 3, bce=0.0, squared_dice=True)
+    assert value == pytest.approx(expected, abs=1e-6)
 
 
 def test_ignore_index_pixels_count_nowhere():
@@ -98,7 +99,8 @@ def test_binary_class_weights_weight_the_foreground():
     # class_weights [1, 3] -> pos_weight 3: the polyp pixel's BCE counts three times:
     # (3 ln 2 + ln 2) / 2 = 2 ln 2.
     logits, target = torch.zeros(1, 1, 1, 2), torch.tensor([[[1, 0]]])
-    assert loss(logits, target, dice=0.0, class_weights=[1.0, 3.0]) == pytest.approx(2 * LN2, abs=1e-6)
+    value = loss(logits, target, dice=0.0, class_weights=[1.0, 3.0])
+    assert value == pytest.approx(2 * LN2, abs=1e-6)
 
 
 def test_class_weights_length_is_checked():
@@ -124,7 +126,8 @@ def test_multiclass_ce_matches_torch(random_batch):
         ({"class_weights": weights}, F.cross_entropy(logits, target, weight=torch.tensor(weights))),
         ({"ignore_index": 3}, F.cross_entropy(logits, target, ignore_index=3)),
     ):
-        assert loss(logits, target, 4, dice=0.0, **kwargs) == pytest.approx(expected.item(), abs=1e-5)
+        value = loss(logits, target, 4, dice=0.0, **kwargs)
+        assert value == pytest.approx(expected.item(), abs=1e-5)
 
 
 def test_binary_bce_matches_torch(random_batch):
@@ -133,7 +136,8 @@ def test_binary_bce_matches_torch(random_batch):
     assert loss(logits, target, dice=0.0) == pytest.approx(expected.item(), abs=1e-5)
     pos = F.binary_cross_entropy_with_logits(logits, target[:, None].float(),
                                              pos_weight=torch.tensor(2.5))
-    assert loss(logits, target, dice=0.0, class_weights=[2.0, 5.0]) == pytest.approx(pos.item(), abs=1e-5)
+    value = loss(logits, target, dice=0.0, class_weights=[2.0, 5.0])
+    assert value == pytest.approx(pos.item(), abs=1e-5)
 
 
 @pytest.mark.parametrize("squared", [False, True])
@@ -160,7 +164,8 @@ def test_loss_has_gradients(random_batch):
     logits, target = random_batch
     logits = logits.clone().requires_grad_()
     SegmentationLoss(LossConfig(), 4)(logits, target).backward()
-    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
 
 
 def test_a_new_term_is_one_function_and_one_line(monkeypatch):
@@ -186,5 +191,7 @@ def test_ignore_index_moved_to_the_data_settings_and_old_configs_still_load():
     assert old.data.ignore_index == 255 and old.train.loss.dice == 0.5
     assert config_mod.load(overrides=["train.loss.ignore_index=7"]).data.ignore_index == 7
     assert config_mod.load(overrides=["data.ignore_index=7"]).data.ignore_index == 7
-    with pytest.raises(config_mod.ConfigError, match="train.loss.ignore_index is now data.ignore_index"):
-        config_mod.from_dict({"train": {"loss": {"ignore_index": 255}}, "data": {"ignore_index": 0}})
+    with pytest.raises(config_mod.ConfigError,
+                       match="train.loss.ignore_index is now data.ignore_index"):
+        config_mod.from_dict({"train": {"loss": {"ignore_index": 255}},
+                             "data": {"ignore_index": 0}})

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchmetrics.functional.classification import (binary_f1_score, binary_jaccard_index,
-                                                    binary_precision, binary_recall,
-                                                    multiclass_f1_score, multiclass_jaccard_index,
-                                                    multiclass_precision, multiclass_recall)
+from torchmetrics.functional.classification import (
+    binary_f1_score,
+    binary_jaccard_index,
+    binary_precision,
+    binary_recall,
+    multiclass_f1_score,
+    multiclass_jaccard_index,
+    multiclass_precision,
+    multiclass_recall,
+)
 from torchmetrics.functional.segmentation import dice_score
 
 from unetkit.metrics import SegmentationMetrics, confusion_matrices, logits_to_labels
@@ -138,7 +144,8 @@ def random_masks(num_classes: int, seed: int, n=5, size=(24, 20)):
     truth = torch.zeros(n, *size, dtype=torch.long)
     for i in range(n):  # blobs, so that classes cover very different areas per image
         for k in range(1, num_classes):
-            y, x = torch.randint(0, size[0] - 6, (1,), generator=gen), torch.randint(0, size[1] - 6, (1,), generator=gen)
+            y = torch.randint(0, size[0] - 6, (1,), generator=gen)
+            x = torch.randint(0, size[1] - 6, (1,), generator=gen)
             h, w = torch.randint(2, 12, (2,), generator=gen)
             truth[i, y:y + h, x:x + w] = k
     noise = torch.rand(n, *size, generator=gen) < 0.25

@@ -62,7 +62,8 @@ def test_reduction_head_and_grey_input():
     # The 3-class write-up's head: Conv(64 -> 32) + BN + ReLU, then the 1x1 conv to the classes.
     model = UNet(in_channels=1, num_classes=3, head_channels=32).eval()  # base width 64
     head = list(model.head)
-    assert isinstance(head[0], nn.Conv2d) and (head[0].in_channels, head[0].out_channels) == (64, 32)
+    assert isinstance(head[0], nn.Conv2d)
+    assert (head[0].in_channels, head[0].out_channels) == (64, 32)
     assert isinstance(head[1], nn.BatchNorm2d) and isinstance(head[2], nn.ReLU)
     assert isinstance(head[3], nn.Conv2d) and head[3].kernel_size == (1, 1)
     assert (head[3].in_channels, head[3].out_channels) == (32, 3)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pytest
 from PIL import Image
 
 from conftest import real_data
@@ -102,7 +99,7 @@ def test_binary_masks_take_the_same_decoder(tmp_path):
     grey = (labels_image() > 0).astype(np.uint8) * 255
     path = tmp_path / "m.jpg"
     Image.fromarray(grey).save(path, quality=70)
-    assert ((read_mask(path, MaskDecoder("binary", 2)) == (grey > 0))).mean() > 0.995
+    assert (read_mask(path, MaskDecoder("binary", 2)) == (grey > 0)).mean() > 0.995
 
 
 def test_real_neopolyp_masks_agree_with_the_readme_rule():

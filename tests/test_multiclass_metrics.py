@@ -20,7 +20,8 @@ def test_per_class_scores_by_hand():
     # rows truth, columns prediction
     assert out["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 2]]
     pc = out["per_class"]
-    # background: tp 2, fp 1, fn 1 -> Dice 4/6; neoplastic: tp 2, fp 1 -> 4/5; non: tp 2, fn 1 -> 4/5
+    # background: tp 2, fp 1, fn 1 -> Dice 4/6; neoplastic: tp 2, fp 1 -> 4/5;
+    # non: tp 2, fn 1 -> 4/5
     assert pc["background"]["dice"] == pytest.approx(4 / 6)
     assert pc["neoplastic"]["dice"] == pytest.approx(4 / 5)
     assert pc["non_neoplastic"]["iou"] == pytest.approx(2 / 3)

@@ -10,10 +10,9 @@ from PIL import Image
 
 from conftest import run_cli
 from unetkit import config as config_mod
-from unetkit.data import DataError, load_arrays, pair_items
+from unetkit.data import DataError, load_arrays, pair_items, prepare_data
 from unetkit.images import MaskDecoder
 from unetkit.negatives import BatchPlan, negative_folders, negative_mask, negative_splits
-from unetkit.data import prepare_data
 from unetkit.preprocess import Preprocess
 from unetkit.train import Trainer
 
@@ -127,7 +126,11 @@ def test_training_with_negatives_binary_and_multiclass(tmp_path, classes):
     assert trainer.plan.per_batch == 2
     seen = []
     real = trainer.batch
-    trainer.batch = lambda x, y, idx, aug: (seen.append(y[idx].flatten(1).amax(1)), real(x, y, idx, aug))[1]
+    def batch(x, y, idx, augment):  # records each batch's frames' largest class
+        seen.append(y[idx].flatten(1).amax(1))
+        return real(x, y, idx, augment)
+
+    trainer.batch = batch
     trainer.fit()
     assert (trainer.run_dir / "model.safetensors").exists()
     per_batch = [(b == 0).sum().item() for b in seen[:trainer.steps_per_epoch]]

@@ -49,7 +49,8 @@ def test_negative_frames_keep_false_alarms_down(tmp_path):
     kvasir = real_data("kvasir-seg")
     negatives = split_negatives(tmp_path)
     train = tmp_path / "train.txt"
-    train.write_text("\n".join((kvasir / "splits" / "medico2020-train.txt").read_text().split()[:150]))
+    stems = (kvasir / "splits" / "medico2020-train.txt").read_text().split()[:150]
+    train.write_text("\n".join(stems))
     run = tmp_path / "run"
     run_cli("train", "--recipe", "kvasir-binary-negatives", "--data", str(kvasir), "--out",
             str(run), "--quiet", "--set", f"data.split.train={train}",

@@ -19,7 +19,8 @@ COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
 
 def trivial_dice(masks: list[np.ndarray]) -> dict:
     """Data-set Dice of class k when every pixel is predicted as k (the best constant answer for
-    that class; all-background scores 0 for both polyp classes). Key "polyp": both classes as one."""
+    that class; all-background scores 0 for both polyp classes). Key "polyp": both classes as
+    one."""
     counts = np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=3)
     out = {k: 2 * counts[k] / (counts[k] + counts.sum()) for k in (1, 2)}
     out["polyp"] = 2 * counts[1:].sum() / (counts[1:].sum() + counts.sum())
@@ -62,10 +63,12 @@ def test_neopolyp_learns_all_three_classes(tmp_path):
     assert card["mean"] == [0.5, 0.5, 0.5]  # tf_efficientnet_lite0's pretrained configuration
 
     out = tmp_path / "val.json"
-    run_cli("evaluate", str(run), "--data", str(root), "--split", "val", "--json", str(out), "--quiet")
+    run_cli("evaluate", str(run), "--data", str(root), "--split", "val", "--json", str(out),
+            "--quiet")
     scores = json.loads(out.read_text())
     pc = scores["per_class"]
-    print(json.dumps({k: {m: round(v[m], 4) for m in ("dice", "iou", "mDice")} for k, v in pc.items()}))
+    print(json.dumps({k: {m: round(v[m], 4) for m in ("dice", "iou", "mDice")}
+                      for k, v in pc.items()}))
     assert np.asarray(scores["confusion_matrix"]).sum() == sum(v["pixels"] for v in pc.values())
 
     floor = trivial_dice([read_mask(root / "train_gt" / f"{s}.jpeg", decoder) for s in val])

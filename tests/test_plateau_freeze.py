@@ -57,7 +57,8 @@ def test_monitor_names_the_score_that_picks_the_best_weights(synthetic_data, tmp
 
 
 def test_unknown_monitor_is_refused():
-    with pytest.raises(config.ConfigError, match="train.monitor must be one of mDice, mIoU, dice, iou"):
+    with pytest.raises(config.ConfigError,
+                       match="train.monitor must be one of mDice, mIoU, dice, iou"):
         config.load("neopolyp-unet3", overrides=["train.monitor=loss"])
 
 
@@ -101,6 +102,7 @@ def test_frozen_encoder_keeps_its_weights_then_trains(synthetic_data, tmp_path, 
     assert same(before["encoder"], frozen["encoder"])
     assert not same(before["decoder"], frozen["decoder"])
     # Epoch 2: the encoder trains too.
-    changed = [k for k in frozen["encoder"] if not torch.equal(frozen["encoder"][k], after["encoder"][k])]
+    changed = [k for k in frozen["encoder"]
+               if not torch.equal(frozen["encoder"][k], after["encoder"][k])]
     assert any(k.endswith("weight") for k in changed)
     assert any(k.endswith("running_mean") for k in changed)

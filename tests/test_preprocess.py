@@ -22,7 +22,8 @@ def smooth_photo(h: int, w: int, seed: int) -> np.ndarray:
     """A photo-like image: smooth gradients and blobs (JPEG-friendly, as endoscopy frames)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    channels = [127 + 100 * np.sin(xx * rng.uniform(3, 9) + yy * rng.uniform(3, 9) + rng.uniform(0, 6))
+    channels = [127 + 100 * np.sin(xx * rng.uniform(3, 9) + yy * rng.uniform(3, 9)
+                                  + rng.uniform(0, 6))
                 for _ in range(3)]
     return np.clip(np.stack(channels, -1) + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
 

@@ -94,4 +94,5 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, monke
     assert a["epoch"] == b["epoch"] == 4 and a["best"] == b["best"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     rows = [line.split(",")[:5] for line in (whole / "metrics.csv").read_text().splitlines()]
-    assert rows == [line.split(",")[:5] for line in (killed / "metrics.csv").read_text().splitlines()]
+    killed_rows = (killed / "metrics.csv").read_text().splitlines()
+    assert rows == [line.split(",")[:5] for line in killed_rows]

@@ -61,7 +61,7 @@ def bfs_regions(mask: np.ndarray) -> int:
     seen = np.zeros_like(mask)
     h, w = mask.shape
     count = 0
-    for y, x in zip(*np.nonzero(mask)):
+    for y, x in zip(*np.nonzero(mask), strict=False):
         if seen[y, x]:
             continue
         count += 1
@@ -121,7 +121,8 @@ def test_read_upload_converts_modes_shrinks_huge_images_and_names_bad_files(tmp_
     rgba[0, 0, 3] = 0  # transparent pixel: black, as in training
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     arr, _ = read_upload(tmp_path / "rgba.png", 3)
-    assert arr.shape == (8, 8, 3) and tuple(arr[1, 1]) == (200, 0, 0) and tuple(arr[0, 0]) == (0, 0, 0)
+    assert arr.shape == (8, 8, 3) and tuple(arr[1, 1]) == (200, 0, 0)
+    assert tuple(arr[0, 0]) == (0, 0, 0)
 
     big = tmp_path / "big.jpg"  # a 12-megapixel photo: decoded reduced, then shrunk to MAX_SIDE
     Image.new("RGB", (4000, 3000), (120, 60, 30)).save(big, quality=80)
@@ -196,7 +197,7 @@ def served(tmp_path_factory):
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
                     raise AssertionError(f"unetkit serve did not start:\n"
-                                         f"{(root / 'serve.log').read_text()}")
+                                         f"{(root / 'serve.log').read_text()}") from None
                 time.sleep(1)
         yield url, run_dir, image_path, expected
     finally:

@@ -47,7 +47,8 @@ def make_run(run_dir, classes=("background", "neoplastic", "non_neoplastic")):
     cfg = config.from_dict({
         "model": {"base_channels": 4, "depth": 2},
         "data": {"classes": list(classes), "image_size": [32, 32],
-                 **({"mask_encoding": "color", "class_colors": [[0, 0, 0], [255, 0, 0], [0, 255, 0]]}
+                 **({"mask_encoding": "color",
+                     "class_colors": [[0, 0, 0], [255, 0, 0], [0, 255, 0]]}
                     if len(classes) == 3 else {})}})
     model = build_model(cfg)
     torch.manual_seed(0)
@@ -68,7 +69,8 @@ def test_bkai_neopolyp_csv_decodes_back_to_the_predicted_masks(tmp_path):
     rng = np.random.default_rng(1)
     sizes = {"a1": (40, 56), "b2": (33, 29), "c3": (48, 48)}  # each image at its own size
     for stem, (h, w) in sizes.items():
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(test_dir / f"{stem}.jpeg")
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(image).save(test_dir / f"{stem}.jpeg")
     out = tmp_path / "sub" / "submission.csv"
     proc = run_cli("submit", str(run), "--data", str(tmp_path / "data"), "--format",
                    "bkai-neopolyp", "--out", str(out), "--quiet")

@@ -57,5 +57,6 @@ def test_unet_tiled_matches_whole_image_up_to_blending():
     small = img[:64, :60]  # fits in one tile: exactly the whole-image result
     one = Predictor(model, cfg, tile=True).probabilities([small])[0]
     with torch.no_grad():
-        assert torch.allclose(one, torch.sigmoid(model(Predictor(model, cfg).preprocess(small[None])))[0],
+        whole_small = Predictor(model, cfg).preprocess(small[None])
+        assert torch.allclose(one, torch.sigmoid(model(whole_small))[0],
                               atol=1e-6)

@@ -40,10 +40,11 @@ class FrameCounts:
 
     @classmethod
     def from_probs(cls, probs, truth: np.ndarray, num_classes: int,
-                   ignore_index: int | None = None) -> "FrameCounts":
+                   ignore_index: int | None = None) -> FrameCounts:
         p = _numpy(probs)
         fg = foreground(p)
-        cls_ = p[1:].argmax(0) + 1 if p.ndim == 3 and p.shape[0] > 1 else np.ones(fg.shape, np.int64)
+        multi = p.ndim == 3 and p.shape[0] > 1
+        cls_ = p[1:].argmax(0) + 1 if multi else np.ones(fg.shape, np.int64)
         bins = np.clip(np.ceil(fg.astype(np.float64) * BINS).astype(np.int64) - 1, 0, BINS - 1)
         t = truth.astype(np.int64)
         valid = (t >= 0) & (t < num_classes)

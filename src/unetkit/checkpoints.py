@@ -102,4 +102,5 @@ def set_rng_state(rng: dict, generators: dict[str, torch.Generator], cuda: bool)
     if cuda and rng["cuda"]:
         torch.cuda.set_rng_state_all(rng["cuda"])
     random.setstate((3, tuple(rng["python"]), None))
-    np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+    state = rng["numpy"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", state, rng["numpy_pos"], 0, 0.0))

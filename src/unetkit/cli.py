@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod
+from . import __version__
+from . import config as config_mod
 
 
 def _config_args(p: argparse.ArgumentParser, required: bool) -> None:

@@ -18,7 +18,8 @@ Modes (`train.compile_mode`):
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -30,7 +31,8 @@ T = TypeVar("T")
 def compile_model(model: nn.Module, mode: str = "default", log=print) -> nn.Module:
     """The compiled model, or the model itself (with a note) when torch.compile is unavailable."""
     if mode not in COMPILE_MODES:
-        raise ValueError(f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}; got '{mode}'")
+        raise ValueError(f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}; "
+                         f"got '{mode}'")
     try:
         return torch.compile(model, mode=None if mode == "default" else mode)
     except Exception as exc:  # e.g. an unsupported Python version: compile is an optimisation

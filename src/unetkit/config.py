@@ -108,7 +108,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model; falls back to eager if compiling fails
-    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
+    # default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
+    compile_mode: str = "default"
     deterministic: bool = False  # deterministic algorithms: bit-identical reruns and resumes
     eval_batch_size: int = 32
     samples: int = 4  # validation panels written to samples/
@@ -179,7 +180,8 @@ def _check_types(obj, where: str) -> None:
             setattr(obj, f.name, value)
         if kind.startswith("int") and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"{where}{f.name} must be an integer, got {value!r}")
-        if kind.startswith("float") and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind.startswith("float") and not number:
             raise ConfigError(f"{where}{f.name} must be a number, got {value!r}")
         if kind.startswith("float"):
             setattr(obj, f.name, float(value))
@@ -221,17 +223,13 @@ def migrate(values: dict) -> dict:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or key not in node:
             continue
-        value = node.pop(key)
-        *new_path, new_key = new.split(".")
-        target = values
-        for part in new_path:
-            target = target.setdefault(part, {})
-        current = target.get(new_key) if isinstance(target, dict) else None
+        value, (section, name) = node.pop(key), new.split(".")
+        current = values.setdefault(section, {}).get(name)
         if current is not None and value is not None and current != value:
             raise ConfigError(f"{old} is now {new}; give it once (found {value!r} and "
                               f"{current!r})")
         if current is None:
-            target[new_key] = value
+            values[section][name] = value
     return values
 
 
@@ -396,7 +394,8 @@ def validate(cfg: Config) -> None:
     if t.epochs < 1 or t.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if bool(d.split.group_table) != bool(d.split.group_column):
-        raise ConfigError("give both data.split.group_table and data.split.group_column, or neither")
+        raise ConfigError("give both data.split.group_table and data.split.group_column, "
+                          "or neither")
     if d.negative_fraction is not None and not 0 <= d.negative_fraction < 1:
         raise ConfigError(f"data.negative_fraction must be in [0, 1) (a share of each batch), "
                           f"got {d.negative_fraction}")

@@ -72,7 +72,8 @@ def list_images(folder: Path) -> dict[str, Path]:
         raise DataError(f"{folder}: no such folder")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+        hidden = path.name.startswith(".")
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not hidden:
             if path.stem in found:
                 raise DataError(f"{path}: two files share the stem '{path.stem}' "
                                 f"({found[path.stem].name}); keep one")
@@ -102,7 +103,8 @@ def pair_items(root: Path, data_cfg, require_masks: bool | None = None
         items.append(Item(stem, path, mask))
     for stem, path in masks.items():
         if not stem.endswith(suffix) or stem[: len(stem) - len(suffix)] not in images:
-            problems.append(f"{path}: mask with no image '{stem[: len(stem) - len(suffix)] if suffix else stem}.*' "
+            image_stem = stem[: len(stem) - len(suffix)] if suffix else stem
+            problems.append(f"{path}: mask with no image '{image_stem}.*' "
                             f"in {image_dir}; add the image or remove the mask")
     return items, problems
 
@@ -144,7 +146,8 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
 
 
 def read_group_table(path: Path, column: str) -> dict[str, str]:
-    """{first column's value: `column`'s value} from a CSV, e.g. Carvana's metadata.csv id -> make."""
+    """{first column's value: `column`'s value} from a CSV, e.g. Carvana's metadata.csv id ->
+    make."""
     import csv
 
     with path.open(newline="") as f:
@@ -276,7 +279,8 @@ class ArrayData:
         return len(self.names)
 
 
-def _cache_key(items: list[Item], size: tuple[int, int], channels: int, decoder: MaskDecoder) -> str:
+def _cache_key(items: list[Item], size: tuple[int, int], channels: int,
+               decoder: MaskDecoder) -> str:
     h = hashlib.sha1()
     h.update(json.dumps([size, channels, DECODE, RESIZE, decoder.encoding, decoder.threshold,
                          None if decoder.colors is None else decoder.colors.tolist()]).encode())
@@ -305,7 +309,8 @@ def load_arrays(items: list[Item], preprocess: Preprocess, decoder: MaskDecoder,
         key = _cache_key(items, size, channels, decoder)
         img_file, mask_file = folder / f"{key}-images.npy", folder / f"{key}-masks.npy"
         if img_file.exists() and mask_file.exists():
-            return ArrayData(np.load(img_file, mmap_mode="r"), np.load(mask_file, mmap_mode="r"), names)
+            return ArrayData(np.load(img_file, mmap_mode="r"), np.load(mask_file, mmap_mode="r"),
+                             names)
 
     def load(item: Item) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
         image, mask, problems = load_pair(item, decoder, channels)

@@ -32,7 +32,8 @@ def run_demo(out: str | Path = "runs/demo", progress: bool = True, overrides: li
     fit(cfg, out / "run", progress=progress, log=log)
     scores = evaluate(out / "run", data, "val", progress=progress)
     log(f"validation at full size: mDice {scores['mDice']:.4f}  mIoU {scores['mIoU']:.4f}  "
-        f"dice {scores['dice']:.4f}  precision {scores['precision']:.4f}  recall {scores['recall']:.4f}")
+        f"dice {scores['dice']:.4f}  precision {scores['precision']:.4f}  "
+        f"recall {scores['recall']:.4f}")
     val_images = sorted((data / "images").glob("*.jpg"))[:4]
     predict_files(out / "run", [str(p) for p in val_images], out / "predictions", overlays=True,
                   progress=False, log=log)
@@ -40,5 +41,5 @@ def run_demo(out: str | Path = "runs/demo", progress: bool = True, overrides: li
     log(f"  run folder:   {out / 'run'} (model.safetensors, config.json, metrics.csv, curves.png)")
     log(f"  panels:       {out / 'run' / 'samples'}/*.png  (image | truth | prediction)")
     log(f"  predictions:  {out / 'predictions'}/*.png and *_overlay.png")
-    log(f"next: unetkit train --recipe kvasir-binary --data ../shared/data/kvasir-seg")
+    log("next: unetkit train --recipe kvasir-binary --data ../shared/data/kvasir-seg")
     return scores

@@ -35,7 +35,7 @@ class Context:
     sync_batchnorm: bool = False
 
     @classmethod
-    def from_env(cls, device: torch.device, sync_batchnorm: bool = False) -> "Context":
+    def from_env(cls, device: torch.device, sync_batchnorm: bool = False) -> Context:
         """Join the process group torchrun describes in the environment (a world of one without)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
@@ -163,7 +163,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+                m = self.momentum
+                if m is None:
+                    m = 1 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
         shape = (1, c, 1, 1)

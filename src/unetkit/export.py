@@ -23,9 +23,9 @@ import torch
 
 from . import __version__
 from .detection import OPERATING_POINT_FILE, read_operating_point
-from .preprocess import Preprocess
 from .loading import load_model
 from .models import pad_to_multiple
+from .preprocess import Preprocess
 from .runs import RunError, atomic_write, read_model_card, resolve_model_dir, write_text
 
 FORMATS = ("onnx", "hub")
@@ -43,7 +43,8 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise RunError("the ONNX backend needs onnxruntime: pip install 'unetkit[onnx]'") from None
+            raise RunError("the ONNX backend needs onnxruntime: "
+                           "pip install 'unetkit[onnx]'") from None
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -80,7 +81,8 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     point = read_operating_point(run_dir)  # the calibrated operating point travels with the file
     multiple = int(model.multiple)  # models.SegmentationModel
     h, w = (-(-s // multiple) * multiple for s in cfg.data.image_size)  # the training size, padded
-    example = torch.randn(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, cfg.model.in_channels, h, w, generator=gen)
     out = Path(out)
     pre = Preprocess.from_config(cfg).to_dict()  # the input, as training and Predictor make it
     meta = {"unetkit_version": __version__, "opset": str(opset), "input_multiple": str(multiple),
@@ -175,7 +177,8 @@ tags: [unetkit, u-net, image-segmentation]
 
 {cfg.get('description', '')}
 
-- Architecture: {arch}, {card['in_channels']} input channel(s), {card['out_channels']} output logit(s)
+- Architecture: {arch}, {card['in_channels']} input channel(s), {card['out_channels']} output
+  logit(s)
 - Classes: {', '.join(card['classes'])} (mask encoding: {card['mask_encoding']})
 - Input: resized to {card['image_size'][0]}x{card['image_size'][1]} (height x width), normalised
   with mean {card['mean']} and std {card['std']} on [0, 1] pixel values

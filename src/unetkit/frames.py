@@ -3,8 +3,8 @@ predicted one batch at a time at each image's own size."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -49,7 +49,8 @@ def predicted_frames(predictor, items: list[Item], decoder: MaskDecoder, batch_s
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         images = [predictor.read(it.image) for it in chunk]
-        for it, image, probs in zip(chunk, images, predictor.probabilities(images)):
+        for it, image, probs in zip(chunk, images, predictor.probabilities(images),
+                                   strict=True):
             truth = read_mask(it.mask, decoder) if it.mask is not None else \
                 np.zeros(image.shape[:2], np.uint8)
             if truth.shape != image.shape[:2]:

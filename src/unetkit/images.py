@@ -53,7 +53,8 @@ def open_image(path: str | Path) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image first") from None
+        raise ImageError(f"{path}: too many pixels to decode safely; downscale the image "
+                         "first") from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "broken file"
         raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
                          "or remove it from the folder") from None
@@ -105,7 +106,7 @@ class MaskDecoder:
         self.ignore_index = ignore_index
 
     @classmethod
-    def from_config(cls, cfg) -> "MaskDecoder":
+    def from_config(cls, cfg) -> MaskDecoder:
         d = cfg.data
         return cls(d.mask_encoding, cfg.num_classes, d.mask_threshold, d.class_colors,
                    d.ignore_index)

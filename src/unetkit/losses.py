@@ -9,8 +9,9 @@ or with sum(p^2) + sum(g^2) below the line when `squared` (the NeoPolyp report's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

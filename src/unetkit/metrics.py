@@ -21,7 +21,8 @@ MONITORS = ("mDice", "mIoU", "dice", "iou")
 
 
 def logits_to_labels(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """(B, K, H, W) logits -> (B, H, W) class indices: sigmoid > threshold for one logit, argmax else."""
+    """(B, K, H, W) logits -> (B, H, W) class indices: sigmoid > threshold for one logit,
+    argmax else."""
     if logits.shape[1] == 1:
         return (torch.sigmoid(logits[:, 0].float()) > threshold).long()
     return logits.argmax(1)
@@ -32,7 +33,8 @@ def confusion_matrices(pred: torch.Tensor, target: torch.Tensor, num_classes: in
     """(B, K, K) per-image confusion matrices, rows = truth, columns = prediction."""
     b = pred.shape[0]
     pred, target = pred.reshape(b, -1).long(), target.reshape(b, -1).long()
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None \
+        else target != ignore_index
     valid &= (target >= 0) & (target < num_classes)
     k2 = num_classes * num_classes
     index = torch.arange(b, device=pred.device)[:, None] * k2 + target * num_classes + pred

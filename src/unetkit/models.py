@@ -22,7 +22,8 @@ def double_conv(cin: int, cout: int) -> nn.Sequential:
     """(Conv3x3 -> BN -> ReLU) x 2, the U-Net's basic block. Biases are dropped: BN follows."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -50,8 +51,9 @@ class Up(nn.Module):
     def __init__(self, cin: int, cskip: int, cout: int, bilinear: bool = False):
         super().__init__()
         if bilinear:
-            self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                    nn.Conv2d(cin, cin // 2, 1))
+            self.up = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(cin, cin // 2, 1))
         else:
             self.up = nn.ConvTranspose2d(cin, cin // 2, kernel_size=2, stride=2)
         self.conv = double_conv(cin // 2 + cskip, cout)
@@ -188,7 +190,8 @@ class TimmUNet(SegmentationModel, nn.Module):
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
         cfg = self.encoder.pretrained_cfg
-        return list(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), list(cfg.get("std", IMAGENET_DEFAULT_STD))
+        mean = cfg.get("mean", IMAGENET_DEFAULT_MEAN)
+        return list(mean), list(cfg.get("std", IMAGENET_DEFAULT_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_multiple(x, self.multiple)
@@ -249,7 +252,8 @@ def load_encoder_weights(model: TimmUNet, path: str) -> None:
     mapped = dict(target)
     for i, (key, value) in enumerate(ours):
         if i >= len(theirs) or theirs[i][1].shape != value.shape:
-            found = f"'{theirs[i][0]}' {tuple(theirs[i][1].shape)}" if i < len(theirs) else "nothing"
+            found = f"'{theirs[i][0]}' {tuple(theirs[i][1].shape)}" if i < len(theirs) \
+                else "nothing"
             raise ValueError(f"{file}: tensor {i} of the checkpoint is {found}, but the encoder "
                              f"expects '{key}' {tuple(value.shape)}; is it a checkpoint of "
                              f"model.encoder's architecture?")

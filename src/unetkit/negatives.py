@@ -148,5 +148,6 @@ class BatchPlan:
         cycles = [self.neg[torch.randperm(len(self.neg), generator=gen)]
                   for _ in range(-(-k // len(self.neg)))]
         neg = torch.cat(cycles)[:k]
-        batches = torch.cat([pos.view(self.steps, positives), neg.view(self.steps, self.per_batch)], 1)
+        batches = torch.cat([pos.view(self.steps, positives),
+                             neg.view(self.steps, self.per_batch)], 1)
         return batches.flatten()

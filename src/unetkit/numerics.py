@@ -25,7 +25,8 @@ POLICIES = ("stop", "skip")
 class LossGuard:
     def __init__(self, policy: str, device: torch.device, ctx, check_every: int = 10):
         if policy not in POLICIES:
-            raise ValueError(f"train.nan_policy must be one of {', '.join(POLICIES)}; got '{policy}'")
+            raise ValueError(f"train.nan_policy must be one of {', '.join(POLICIES)}; "
+                             f"got '{policy}'")
         self.skip, self.device, self.ctx = policy == "skip", device, ctx
         self.every = 1 if device.type == "cpu" else check_every
         self.start_epoch("")

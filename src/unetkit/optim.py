@@ -9,14 +9,15 @@ once per epoch (`steps_per_batch` tells the loop which).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 # name -> (parameters, train config, {"fused": True} on CUDA) -> optimiser
 OPTIMIZERS: dict[str, Callable] = {
-    "adamw": lambda p, t, fused: torch.optim.AdamW(p, lr=t.lr, weight_decay=t.weight_decay, **fused),
+    "adamw": lambda p, t, fused: torch.optim.AdamW(p, lr=t.lr, weight_decay=t.weight_decay,
+                                                   **fused),
     "adam": lambda p, t, fused: torch.optim.Adam(p, lr=t.lr, weight_decay=t.weight_decay, **fused),
     "sgd": lambda p, t, fused: torch.optim.SGD(p, lr=t.lr, momentum=0.9,
                                                weight_decay=t.weight_decay, nesterov=True),

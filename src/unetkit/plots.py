@@ -25,7 +25,8 @@ def color_mask(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return palette[np.clip(labels, 0, len(palette) - 1)]
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
+            alpha: float = 0.45) -> np.ndarray:
     """Blend the colours of the foreground classes over an (H, W, 3) or (H, W, 1) uint8 image."""
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
     colors = color_mask(labels, palette).astype(np.float32)

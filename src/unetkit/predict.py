@@ -1,7 +1,8 @@
 """Prediction with a trained model: any image size in, a mask at the image's own size out.
 
 `Predictor` holds a model with its run's pre- and post-processing: the run's `Preprocess` (the
-same decode, resize and normalisation as training, see `preprocess`), run the model (optionally with test-time augmentation), bring the
+same decode, resize and normalisation as training, see `preprocess`), run the model
+(optionally with test-time augmentation), bring the
 class probabilities back to each image's size, then threshold (binary) or argmax (multi-class).
 
 With `tile=True` images are not resized: a window of the training size slides over the image at
@@ -27,10 +28,10 @@ from tqdm.auto import tqdm
 from .data import list_images
 from .detection import OperatingPoint, labels_at, read_operating_point
 from .images import ImageError
+from .loading import load_model
 from .plots import class_palette, color_mask, overlay, save_png
 from .preprocess import Preprocess
-from .loading import load_model
-from .runs import RunError, run_config, resolve_model_dir
+from .runs import RunError, resolve_model_dir, run_config
 from .summary import summarize, write_summaries
 from .tiling import sliding_window
 
@@ -59,7 +60,7 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir, device: str | None = None, backend: str = "torch",
-                 **kwargs) -> "Predictor":
+                 **kwargs) -> Predictor:
         """A Predictor for a run folder (or Hub folder/id); `backend="onnx"` runs the run's
         exported `model.onnx` (made by `unetkit export RUN_DIR --format onnx`) instead."""
         run_dir = resolve_model_dir(run_dir)
@@ -125,7 +126,7 @@ class Predictor:
             probs = torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)
         return [p if tuple(p.shape[-2:]) == tuple(size) else
                 F.interpolate(p[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-                for p, size in zip(probs, sizes)]
+                for p, size in zip(probs, sizes, strict=False)]
 
     def labels(self, probs: torch.Tensor) -> np.ndarray:
         """(K, H, W) probabilities -> (H, W) uint8 class indices."""
@@ -194,7 +195,7 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                 failed.append(str(exc))
                 log(f"skipped: {exc}")
         if images:
-            for path, img, p in zip(chunk, images, predictor.probabilities(images)):
+            for path, img, p in zip(chunk, images, predictor.probabilities(images), strict=False):
                 labels = predictor.labels(p)
                 summaries.append(summarize(path.name, labels, predictor.cfg.data.classes))
                 stem = output_stem(out_dir, path)
@@ -205,7 +206,8 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                     save_png(f"{stem}_overlay.png", overlay(img, labels, predictor.palette))
                 if probs:
                     if binary:
-                        save_png(f"{stem}_prob.png", (p[0].cpu().numpy() * 255).round().astype(np.uint8))
+                        prob = (p[0].cpu().numpy() * 255).round().astype(np.uint8)
+                        save_png(f"{stem}_prob.png", prob)
                     else:
                         np.save(f"{stem}_probs.npy", p.cpu().numpy().astype(np.float16))
                 written += 1

@@ -154,13 +154,18 @@ def _pictures(out: Path, collectors) -> dict:
 
     worst = {}
     for name, col, _ in collectors:
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        safe = _safe(name)
         worst[name] = []
         for _, frame, tile in col.worst:
-            rel = f"worst/{safe}/{''.join(c if c.isalnum() or c in '-_' else '_' for c in frame)}.png"
+            rel = f"worst/{safe}/{_safe(frame)}.png"
             save_png(out / rel, tile)
             worst[name].append(rel)
     return worst
+
+
+def _safe(name: str) -> str:
+    """A name usable as a file or folder name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def _fmt(v, pct: bool = False) -> str:
@@ -217,7 +222,8 @@ def _html(md: str, run_dir) -> str:
             body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
         elif line.strip():
             text = html.escape(line).replace("`", "")
-            body.append(f"<p>{text.replace('[per_image.csv](per_image.csv)', '<a href=per_image.csv>per_image.csv</a>')}</p>")
+            link = '<a href="per_image.csv">per_image.csv</a>'
+            body.append(f"<p>{text.replace('[per_image.csv](per_image.csv)', link)}</p>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
              "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:"
              "100%;display:block;margin:6px 0}")

@@ -16,14 +16,14 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__, config as config_mod
+from . import __version__
+from . import config as config_mod
 from .preprocess import Preprocess
 
 
@@ -138,7 +138,8 @@ def run_config(run_dir: str | Path):
     try:
         return config_mod.from_dict(card["config"])
     except (KeyError, config_mod.ConfigError) as exc:
-        raise RunError(f"{Path(run_dir) / 'config.json'}: not a unetkit model card ({exc})") from None
+        raise RunError(f"{Path(run_dir) / 'config.json'}: not a unetkit model card "
+                       f"({exc})") from None
 
 
 def resolve_model_dir(name: str | Path) -> Path:

@@ -64,7 +64,8 @@ def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, str
     return resize_image(image, size), f"reduced from {w}x{h} to {size[1]}x{size[0]} pixels"
 
 
-def read_upload(path: str | Path, channels: int, max_side: int = MAX_SIDE) -> tuple[np.ndarray, str]:
+def read_upload(path: str | Path, channels: int, max_side: int = MAX_SIDE
+                ) -> tuple[np.ndarray, str]:
     """An uploaded file as an (H, W, channels) uint8 array, shrunk to `max_side` if larger, and a
     note saying so ("" if not). Decoded as in training (`images.read_image`); a file that is not
     an image raises `ImageError` naming it."""
@@ -132,7 +133,7 @@ class ModelPage:
             f'<span style="display:inline-block;margin-right:1.2em"><span style="display:'
             f'inline-block;width:1em;height:1em;vertical-align:middle;border:1px solid #888;'
             f'background:rgb({r},{g},{b})"></span> {name}</span>'
-            for name, (r, g, b) in zip(self.classes, self.predictor.palette.tolist()))
+            for name, (r, g, b) in zip(self.classes, self.predictor.palette.tolist(), strict=False))
         return f'<div id="legend"><b>Classes:</b> {swatches}</div>'
 
     def new_output_dir(self) -> Path:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,7 +30,7 @@ def rle_encode(mask: np.ndarray) -> str:
     flat = np.concatenate([[0], np.asarray(mask, dtype=bool).ravel().astype(np.int8), [0]])
     edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # 1-indexed starts and ends of runs
     starts, ends = edges[0::2], edges[1::2]
-    return " ".join(f"{s} {e - s}" for s, e in zip(starts, ends))
+    return " ".join(f"{s} {e - s}" for s, e in zip(starts, ends, strict=False))
 
 
 def rle_decode(text: str, shape: tuple[int, int]) -> np.ndarray:
@@ -39,7 +39,7 @@ def rle_decode(text: str, shape: tuple[int, int]) -> np.ndarray:
     values = [int(v) for v in text.split()]
     if len(values) % 2:
         raise ValueError(f"run-length code has an odd number of values ({len(values)})")
-    for start, length in zip(values[0::2], values[1::2]):
+    for start, length in zip(values[0::2], values[1::2], strict=False):
         if start < 1 or start - 1 + length > flat.size:
             raise ValueError(f"run {start} {length} lies outside a {shape[0]}x{shape[1]} mask")
         flat[start - 1:start - 1 + length] = 1
@@ -57,7 +57,8 @@ class SubmissionFormat:
 def bkai_neopolyp_rows(image: Path, labels: np.ndarray) -> list[tuple[str, str]]:
     """BKAI-IGH NeoPolyp: '<id>_0' the neoplastic (class 1) mask, '<id>_1' the non-neoplastic
     (class 2) mask, each at the image's own size."""
-    return [(f"{image.stem}_0", rle_encode(labels == 1)), (f"{image.stem}_1", rle_encode(labels == 2))]
+    return [(f"{image.stem}_0", rle_encode(labels == 1)),
+            (f"{image.stem}_1", rle_encode(labels == 2))]
 
 
 def carvana_rows(image: Path, labels: np.ndarray) -> list[tuple[str, str]]:
@@ -95,7 +96,7 @@ def submit(run_dir, data_dir, format: str, out, tta: bool = False, batch_size: i
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
         images = [predictor.read(path) for path in chunk]
-        for path, labels in zip(chunk, predictor.predict(images)):
+        for path, labels in zip(chunk, predictor.predict(images), strict=False):
             rows += fmt.rows(path, labels)
         bar.update(len(chunk))
     bar.close()

@@ -9,7 +9,7 @@ weight map are kept at full size.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -42,7 +42,8 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
 
 @torch.no_grad()
 def sliding_window(logits_fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
-                   tile: tuple[int, int], overlap: float = 0.5, batch_size: int = 4) -> torch.Tensor:
+                   tile: tuple[int, int], overlap: float = 0.5, batch_size: int = 4
+                   ) -> torch.Tensor:
     """(1, K, H, W) logits of a normalised (1, C, H, W) image, from tiles of size `tile`.
 
     `logits_fn` maps a (B, C, h, w) batch of tiles to (B, K, h, w) logits (test-time
@@ -60,7 +61,7 @@ def sliding_window(logits_fn: Callable[[torch.Tensor], torch.Tensor], image: tor
         out = logits_fn(torch.cat([image[..., y:y + th, x:x + tw] for y, x in chunk])).float()
         if total is None:
             total = torch.zeros((out.shape[1], h, w), device=image.device)
-        for (y, x), o in zip(chunk, out):
+        for (y, x), o in zip(chunk, out, strict=False):
             total[:, y:y + th, x:x + tw] += o * weight
             norm[y:y + th, x:x + tw] += weight
     return (total / norm)[None]

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import config as config_mod
 from .augment import BatchAugment
@@ -27,14 +26,23 @@ from .data import device_tensors, prepare_data  # noqa: F401  (prepare_data: par
 from .distributed import Context
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
-from .models import build_model
+from .models import SegmentationModel, build_model
 from .negatives import BatchPlan, negative_mask
 from .numerics import LossGuard
 from .optim import make_optimizer, make_scheduler, steps_per_batch  # noqa: F401  (train's API)
 from .plots import class_palette, panel, plot_curves, save_png
 from .preprocess import Preprocess, resolve_normalisation
-from .runs import (RunError, load_weights, read_metrics_csv, read_model_card, save_weights,
-                   unwrap, write_metrics_csv, write_model_card, write_text)
+from .runs import (
+    RunError,
+    load_weights,
+    read_metrics_csv,
+    read_model_card,
+    save_weights,
+    unwrap,
+    write_metrics_csv,
+    write_model_card,
+    write_text,
+)
 
 
 def pick_device(name: str) -> torch.device:
@@ -154,12 +162,14 @@ class Trainer:
         self.guard.start_epoch(f"epoch {self.epoch + 1}")
         total = torch.zeros((), device=self.device)
         per_step = steps_per_batch(self.scheduler)
-        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
-                   disable=not self.progress, leave=False, unit="batch")
+        bar = tqdm(range(self.steps_per_epoch), unit="batch", leave=False,
+                   desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+                   disable=not self.progress)
         for step in bar:
             idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
             if self.augment:  # draws for the global batch on every rank, which keeps its share
-                images, masks = map(self.ctx.share, self.batch(self.train_x, self.train_y, idx, True))
+                batch = self.batch(self.train_x, self.train_y, idx, True)
+                images, masks = map(self.ctx.share, batch)
             else:
                 images, masks = self.batch(self.train_x, self.train_y, self.ctx.share(idx), False)
             loss = self.step(images, masks, step)
@@ -238,7 +248,7 @@ class Trainer:
         """Fix or release the encoder (models.SegmentationModel); a model without that
         interface always trains whole."""
         model = unwrap(self.model)
-        if not hasattr(model, "freeze_encoder") or frozen == model.encoder_frozen:
+        if not isinstance(model, SegmentationModel) or frozen == model.encoder_frozen:
             return
         model.freeze_encoder(frozen)
         self.step.rewrap()  # DDP must know the parameters that get gradients
