@@ -3,13 +3,19 @@ on its validation part stays silent on polyp-free frames it has never seen.
 
 Setting (the `kvasir-binary-negatives` recipe, shrunk): U-Net on the offline ImageNet
 EfficientNet-Lite0 encoder, the first 150 stems of Kvasir-SEG's official training split, 96x96,
-6 epochs, batch 16 of which a quarter are negative frames drawn from 200 of the 300
-`polyp-free` frames (a seeded 160 / 40 train / validation split). `unetkit calibrate` picks
-threshold and min_area on the 120 official validation images plus the 40 validation negatives
-(at most 5 % false alarms); `unetkit evaluate` then scores the remaining 100 polyp-free frames
-and the validation images.
+2 epochs, batch 16 of which a quarter are negative frames drawn from 200 of the 300 `polyp-free`
+frames (a seeded 160 / 40 train / validation split). `unetkit calibrate` picks threshold and
+min_area on the 120 official validation images plus the 40 validation negatives with no false
+alarm allowed on them; `unetkit report` then scores the validation images and the 100 held-out
+polyp-free frames.
 
-Measured (see benchmarks/RESULTS.md, "Negative frames"): MEASURED_LINE
+Measured (benchmarks/RESULTS.md, "Negative frames and operating points"; the same model after
+2 epochs of a 6-epoch schedule): calibrated point (0.48, min_area 0.10), 4 of the 100 held-out
+frames flagged, val mDice 0.360 at sensitivity 66.7 %. At the default point (0.5, 0) the same
+model flags 21 %. The same setting without negatives flags 85 % at the default point; calibrated
+with a 5 % target on the same 40 frames it flags 4 % at val mDice 0.434. With a 5 % target
+instead of 0 the model with negatives flagged 10 % of the held-out frames, too close to the
+bound for a test. Predicting all polyp scores val mDice 0.243, all background 0.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import pytest
 from conftest import real_data, run_cli
 from test_encoders import lite0_file
 
-# Predicting all polyp scores mDice 0.21 on the 120 validation images (all background: 0; no
-# Kvasir-SEG mask is empty). The floor lies well above that and below what was measured.
-MDICE_FLOOR = 0.45
+# Predicting all polyp scores mDice 0.243 on the 120 validation images (all background: 0; no
+# Kvasir-SEG mask is empty). Measured 0.360; the floor leaves 0.06 for run-to-run noise (a full
+# 2-epoch schedule here against 2 epochs of a 6-epoch one measured) and is above trivial.
+MDICE_FLOOR = 0.30
 MAX_FALSE_ALARMS = 0.10  # of the 100 held-out polyp-free frames
 
 
@@ -57,7 +64,7 @@ def test_negative_frames_keep_false_alarms_down(tmp_path):
             f"data.negatives=[{negatives['seen']}]", "data.image_size=[96, 96]",
             f"model.encoder_weights={lite0_file()}", "train.epochs=2", "train.warmup_epochs=1",
             "train.samples=0")
-    proc = run_cli("calibrate", str(run), "--data", str(kvasir), "--max-false-alarm", "0.05",
+    proc = run_cli("calibrate", str(run), "--data", str(kvasir), "--max-false-alarm", "0",
                    "--quiet")
     print(proc.stdout)
     point = json.loads((run / "operating_point.json").read_text())
