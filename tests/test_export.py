@@ -105,8 +105,9 @@ def test_hub_id_loads_through_huggingface_hub(tmp_path, monkeypatch):
         expected = load_model(run)(x)
         assert torch.equal(load_model("hf://user/polyps")(x), expected)
         assert torch.equal(UNet.from_pretrained("hf://user/polyps@v1")(x), expected)
-    assert asked == [("user/polyps", None, ["config.json", "model.safetensors"]),
-                     ("user/polyps", "v1", ["config.json", "model.safetensors"])]
+    # operating_point.json too: a calibrated model keeps its operating point on the Hub
+    files = ["config.json", "model.safetensors", "operating_point.json"]
+    assert asked == [("user/polyps", None, files), ("user/polyps", "v1", files)]
     with pytest.raises(RunError, match="no such run folder; a Hugging Face Hub model is named "
                                        "hf://user/polyps"):
         load_model("user/polyps")

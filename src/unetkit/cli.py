@@ -59,10 +59,9 @@ def cmd_evaluate(args) -> int:
             write_text(args.json, json.dumps(scores, indent=2))
             print(f"wrote {args.json}")
         return 0
-    scores = evaluate(args.run_dir, args.data, args.split, args.tta, progress=not args.quiet)
-    keys = ("mDice", "mIoU", "dice", "iou", "precision", "recall", "accuracy")
-    print(f"{args.split} ({scores['images']} images{', TTA' if args.tta else ''}): "
-          + "  ".join(f"{k} {scores[k]:.4f}" for k in keys))
+    scores = evaluate(args.run_dir, args.data, args.split, args.tta, progress=not args.quiet,
+                      negatives=args.negatives, threshold=args.threshold, min_area=args.min_area)
+    print_scores(args.split, scores, args.tta)
     for name, s in scores.get("per_class", {}).items():
         print(f"  {name:>20}: dice {s['dice']:.4f}  iou {s['iou']:.4f}  mDice {s['mDice']:.4f}")
     if args.json:
@@ -86,6 +85,42 @@ def print_sequences(scores: dict) -> None:
               f"{r['smoothed']['false_alarm_frames']:>9} {r['smoothed']['false_alarms']:>4}")
 
 
+def print_scores(split: str, scores: dict, tta: bool) -> None:
+    from .report import format_frames
+
+    keys = ("mDice", "mIoU", "dice", "iou", "precision", "recall", "accuracy")
+    if scores["images"]:
+        print(f"{split} ({scores['images']} images with foreground{', TTA' if tta else ''}): "
+              + "  ".join(f"{k} {scores[k]:.4f}" for k in keys))
+    print(f"frames: {format_frames(scores)}")
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate
+
+    r = calibrate(args.run_dir, args.data, args.max_false_alarm, args.split, args.negatives,
+                  args.tta, progress=not args.quiet)
+    print(f"{r['frames_positive']} frames with foreground, {r['frames_negative']} without")
+    for name in ("before", "after"):
+        s = r[name]
+        print(f"{name:>6}: threshold {s['threshold']:.2f}  min_area {s['min_area']:.4f}  "
+              f"sensitivity {s['sensitivity']:.3f}  false alarms {s['false_alarm_rate']:.3f}  "
+              f"mDice {s['mDice']:.4f}")
+    print(f"recorded in {Path(args.run_dir) / 'operating_point.json'}; predict, evaluate, serve, "
+          "submit and export use it (override with --threshold / --min-area)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = write_report(args.run_dir, args.data, args.negatives, args.out, tta=args.tta,
+                       progress=not args.quiet, threshold=args.threshold,
+                       min_area=args.min_area)
+    print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {out / 'per_image.csv'}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .predict import predict_files
     from .video import is_video, predict_videos_cli
@@ -97,7 +132,8 @@ def cmd_predict(args) -> int:
     if not images:
         return 0
     result = predict_files(args.run_dir, images, args.out, tta=args.tta,
-                           threshold=args.threshold, overlays=args.overlay, probs=args.probs,
+                           threshold=args.threshold, min_area=args.min_area,
+                           overlays=args.overlay, probs=args.probs,
                            progress=not args.quiet, tile=args.tile,
                            tile_overlap=args.tile_overlap, backend=args.backend or "torch")
     print(f"wrote {result['written']} masks to {result['out']}")
@@ -144,9 +180,13 @@ def cmd_export(args) -> int:
 
 def cmd_check_data(args) -> int:
     from .data import check_data
+    from .negatives import check_negatives
 
     cfg = config_mod.load(args.recipe, args.config, args.overrides, args.dir)
     pairs, problems = check_data(Path(args.dir), cfg, progress=not args.quiet)
+    negatives = check_negatives(Path(args.dir), cfg, problems)
+    if negatives:
+        print(f"{args.dir}: {negatives}")
     if problems:
         print(f"{args.dir}: {pairs} image/mask pairs, {len(problems)} problems:")
         for p in problems:
@@ -179,6 +219,13 @@ def cmd_serve(args) -> int:
         print(f"unetkit serve: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _frame_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--negatives", nargs="+", default=[], metavar="DIR",
+                   help="folders of frames without foreground, scored frame by frame")
+    p.add_argument("--threshold", type=float, help="override the run's operating point threshold")
+    p.add_argument("--min-area", type=float, help="override the run's operating point min_area")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,8 +262,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "detection, raw and with the alarm rule below")
     from .temporal import add_smoothing_args
 
-    add_smoothing_args(p.add_argument_group("--sequences: the alarm rule"))
+    add_smoothing_args(p.add_argument_group("--sequences: the alarm rule"), min_area=False)
+    _frame_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="choose and record the threshold and minimum area that "
+                                         "keep false alarms under a target")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="the validation data folder (frames with foreground)")
+    p.add_argument("--split", default="val", help="train, val, test, all, or a file of stems")
+    p.add_argument("--negatives", nargs="+", default=[], metavar="DIR",
+                   help="folders of frames without foreground (besides the run's own)")
+    p.add_argument("--max-false-alarm", type=float, required=True,
+                   help="the largest share of negative frames that may be flagged, e.g. 0.05")
+    p.add_argument("--tta", action="store_true", help="calibrate the TTA predictions")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("report", help="score a run on several data sets: report.md, report.html")
+    p.add_argument("run_dir")
+    p.add_argument("--data", action="append", default=[], metavar="DIR[:SPLIT]",
+                   help="a data set to score (repeatable); SPLIT defaults to all")
+    p.add_argument("--negatives", action="append", default=[], metavar="DIR",
+                   help="a folder of frames without foreground, scored as its own set")
+    p.add_argument("--out", required=True, help="the report's folder")
+    p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.add_argument("--threshold", type=float, help="override the run's operating point threshold")
+    p.add_argument("--min-area", type=float, help="override the run's operating point min_area")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="write masks for images, or overlays and alarms for videos")
     p.add_argument("run_dir")
@@ -225,7 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the folder for the masks")
     p.add_argument("--tta", action="store_true",
                    help="average predictions over flips (and 90-degree rotations if declared)")
-    p.add_argument("--threshold", type=float, help="foreground probability threshold (binary)")
+    p.add_argument("--threshold", type=float,
+                   help="foreground probability threshold (default: the run's operating point)")
+    p.add_argument("--min-area", type=float,
+                   help="a frame is detected, and keeps its mask, when its foreground covers "
+                        "more than this fraction of it (default: the run's operating point; "
+                        "else 0 for images and 0.005 for videos' alarms)")
     p.add_argument("--overlay", action="store_true", help="also write colour overlays")
     p.add_argument("--probs", action="store_true", help="also write probability maps")
     p.add_argument("--tile", action="store_true",

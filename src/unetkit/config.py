@@ -70,6 +70,12 @@ class DataConfig:
     ignore_index: int | None = None  # mask value (e.g. 255) that neither loss nor metrics count
     cache_dir: str | None = None  # where decoded, resized arrays are kept between runs
     rotation_invariant: bool = False  # no "up" (microscopy): --tta adds 90-degree rotations
+    # Negative frames (every pixel background, e.g. colonoscopy frames without a polyp): folders
+    # of images only, relative to the data root or to the folder holding it. See negatives.py.
+    negatives: list[str] = field(default_factory=list)
+    negative_fraction: float | None = None  # share of each training batch; None: as they come
+    negative_val_fraction: float = 0.2  # of the negative folders' images, held out for validation
+    missing_masks: str = "error"  # error | negative: an image without a mask is all background
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -356,13 +362,15 @@ def allowed_values() -> dict[str, tuple[str, ...]]:
     from .images import MASK_ENCODINGS
     from .metrics import MONITORS
     from .models import ARCHS
+    from .negatives import MISSING_MASKS
     from .numerics import POLICIES
     from .optim import OPTIMIZERS, SCHEDULES
 
     return {"model.arch": ARCHS, "data.mask_encoding": MASK_ENCODINGS,
             "data.layout": LAYOUT_NAMES, "train.optimizer": tuple(OPTIMIZERS),
             "train.schedule": SCHEDULES, "train.nan_policy": POLICIES,
-            "train.monitor": MONITORS, "train.compile_mode": COMPILE_MODES}
+            "train.monitor": MONITORS, "train.compile_mode": COMPILE_MODES,
+            "data.missing_masks": MISSING_MASKS}
 
 
 def for_training(recipe: str | None = None, file: str | None = None,
@@ -415,6 +423,11 @@ def validate(cfg: Config) -> None:
     if t.grad_clip < 0 or t.loss.structure < 0 or any(w < 0 for w in t.deep_supervision):
         raise ConfigError("train.grad_clip, train.loss.structure and train.deep_supervision "
                           "weights must not be negative")
+    if d.negative_fraction is not None and not 0 <= d.negative_fraction < 1:
+        raise ConfigError(f"data.negative_fraction must be in [0, 1) (a share of each batch), "
+                          f"got {d.negative_fraction}")
+    if not 0 <= d.negative_val_fraction < 1:
+        raise ConfigError("data.negative_val_fraction must be in [0, 1)")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("give both data.mean and data.std, or neither")
     from .augment import validate as validate_augment

@@ -82,8 +82,12 @@ def list_images(folder: Path) -> dict[str, Path]:
     return found
 
 
-def pair_items(root: Path, data_cfg, require_masks: bool = True) -> tuple[list[Item], list[str]]:
-    """Pair images with masks by stem. Returns the pairs and the problems found (unpaired files)."""
+def pair_items(root: Path, data_cfg, require_masks: bool | None = None
+               ) -> tuple[list[Item], list[str]]:
+    """Pair images with masks by stem. Returns the pairs and the problems found (unpaired files).
+    An image without a mask is a problem unless data.missing_masks is "negative" (mask None)."""
+    if require_masks is None:
+        require_masks = getattr(data_cfg, "missing_masks", "error") != "negative"
     image_dir, mask_dir, suffix = resolve_layout(root, data_cfg)
     images = list_images(image_dir)
     masks = list_images(mask_dir) if mask_dir.is_dir() else {}
@@ -291,6 +295,8 @@ def _cache_key(items: list[Item], size: tuple[int, int], channels: int,
                          None if decoder.colors is None else decoder.colors.tolist()]).encode())
     for it in items:
         for p in (it.image, it.mask):
+            if p is None:  # a negative frame: no mask file
+                continue
             st = p.stat()
             h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
@@ -319,6 +325,8 @@ def load_arrays(items: list[Item], preprocess: Preprocess, decoder: MaskDecoder,
         image, mask, problems = load_pair(item, decoder, channels)
         if problems:
             return None, None, problems
+        if mask is None:  # a negative frame: every pixel is background
+            return preprocess.resize(image), np.zeros(size, np.uint8), []
         return preprocess.resize(image), resize_mask(mask, size), []
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -350,7 +358,12 @@ def prepare_data(cfg, preprocess: Preprocess, progress: bool = True
     items, problems = pair_items(root, cfg.data)
     if problems:
         raise problems_error(str(root), problems)
-    splits = split_items(items, root, cfg.data.split)
+    from .negatives import add_negatives
+
+    # Negative frames join the training data only: the validation scores printed while training
+    # (and train.monitor) are pixel scores on frames with foreground; `unetkit evaluate` and
+    # `unetkit calibrate` score the held-out negatives frame by frame.
+    splits = add_negatives(split_items(items, root, cfg.data.split), root, cfg.data, ("train",))
     if len(splits["train"]) < 1 or len(splits["val"]) < 1:
         raise DataError(f"{root}: the split leaves {len(splits['train'])} training and "
                         f"{len(splits['val'])} validation images; both need at least one")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .detection import OPERATING_POINT_FILE, read_operating_point
 from .files import check_outputs
 from .loading import load_model
 from .models import pad_to_multiple
@@ -29,7 +30,7 @@ from .preprocess import Preprocess
 from .runs import RunError, atomic_write, read_model_card, resolve_model_dir, write_text
 
 FORMATS = ("onnx", "hub", "int8")  # int8: quantize.export_int8 (needs images to check on)
-HUB_FILES = ("model.safetensors", "config.json", "README.md")
+HUB_FILES = ("model.safetensors", "config.json", "operating_point.json", "README.md")
 OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT / OpenVINO
 # Largest |ONNX - PyTorch| logit difference accepted at export time. Float32 kernels differ in
 # summation order, which moves logits of a deep U-Net by ~1e-5; a wrong graph moves them by >0.1.
@@ -85,6 +86,7 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
                   run_dirs=[run_dir])
     model = load_model(run_dir, "cpu")
     cfg = model.unetkit_config
+    point = read_operating_point(run_dir)  # the calibrated operating point travels with the file
     multiple = int(model.multiple)  # models.SegmentationModel
     h, w = (-(-s // multiple) * multiple for s in cfg.data.image_size)  # the training size, padded
     gen = torch.Generator().manual_seed(0)
@@ -93,7 +95,9 @@ def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
     meta = {"unetkit_version": __version__, "opset": str(opset), "input_multiple": str(multiple),
             "image_size": json.dumps(pre["image_size"]), "mean": json.dumps(pre["mean"]),
             "std": json.dumps(pre["std"]), "preprocess": json.dumps(pre),
-            "classes": json.dumps(cfg.data.classes), "threshold": str(cfg.train.threshold)}
+            "classes": json.dumps(cfg.data.classes),
+            "threshold": str(point.threshold if point else cfg.train.threshold),
+            "min_area": str(point.min_area if point else 0.0)}
 
     def write(f) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -155,11 +159,14 @@ def export_hub(run_dir, out) -> dict:
     load_model(run_dir, "cpu")  # fail here, not on the user's side, if the weights do not load
     card = read_model_card(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "config.json"):
+    names = ["model.safetensors", "config.json"]
+    if read_operating_point(run_dir) is not None:  # checked readable before it is shipped
+        names.append(OPERATING_POINT_FILE)
+    for name in names:
         with (run_dir / name).open("rb") as src:
             atomic_write(out / name, lambda f, s=src: shutil.copyfileobj(s, f))
     write_text(out / "README.md", model_card_markdown(card))
-    return {"out": str(out), "files": list(HUB_FILES)}
+    return {"out": str(out), "files": names + ["README.md"]}
 
 
 def model_card_markdown(card: dict) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .tiff import is_tiff, open_tiff
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 # The pixel budget. An image above MAX_IMAGE_PIXELS (e.g. 8000 x 5000, more than any camera of
@@ -26,6 +28,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_BATCH_PIXELS = 40_000_000
 MAX_PIXELS = MAX_IMAGE_PIXELS  # the name earlier versions used
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
 # The allowed values of data.mask_encoding (see the module's docstring).
 MASK_ENCODINGS = ("binary", "color", "index")
 
@@ -40,6 +43,8 @@ def open_image(path: str | Path) -> Image.Image:
     Always a full decode (never JPEG draft mode): see `preprocess` for why.
     """
     path = Path(path)
+    if is_tiff(path):  # tifffile reads what Pillow cannot (see tiff.py)
+        return open_tiff(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -106,9 +111,9 @@ def pixel_batches(sizes: list[tuple[int, int]], max_count: int,
 
 def to_array(img: Image.Image, channels: int) -> np.ndarray:
     """An (H, W, channels) uint8 array: RGB for 3 channels, grey for 1, whatever the file's mode."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit scans: keep the top 8 bits
+    if img.mode in SIXTEEN_BIT:  # 16-bit images: the top 8 bits, the same rule for every image
         arr = np.asarray(img, dtype=np.uint32)
-        img = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).astype(np.uint8))
+        img = Image.fromarray((arr >> 8).clip(0, 255).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "P") and channels == 3:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))  # transparent pixels become black
@@ -156,7 +161,7 @@ class MaskDecoder:
 
     def decode(self, img: Image.Image) -> np.ndarray:
         if self.encoding == "binary":
-            grey = to_array(img, 1)[..., 0]
+            grey = mask_grey(img)
             return (grey >= self.threshold).astype(np.uint8)
         if self.encoding == "index":
             if img.mode not in ("P", "L", "I", "I;16", "1"):
@@ -174,7 +179,7 @@ class MaskDecoder:
         """Reasons to doubt that this mask is encoded as declared (empty list: looks right)."""
         found = []
         if self.encoding == "binary":
-            grey = to_array(img, 1)[..., 0]
+            grey = mask_grey(img)
             mid = ((grey > 32) & (grey < 224)).mean()
             if 0 < grey.max() < self.threshold:
                 found.append(f"all values are below the threshold {self.threshold} (max "
@@ -201,6 +206,14 @@ class MaskDecoder:
                 found.append(f"{far:.0%} of pixels are far from every colour in "
                              "data.class_colors; check the colours declared for this data set")
         return found
+
+
+def mask_grey(img: Image.Image) -> np.ndarray:
+    """A binary mask's grey values; a 16-bit mask keeps its values up to 255 (a 0/1 mask stays
+    0/1 and is reported as an index mask, a 0/65535 one reads as 0/255)."""
+    if img.mode in SIXTEEN_BIT:
+        return np.asarray(img, dtype=np.uint32).clip(0, 255).astype(np.uint8)
+    return to_array(img, 1)[..., 0]
 
 
 def read_mask(path: str | Path, decoder: MaskDecoder) -> np.ndarray:

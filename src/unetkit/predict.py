@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import list_images
+from .detection import OperatingPoint, labels_at, read_operating_point
 from .files import atomic_write, check_outputs
 from .images import ImageError, check_pixel_budget, pixel_batches
 from .loading import load_model
@@ -43,14 +44,20 @@ ONNX_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx"}
 
 class Predictor:
     def __init__(self, model, cfg, device: str | torch.device = "cpu", tta: bool = False,
-                 threshold: float | None = None, tile: bool = False, tile_overlap: float = 0.5):
+                 threshold: float | None = None, tile: bool = False, tile_overlap: float = 0.5,
+                 min_area: float | None = None, point: OperatingPoint | None = None):
         if isinstance(model, torch.nn.Module):
             model = model.to(device).eval()
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.tta, self.tile, self.tile_overlap = tta, tile, tile_overlap
         self.rotations = tta and cfg.data.rotation_invariant and \
             cfg.data.image_size[0] == cfg.data.image_size[1]
-        self.threshold = cfg.train.threshold if threshold is None else threshold
+        # An operating point (see detection.py) sets the threshold and the minimum flagged area;
+        # an explicit threshold or min_area overrides its value.
+        self.point = point
+        default = point.threshold if point else cfg.train.threshold
+        self.threshold = default if threshold is None else threshold
+        self.min_area = (point.min_area if point else 0.0) if min_area is None else min_area
         self.preprocess = Preprocess.from_config(cfg)
         self.size, self.channels = self.preprocess.size, self.preprocess.channels
         self.palette = class_palette(cfg.num_classes, cfg.data.class_colors)
@@ -72,11 +79,12 @@ class Predictor:
                                f"--format {backend}{extra} --out {path}`")
             onnx_model, cfg = OnnxModel(path), run_config(run_dir)
             check_onnx_model(onnx_model.session, cfg, path)
-            return cls(onnx_model, cfg, "cpu", **kwargs)
+            return cls(onnx_model, cfg, "cpu", point=read_operating_point(run_dir), **kwargs)
         if backend != "torch":
             raise RunError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(load_model(run_dir, device), run_config(run_dir), device, **kwargs)
+        return cls(load_model(run_dir, device), run_config(run_dir), device,
+                   point=read_operating_point(run_dir), **kwargs)
 
     def views(self):
         """(transform, inverse) pairs over which TTA averages; the identity alone without TTA."""
@@ -129,8 +137,8 @@ class Predictor:
 
     def labels(self, probs: torch.Tensor) -> np.ndarray:
         """(K, H, W) probabilities -> (H, W) uint8 class indices."""
-        if probs.shape[0] == 1:
-            return (probs[0] > self.threshold).to(torch.uint8).cpu().numpy()
+        if probs.shape[0] == 1 or self.point or self.min_area:
+            return labels_at(probs, self.threshold, self.min_area)
         return probs.argmax(0).to(torch.uint8).cpu().numpy()
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -175,7 +183,8 @@ def planned_outputs(files: list[Path], out_dir: Path, binary: bool, overlays: bo
 
 
 def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
-                  threshold: float | None = None, overlays: bool = False, probs: bool = False,
+                  threshold: float | None = None, min_area: float | None = None,
+                  overlays: bool = False, probs: bool = False,
                   batch_size: int = 16, device: str | None = None, progress: bool = True,
                   tile: bool = False, tile_overlap: float = 0.5, backend: str = "torch",
                   log=print) -> dict:
@@ -187,7 +196,7 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
     file or each other are refused before anything is written."""
     check_prediction_options(threshold, tile_overlap)
     predictor = Predictor.from_run(run_dir, device, backend, tta=tta, threshold=threshold,
-                                   tile=tile, tile_overlap=tile_overlap)
+                                   tile=tile, tile_overlap=tile_overlap, min_area=min_area)
     if tile:
         batch_size = 1  # tiles are batched inside each image; whole large images are not
     out_dir = Path(out_dir)

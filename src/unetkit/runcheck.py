@@ -46,6 +46,10 @@ def resolve_model_dir(name: str | Path) -> Path:
     raise RunError(f"{name}: no such run folder{hint}")
 
 
+# What a Hub model folder holds (see `export --format hub`); nothing else is fetched.
+HUB_DOWNLOAD = ("config.json", "model.safetensors", "operating_point.json")
+
+
 def download_hub_model(repo: str) -> Path:
     repo_id, _, revision = repo.partition("@")
     if not HUB_ID.match(repo_id):
@@ -58,7 +62,7 @@ def download_hub_model(repo: str) -> Path:
                        "pip install huggingface_hub") from None
     try:
         return Path(snapshot_download(repo_id, revision=revision or None,
-                                      allow_patterns=["config.json", "model.safetensors"]))
+                                      allow_patterns=list(HUB_DOWNLOAD)))
     except Exception as exc:  # network errors, unknown repositories, gated models
         raise RunError(f"{HUB_PREFIX}{repo}: could not download ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, read_group_table, resolve_split
+from .detection import is_detected
 from .images import MaskDecoder, read_mask
 from .predict import Predictor
 from .temporal import AlarmRule, MovingAverage, Smoothing, runs_of
-from .video import is_detected, operating_point
+from .video import operating_point
 
 
 def read_sequences(path: Path) -> dict[str, list[str]]:

@@ -171,7 +171,7 @@ class ModelPage:
             raise ImageError(str(exc).replace(str(path), name)) from None
         image, note = shrink(full, self.max_side)  # what the page shows, and the mask's size
         predictor = Predictor(self.predictor.model, self.cfg, self.predictor.device, tta=tta,
-                              threshold=threshold)
+                              threshold=threshold, point=self.predictor.point)
         labels = predictor.labels(predictor.probabilities([full], [image.shape[:2]])[0])
         out_dir = out_dir or self.new_output_dir()
         mask_path = out_dir / f"{Path(name).stem}.png"
@@ -229,7 +229,7 @@ def import_gradio():
 def build_app(page: ModelPage):
     """The Gradio Blocks app for a ModelPage (queue not yet configured; see `serve`)."""
     gr = import_gradio()
-    default_threshold = page.cfg.train.threshold
+    default_threshold = page.predictor.threshold  # the run's operating point, if calibrated
 
     def segment_uploads(files, tta, threshold):
         files = [f for f in (files or []) if f]

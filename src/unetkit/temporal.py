@@ -107,23 +107,25 @@ def alarm_intervals(alarms: Sequence[bool], times: Sequence[float],
     return out
 
 
-def add_smoothing_args(g) -> None:
-    """The alarm rule's options, for `predict` (videos) and `evaluate --sequences`."""
+def add_smoothing_args(g, min_area: bool = True) -> None:
+    """The alarm rule's options, for `predict` (videos) and `evaluate --sequences`;
+    `min_area=False` where the parser has --min-area already."""
     g.add_argument("--alarm-k", type=int, default=Smoothing.k,
                    help=f"alarm when detected on K of the last N frames (default {Smoothing.k})")
     g.add_argument("--alarm-n", type=int, default=Smoothing.n,
                    help=f"(default {Smoothing.n}; --alarm-k 1 --alarm-n 1: no smoothing)")
     g.add_argument("--ema", type=float, default=Smoothing.ema,
                    help="moving average of probability maps, weight of the past (default 0: off)")
-    g.add_argument("--min-area", type=float, help="fraction of the frame the foreground must "
-                   f"exceed for a detection (default: the run's operating point, else "
-                   f"{DEFAULT_MIN_AREA})")
+    if min_area:
+        g.add_argument("--min-area", type=float, help="fraction of the frame the foreground must "
+                       f"exceed for a detection (default: the run's operating point, else "
+                       f"{DEFAULT_MIN_AREA})")
 
 
 def add_video_args(p) -> None:
     """The options of `unetkit predict` for videos (here: the CLI imports no torch to parse)."""
     g = p.add_argument_group("videos and streams")
-    add_smoothing_args(g)
+    add_smoothing_args(g, min_area=False)  # predict's --min-area serves images and videos
     g.add_argument("--masks", action="store_true", help="also write one mask PNG per frame")
     g.add_argument("--no-video", action="store_true", help="frames.csv and summary.json only")
     g.add_argument("--style", choices=("outline", "tint"), default="outline",

@@ -29,6 +29,7 @@ from .loggers import Loggers
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics, logits_to_labels
 from .models import SegmentationModel, build_model
+from .negatives import BatchPlan, negative_mask
 from .numerics import LossGuard
 from .optim import make_optimizer, make_scheduler, steps_per_batch  # noqa: F401  (train's API)
 from .plots import class_palette, panel, plot_curves, save_png
@@ -96,7 +97,9 @@ class Trainer:
         self.train_x, self.train_y = device_tensors(self.train_data, self.device)
         self.val_x, self.val_y = device_tensors(self.val_data, self.device)
         self.batch_size = min(t.batch_size, len(self.train_data))
-        self.steps_per_epoch = len(self.train_data) // self.batch_size
+        self.plan = BatchPlan(negative_mask(self.train_data.masks), self.batch_size,
+                              cfg.data.negative_fraction)  # negative frames' share of a batch
+        self.steps_per_epoch = self.plan.steps
         self.ctx.local_batch(self.batch_size)  # fails early unless it divides among the processes
 
         # What a step uses: loss, augmentation, sample order, NaN guard, optimiser, schedule.
@@ -170,7 +173,7 @@ class Trainer:
         self.model.train()  # a frozen encoder stays in eval mode (models.SegmentationModel)
         # On the data's device once per epoch: a host-to-device copy per step would make the
         # host wait for the GPU at every step.
-        perm = torch.randperm(len(self.train_data), generator=self.order).to(self.train_x.device)
+        perm = self.plan.order(self.order).to(self.train_x.device)
         self.guard.start_epoch(f"epoch {self.epoch + 1}")
         total = torch.zeros((), device=self.device)
         per_step = steps_per_batch(self.scheduler)

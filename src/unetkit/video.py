@@ -20,10 +20,12 @@ import queue
 import re
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from .detection import OPERATING_POINT_FILE, frame_score, is_detected, read_operating_point
 from .predict import Predictor
 from .runs import write_text
 from .temporal import (
@@ -54,35 +56,12 @@ def is_video(name: str) -> bool:
             or name.split(":", 1)[0] in DEVICE_FORMATS)
 
 
-# Frame-level detection. The calibrated operating point is RUN_DIR/operating_point.json, a JSON
-# object with the keys "threshold" (foreground probability) and "min_area" (fraction of the frame
-# the foreground must exceed); `unetkit calibrate` writes it.
-def _read_operating_point(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "operating_point.json"
-    if not path.exists():
-        return None
-    values = json.loads(path.read_text())
-    return {"threshold": float(values["threshold"]), "min_area": float(values["min_area"])}
-
-
-# frame_score and is_detected have the signatures of unetkit.detection's (one definition of a
-# detection for evaluation, calibration and video); video and sequences call only these two.
-def frame_score(probs) -> float:
-    """The frame's polyp score: the highest foreground probability of any pixel."""
-    fg = probs[0] if probs.shape[0] == 1 else 1 - probs[0]
-    return float(fg.max())
-
-
-def is_detected(labels: np.ndarray, min_area: float) -> bool:
-    """A frame is detected when its foreground covers more than `min_area` of it."""
-    return bool(np.count_nonzero(labels) > min_area * labels.size)
-
-
 def operating_point(run_dir, threshold: float | None, min_area: float | None) -> dict:
     """Threshold and min_area: given values first, then the run's calibrated operating point,
     then the run's training threshold and DEFAULT_MIN_AREA. Says where each came from."""
-    point = _read_operating_point(run_dir) or {}
-    src = "operating_point.json"
+    recorded = read_operating_point(run_dir)
+    point = asdict(recorded) if recorded else {}
+    src = OPERATING_POINT_FILE
     return {"threshold": threshold if threshold is not None else point.get("threshold"),
             "min_area": min_area if min_area is not None else point.get("min_area",
                                                                        DEFAULT_MIN_AREA),

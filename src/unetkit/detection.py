@@ -1,0 +1,136 @@
+"""Frame-level detection: does a frame show a polyp (any foreground class) at all?
+
+Conventions (the same in `evaluate`, `calibrate`, `report`, prediction and video):
+- A frame is *detected* (flagged) when its predicted foreground, after the threshold, covers
+  more than `min_area` of its pixels (a fraction, 0.005 = 0.5 % of the frame). Foreground is
+  every class but the background, so a 3-class NeoPolyp model flags a frame with either polyp.
+- Under an operating point, a frame that is not detected gets an empty mask: `min_area` removes
+  the small, doubtful predictions that make most false alarms.
+- A frame is *positive* when its true mask has a foreground pixel, *negative* otherwise.
+  Sensitivity = detected positive frames / positive frames; false-alarm rate = detected negative
+  frames / negative frames.
+- The per-frame score (for AUROC) is `frame_score`: the foreground probability that the most
+  confident `SCORE_AREA` (0.5 %) of the frame's pixels exceed. Thresholding it at t is exactly
+  "more than 0.5 % of the frame above t", so it ranks frames the way the detection rule does.
+- Pixel scores (mDice, mIoU, dice, ...) are computed over the positive frames only: on a frame
+  without a polyp Dice is 1 or 0 (empty or not), which is the false-alarm rate again.
+
+An operating point (threshold, min_area) is chosen by `unetkit calibrate` and recorded as
+RUN_DIR/operating_point.json; prediction, evaluation, the web page, submissions and exports use
+it unless given another threshold or min_area.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+OPERATING_POINT_FILE = "operating_point.json"
+SCORE_AREA = 0.005  # the share of the frame whose least probability is the frame's score
+
+
+@dataclass
+class OperatingPoint:
+    threshold: float  # foreground probability above which a pixel is foreground
+    min_area: float  # a frame is flagged when its foreground covers more than this fraction
+
+
+def read_operating_point(run_dir) -> OperatingPoint | None:
+    """The operating point recorded in RUN_DIR/operating_point.json, or None when there is none."""
+    from .runs import RunError
+
+    path = Path(run_dir) / OPERATING_POINT_FILE
+    if not path.exists():
+        return None
+    try:
+        values = json.loads(path.read_text())
+        point = OperatingPoint(float(values["threshold"]), float(values["min_area"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path}: not a readable operating point ({exc}); run `unetkit calibrate` "
+                       "again or delete the file") from None
+    if not (0 <= point.threshold < 1 and 0 <= point.min_area < 1):
+        raise RunError(f"{path}: threshold and min_area must lie in [0, 1); got {point}")
+    return point
+
+
+def write_operating_point(run_dir, point: OperatingPoint, details: dict) -> Path:
+    from .runs import write_text
+
+    path = Path(run_dir) / OPERATING_POINT_FILE
+    write_text(path, json.dumps({**asdict(point), **details}, indent=2))
+    return path
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def foreground(probs) -> np.ndarray:
+    """(H, W) probability of any foreground class, from (K, H, W) probabilities (K=1: binary,
+    the sigmoid of the one logit; K>1: softmax, background first) or an (H, W) map."""
+    p = _numpy(probs)
+    if p.ndim == 2:
+        return p
+    return p[0] if p.shape[0] == 1 else 1.0 - p[0]
+
+
+def frame_score(probs, area: float = SCORE_AREA) -> float:
+    """The per-frame score: the foreground probability exceeded by the `area` fraction of the
+    frame's pixels that the model is surest of (at least one pixel)."""
+    fg = foreground(probs).ravel()
+    k = max(1, math.ceil(area * fg.size))
+    return float(np.partition(fg, fg.size - k)[fg.size - k])
+
+
+def is_detected(labels, min_area: float) -> bool:
+    """Whether a (H, W) class map flags its frame: foreground on more than `min_area` of it."""
+    labels = _numpy(labels)
+    return bool((labels > 0).mean() > min_area) if labels.size else False
+
+
+def labels_at(probs, threshold: float, min_area: float = 0.0) -> np.ndarray:
+    """(K, H, W) probabilities -> (H, W) uint8 class map at an operating point: foreground where
+    its probability is above `threshold` (multi-class: then the likeliest foreground class),
+    and an empty map when the frame is not detected."""
+    p = _numpy(probs)
+    fg = foreground(p) > threshold
+    if p.ndim == 3 and p.shape[0] > 1:
+        labels = np.where(fg, p[1:].argmax(0) + 1, 0).astype(np.uint8)
+    else:
+        labels = fg.astype(np.uint8)
+    return labels if is_detected(labels, min_area) else np.zeros_like(labels)
+
+
+def auroc(positive_scores, negative_scores) -> float | None:
+    """Area under the ROC curve of scores between positive and negative frames: the chance that
+    a random positive frame scores above a random negative one (ties count half); None when
+    either kind of frame is missing."""
+    pos, neg = np.asarray(positive_scores, float), np.asarray(negative_scores, float)
+    if not len(pos) or not len(neg):
+        return None
+    scores = np.concatenate([pos, neg])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # Average ranks over ties (1-based), the Mann-Whitney U statistic's convention.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
+
+
+def frame_summary(rows: list[dict]) -> dict:
+    """Frame-level scores from per-frame rows with keys `positive`, `detected`, `score`:
+    sensitivity, false-alarm rate (None without such frames), AUROC and the frame counts."""
+    pos = [r for r in rows if r["positive"]]
+    neg = [r for r in rows if not r["positive"]]
+    rate = lambda rs: sum(r["detected"] for r in rs) / len(rs) if rs else None  # noqa: E731
+    return {"frames_positive": len(pos), "frames_negative": len(neg),
+            "sensitivity": rate(pos), "false_alarm_rate": rate(neg),
+            "auroc": auroc([r["score"] for r in pos], [r["score"] for r in neg])}
