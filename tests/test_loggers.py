@@ -22,7 +22,7 @@ from unetkit.train import fit
 TINY = ["model.base_channels=4", "model.depth=2", "data.image_size=[32,32]", "train.epochs=2",
         "train.batch_size=8", "train.device=cpu", "train.samples=2", "train.deterministic=true"]
 COLUMNS = ("train_loss", "val_loss", "val_mDice", "val_mIoU", "val_dice", "val_iou", "lr",
-           "seconds")
+           "seconds", "images_per_s")
 RUN_FILES = ("config.yaml", "config.json", "model.safetensors", "metrics.csv", "curves.png",
              "checkpoints/last.pt")
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from .limits import check_ranges, safe_yaml
+# Checks that need more than one field, and the allowed names, live beside the ranges.
+from .limits import allowed_values, safe_yaml, validate  # noqa: F401 (config's API)
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -355,24 +356,6 @@ def load(recipe: str | None = None, file: str | None = None, overrides: list[str
     return cfg
 
 
-def allowed_values() -> dict[str, tuple[str, ...]]:
-    """Config key -> its allowed names, each from the registry of the module that uses them."""
-    from .compiling import COMPILE_MODES
-    from .data import LAYOUT_NAMES
-    from .images import MASK_ENCODINGS
-    from .metrics import MONITORS
-    from .models import ARCHS
-    from .negatives import MISSING_MASKS
-    from .numerics import POLICIES
-    from .optim import OPTIMIZERS, SCHEDULES
-
-    return {"model.arch": ARCHS, "data.mask_encoding": MASK_ENCODINGS,
-            "data.layout": LAYOUT_NAMES, "train.optimizer": tuple(OPTIMIZERS),
-            "train.schedule": SCHEDULES, "train.nan_policy": POLICIES,
-            "train.monitor": MONITORS, "train.compile_mode": COMPILE_MODES,
-            "data.missing_masks": MISSING_MASKS}
-
-
 def for_training(recipe: str | None = None, file: str | None = None,
                  overrides: list[str] = (), data_root: str | None = None,
                  resume: str | Path | None = None) -> Config:
@@ -387,55 +370,6 @@ def for_training(recipe: str | None = None, file: str | None = None,
     if not (recipe or file):
         raise ConfigError("give --recipe NAME or --config FILE (or --resume RUN_DIR)")
     return load(recipe, file, overrides, data_root)
-
-
-def validate(cfg: Config) -> None:
-    """Checks that need more than one field, so a bad run fails before any data is read."""
-    m, d, t = cfg.model, cfg.data, cfg.train
-    for key, allowed in allowed_values().items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
-    if cfg.num_classes < 2:
-        raise ConfigError("data.classes needs at least two names, background first")
-    if d.mask_encoding == "binary" and cfg.num_classes != 2:
-        raise ConfigError("data.mask_encoding 'binary' needs exactly two classes; use 'color' or "
-                          "'index' for more")
-    if d.mask_encoding == "color":
-        if not d.class_colors or len(d.class_colors) != cfg.num_classes:
-            raise ConfigError("data.mask_encoding 'color' needs data.class_colors: one [R, G, B] "
-                              "per class in data.classes")
-    if len(d.image_size) != 2 or min(d.image_size) < 1:
-        raise ConfigError(f"data.image_size must be [height, width], got {d.image_size}")
-    if m.depth < 1:
-        raise ConfigError("model.depth must be at least 1")
-    if t.epochs < 1 or t.batch_size < 1:
-        raise ConfigError("train.epochs and train.batch_size must be at least 1")
-    if bool(d.split.group_table) != bool(d.split.group_column):
-        raise ConfigError("give both data.split.group_table and data.split.group_column, "
-                          "or neither")
-    if t.ema and not 0 < t.ema < 1:
-        raise ConfigError(f"train.ema is a decay in (0, 1), e.g. 0.999 (0 turns it off); "
-                          f"got {t.ema}")
-    if any(not 0.25 <= s <= 4 for s in t.multiscale):
-        raise ConfigError(f"train.multiscale factors must lie in [0.25, 4]; got {t.multiscale}")
-    if t.grad_clip < 0 or t.loss.structure < 0 or any(w < 0 for w in t.deep_supervision):
-        raise ConfigError("train.grad_clip, train.loss.structure and train.deep_supervision "
-                          "weights must not be negative")
-    if d.negative_fraction is not None and not 0 <= d.negative_fraction < 1:
-        raise ConfigError(f"data.negative_fraction must be in [0, 1) (a share of each batch), "
-                          f"got {d.negative_fraction}")
-    if not 0 <= d.negative_val_fraction < 1:
-        raise ConfigError("data.negative_val_fraction must be in [0, 1)")
-    if (d.mean is None) != (d.std is None):
-        raise ConfigError("give both data.mean and data.std, or neither")
-    from .augment import validate as validate_augment
-    from .loggers import check as check_loggers  # logger names, and their packages installed
-
-    validate_augment(t.augment, d.image_size)
-    check_ranges(cfg)  # every number within its range, the model's size within bounds
-    check_loggers(t.loggers)
 
 
 def to_yaml(cfg: Config) -> str:

@@ -1,9 +1,10 @@
-"""The ranges a configuration's values must lie in, and YAML read without alias expansion.
+"""What a configuration must satisfy: allowed names, cross-field rules, the ranges its values
+must lie in; and YAML read without alias expansion.
 
-`check_ranges(cfg)` runs in `config.validate`, so the same rules hold when `train` starts and
-when a run folder is loaded for `predict`, `evaluate`, `export`, `submit` or `serve`: a value
-that would allocate without bound, divide by zero, or silently give empty masks is refused
-with a message naming the key, before any data is read or any model is built.
+`validate(cfg)` (also `config.validate`) runs `check_ranges(cfg)`, so the same rules hold when
+`train` starts and when a run folder is loaded for `predict`, `evaluate`, `export`, `submit` or
+`serve`: a value that would allocate without bound, divide by zero, or silently give empty masks
+is refused with a message naming the key, before any data is read or any model is built.
 """
 
 from __future__ import annotations
@@ -41,7 +42,69 @@ RANGES: dict[str, tuple] = {
     "train.threshold": (("(", 0), (1, ")")),
     "train.loss.bce": (0, 1000),
     "train.loss.dice": (0, 1000),
+    "train.loss.structure": (0, 1000),
+    "train.loss.structure_kernel": (1, 255),
+    "train.ema": (0, (1, ")")),  # a decay; 0 turns the average off
+    "train.grad_clip": (0, None),  # 0 turns clipping off
+    "train.log_images_every": (0, None),
+    "data.negative_val_fraction": (0, (1, ")")),
 }
+
+
+def allowed_values() -> dict[str, tuple[str, ...]]:
+    """Config key -> its allowed names, each from the registry of the module that uses them."""
+    from .compiling import COMPILE_MODES
+    from .data import LAYOUT_NAMES
+    from .images import MASK_ENCODINGS
+    from .metrics import MONITORS
+    from .models import ARCHS
+    from .negatives import MISSING_MASKS
+    from .numerics import POLICIES
+    from .optim import OPTIMIZERS, SCHEDULES
+
+    return {"model.arch": ARCHS, "data.mask_encoding": MASK_ENCODINGS,
+            "data.layout": LAYOUT_NAMES, "train.optimizer": tuple(OPTIMIZERS),
+            "train.schedule": SCHEDULES, "train.nan_policy": POLICIES,
+            "train.monitor": MONITORS, "train.compile_mode": COMPILE_MODES,
+            "data.missing_masks": MISSING_MASKS}
+
+
+def validate(cfg) -> None:
+    """Checks that need more than one field, so a bad run fails before any data is read."""
+    from .config import ConfigError
+
+    m, d, t = cfg.model, cfg.data, cfg.train
+    for key, allowed in allowed_values().items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
+    if cfg.num_classes < 2:
+        raise ConfigError("data.classes needs at least two names, background first")
+    if d.mask_encoding == "binary" and cfg.num_classes != 2:
+        raise ConfigError("data.mask_encoding 'binary' needs exactly two classes; use 'color' or "
+                          "'index' for more")
+    if d.mask_encoding == "color":
+        if not d.class_colors or len(d.class_colors) != cfg.num_classes:
+            raise ConfigError("data.mask_encoding 'color' needs data.class_colors: one [R, G, B] "
+                              "per class in data.classes")
+    if len(d.image_size) != 2 or min(d.image_size) < 1:
+        raise ConfigError(f"data.image_size must be [height, width], got {d.image_size}")
+    if m.depth < 1:
+        raise ConfigError("model.depth must be at least 1")
+    if t.epochs < 1 or t.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    if bool(d.split.group_table) != bool(d.split.group_column):
+        raise ConfigError("give both data.split.group_table and data.split.group_column, "
+                          "or neither")
+    if (d.mean is None) != (d.std is None):
+        raise ConfigError("give both data.mean and data.std, or neither")
+    from .augment import validate as validate_augment
+    from .loggers import check as check_loggers  # logger names, and their packages installed
+
+    validate_augment(t.augment, d.image_size)
+    check_ranges(cfg)  # every number within its range, the model's size within bounds
+    check_loggers(t.loggers)
 
 
 def _get(cfg, key: str):
@@ -87,8 +150,19 @@ def check_ranges(cfg) -> None:
     if d.split.val_fraction + d.split.test_fraction >= 1:
         raise ConfigError("data.split.val_fraction + data.split.test_fraction must be below 1 "
                           "(something must be left to train on)")
-    if t.loss.bce + t.loss.dice <= 0:
-        raise ConfigError("train.loss: at least one of bce and dice must have a positive weight")
+    from .losses import TERMS
+
+    if sum(getattr(t.loss, name) for name in TERMS) <= 0:
+        raise ConfigError(f"train.loss: at least one of {', '.join(TERMS)} must have a positive "
+                          "weight")
+    if d.negative_fraction is not None and not 0 <= d.negative_fraction < 1:
+        raise ConfigError(f"data.negative_fraction must be in [0, 1) (a share of each batch), "
+                          f"got {d.negative_fraction}")
+    if any(not _is_number(s) or not 0.25 <= s <= 4 for s in t.multiscale):
+        raise ConfigError(f"train.multiscale factors must lie in [0.25, 4]; got {t.multiscale}")
+    if any(not _is_number(w) or not 0 <= w <= 1000 for w in t.deep_supervision):
+        raise ConfigError(f"train.deep_supervision weights must lie in [0, 1000]; got "
+                          f"{t.deep_supervision}")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr})")
     if not all(isinstance(s, int) and not isinstance(s, bool) and 8 <= s <= MAX_SIDE

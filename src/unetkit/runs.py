@@ -129,7 +129,8 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # a resumed run may add some
+    writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
@@ -139,5 +140,5 @@ def read_metrics_csv(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with path.open() as f:
-        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
+        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v != ""}
                 for row in csv.DictReader(f)]

@@ -139,6 +139,7 @@ class Trainer:
             tic = time.perf_counter()
             self.freeze_encoder(self.epoch < cfg.model.freeze_encoder_epochs)
             train_loss = self.train_epoch()
+            train_seconds = time.perf_counter() - tic
             scores, val_loss = self.validate()
             self.epoch += 1
             if not steps_per_batch(self.scheduler):  # the plateau schedule watches the score
@@ -147,7 +148,9 @@ class Trainer:
                    "val_mDice": scores["mDice"], "val_mIoU": scores["mIoU"],
                    "val_dice": scores["dice"], "val_iou": scores["iou"],
                    "lr": self.optimizer.param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - tic}
+                   "seconds": time.perf_counter() - tic,
+                   # training images per second, the whole world's (validation not counted)
+                   "images_per_s": self.steps_per_epoch * self.batch_size / train_seconds}
             self.history.append(row)
             improved = scores[t.monitor] > self.best
             if improved:
