@@ -101,8 +101,8 @@ def test_dice_matches_segmentation_models_pytorch(batch):
     logits, target = batch
     assert set(target.unique().tolist()) == {0, 1, 2}  # smp drops classes absent from the target
     ours = SegmentationLoss(LossConfig(bce=0.0, dice=1.0), 3)(logits, target).item()
-    dice = smp_losses.DiceLoss("multiclass", from_logits=True, smooth=SMP_SMOOTH)
-    theirs = dice(logits, target).item()
+    smp_dice = smp_losses.DiceLoss("multiclass", from_logits=True, smooth=SMP_SMOOTH)
+    theirs = smp_dice(logits, target).item()
     assert ours == pytest.approx(theirs, rel=1e-5)
     ignored = target.clone()
     ignored[1] = 255
@@ -118,8 +118,8 @@ def test_binary_is_one_logit_through_the_same_loss():
     logits = torch.randn(2, 1, 6, 6, generator=gen)
     target = torch.randint(0, 2, (2, 6, 6), generator=gen)
     dice = SegmentationLoss(LossConfig(bce=0.0, dice=1.0), 2)(logits, target).item()
-    dice = smp_losses.DiceLoss("binary", from_logits=True, smooth=SMP_SMOOTH)
-    theirs = dice(logits, target[:, None]).item()
+    smp_dice = smp_losses.DiceLoss("binary", from_logits=True, smooth=SMP_SMOOTH)
+    theirs = smp_dice(logits, target[:, None]).item()
     assert dice == pytest.approx(theirs, rel=1e-5)
     bce = SegmentationLoss(LossConfig(bce=1.0, dice=0.0), 2)(logits, target).item()
     p = torch.sigmoid(logits[:, 0]).double().numpy()
