@@ -57,7 +57,7 @@ from unetkit.losses import SegmentationLoss  # noqa: E402
 from unetkit.metrics import logits_to_labels  # noqa: E402
 from unetkit.models import build_model  # noqa: E402
 from unetkit.preprocess import Preprocess, resolve_normalisation  # noqa: E402
-from unetkit.runs import atomic_write, unwrap  # noqa: E402
+from unetkit.runs import unwrap, write_text  # noqa: E402
 from unetkit.train import Trainer, prepare_data  # noqa: E402
 
 PARTS = ("writeups", "unetkit", "timm", "smp", "augment", "inference", "e2e")
@@ -163,7 +163,7 @@ class Bench:
         out = {**self.info, "rows": self.rows, "errors": self.errors,
                "elapsed_s": round(time.perf_counter() - self.started, 1)}
         text = json.dumps(out, indent=2)
-        atomic_write(self.args.json, lambda tmp: Path(tmp).write_text(text))
+        write_text(self.args.json, text)
 
     def run(self, part, fn, *a) -> None:
         if part in self.args.skip:
