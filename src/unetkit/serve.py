@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import signal
-import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ from .plots import color_mask, overlay, save_png
 from .predict import Predictor
 from .runs import read_model_card, resolve_model_dir
 from .summary import summarize
+from .workdir import WorkFolder
 
 # The mask of an upload is made at most this large (longer side): the network's input comes from
 # the full upload, through the run's preprocessing as in `unetkit predict`, but the class
@@ -39,7 +37,6 @@ MAX_FILES = 16  # images per request; more are not read (the page says so)
 QUEUE_SIZE = 16  # requests waiting at once; further ones are refused with "queue full"
 MAX_UPLOAD = "50mb"  # Gradio refuses bigger files before they reach unetkit
 KEEP_SECONDS = 600  # results offered for download (Gradio's copies) are deleted after 10 min
-WORK_PREFIX = "unetkit-serve-"  # + the server's process id: a killed server's folder is found
 EXAMPLE_COUNT = 3
 NOT_A_DEVICE = ("**Not a medical device.** This page shows a research model's output for "
                 "inspection only; it must not be used for diagnosis or treatment decisions.")
@@ -101,13 +98,12 @@ class ModelPage:
         self.classes = list(self.cfg.data.classes)
         self.binary = self.cfg.num_classes == 2
         self.max_side = max_side
-        remove_abandoned_work_dirs()
-        self.work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
-        self.uploads = self.work / "gradio"  # Gradio's upload and result cache (see `serve`)
+        self.files = WorkFolder()  # uploads, results; deleted as they are done with
+        self.work, self.uploads = self.files.path, self.files.uploads
         self.examples = make_examples(self.work / "examples", self.cfg)
 
     def close(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
+        self.files.close()
 
     def describe(self) -> str:
         """Markdown: what model this is and how well it did on its validation images."""
@@ -140,31 +136,13 @@ class ModelPage:
             for name, (r, g, b) in zip(self.classes, self.predictor.palette.tolist(), strict=False))
         return f'<div id="legend"><b>Classes:</b> {swatches}</div>'
 
-    def new_output_dir(self) -> Path:
-        """A fresh folder for one request's mask files. Gradio copies a request's results into
-        its own cache once answered, so only the newest earlier folder (perhaps still being
-        copied) is kept: at most two requests' masks are ever here."""
-        root = self.work / "masks"
-        root.mkdir(exist_ok=True)
-        earlier = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)
-        for old in earlier[:-1]:
-            shutil.rmtree(old, ignore_errors=True)
-        out = root / uuid.uuid4().hex
-        out.mkdir()
-        return out
-
-    def forget_upload(self, path: Path) -> None:
-        """Delete an uploaded file once it is answered (only Gradio's copy, never a file of
-        this machine given by path, nor an example)."""
-        if path.resolve().is_relative_to(self.uploads.resolve()):
-            path.unlink(missing_ok=True)
-
     def segment(self, path: str | Path, tta: bool = False, threshold: float | None = None,
                 out_dir: Path | None = None, name: str | None = None) -> dict:
         """Predict one uploaded file. Returns the image, labels, colour mask, overlay, stats, the
         mask PNG's path (0/255 for binary, class indices otherwise, as `unetkit predict` writes
         them) and a note; raises `ImageError` (message naming the upload) for unreadable files."""
         name = name or Path(path).name
+        self.files.hold(path)
         try:
             full = self.predictor.read(path)  # the network's input comes from the full upload
         except ImageError as exc:  # name the upload as the person knows it, not Gradio's temp path
@@ -173,7 +151,7 @@ class ModelPage:
         predictor = Predictor(self.predictor.model, self.cfg, self.predictor.device, tta=tta,
                               threshold=threshold, point=self.predictor.point)
         labels = predictor.labels(predictor.probabilities([full], [image.shape[:2]])[0])
-        out_dir = out_dir or self.new_output_dir()
+        out_dir = out_dir or self.files.new_output_dir()
         mask_path = out_dir / f"{Path(name).stem}.png"
         save_png(mask_path, labels * 255 if self.binary else labels)
         colors = color_mask(labels, predictor.palette)
@@ -189,10 +167,11 @@ class ModelPage:
         with the run's operating point; raises `VideoError` naming the upload if unreadable."""
         from .video import operating_point, predict_upload
 
+        self.files.hold(path)
         point = operating_point(self.run_dir, None, None)
         predictor = Predictor(self.predictor.model, self.cfg, self.predictor.device,
                               threshold=point["threshold"])
-        summary = predict_upload(predictor, path, self.new_output_dir(), point["min_area"])
+        summary = predict_upload(predictor, path, self.files.new_output_dir(), point["min_area"])
         folder = Path(summary["folder"])
         return {"overlay": folder / "overlay.mp4", "frames_csv": folder / "frames.csv",
                 "alarms": {k: summary[k] for k in ("frames", "duration_s", "alarm_count",
@@ -240,7 +219,7 @@ def build_app(page: ModelPage):
             messages.append(f"Only the first {MAX_FILES} of {len(files)} files were read; "
                             "send the rest in another request.")
             files = files[:MAX_FILES]
-        out_dir = page.new_output_dir()
+        out_dir = page.files.new_output_dir()
         results = []
         for f in files:
             path = Path(f if isinstance(f, str) else f.name)
@@ -251,7 +230,7 @@ def build_app(page: ModelPage):
                 messages.append(f"**{path.name}** was skipped, it is not an image unetkit can "
                                 f"read: {reason}")
             finally:
-                page.forget_upload(path)
+                page.files.forget(path)
         for res in results:
             if res["note"]:
                 messages.append(f"{res['name']}: {res['note']}.")
@@ -278,7 +257,7 @@ def build_app(page: ModelPage):
         except ImageError as exc:
             raise gr.Error(str(exc)) from None
         finally:
-            page.forget_upload(path)
+            page.files.forget(path)
         info = {"image": res["name"], "size": res["size"], "classes": page.classes,
                 "note": res["note"], "stats": res["stats"]}
         return str(res["mask_path"]), info
@@ -335,6 +314,8 @@ def build_app(page: ModelPage):
                 res = page.segment_video(path)
             except ImageError as exc:  # VideoError included
                 raise gr.Error(str(exc)) from None
+            finally:
+                page.files.forget(Path(path))
             return str(res["overlay"]), res["alarms"]
 
         video_run.click(video_api, [video_in], [video_out, alarms], api_name="video",
@@ -355,21 +336,6 @@ def build_app(page: ModelPage):
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def remove_abandoned_work_dirs() -> None:
-    """Delete the folders of servers that were killed (SIGKILL, power cut) before cleaning up:
-    their process id, in the folder's name, no longer runs."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*"):
-        pid = folder.name[len(WORK_PREFIX):].split("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:  # another user's running server
-            pass
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int | None = None, device: str | None = None,
