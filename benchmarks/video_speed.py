@@ -1,16 +1,18 @@
 """Frames per second of `unetkit predict` on a video: PyTorch eager, ONNX Runtime float and int8.
 
-    python benchmarks/video_speed.py [--frames 200] [--threads 2] [--data KVASIR_DIR] [--write]
+    python benchmarks/video_speed.py [--frames 200] [--threads 2] [--size 256] [--data KVASIR_DIR]
+                                     [--write]
 
-A 256x256 U-Net on EfficientNet-Lite0 (random weights: speed does not depend on their values),
-a 720x576 H.264 video made of Kvasir-SEG images (Kvasir-SEG's usual frame size), and the whole
-video path of `predict_video`: decode, predict, smooth, frames.csv, and with the overlay video,
-drawing and H.264 encoding too. Each backend runs with and without the overlay video, all in
-one process, one after the other, twice (rounds interleaved so that a change in the machine's
-load hits every backend alike); the better round counts. The int8 model is made by
+A 256x256 (--size) U-Net on EfficientNet-Lite0 (random weights: speed does not depend on their
+values), a 720x576 H.264 video made of Kvasir-SEG images (Kvasir-SEG's usual frame size), and
+the whole video path of `predict_video`: decode, predict, smooth, frames.csv, and with the
+overlay video, drawing and H.264 encoding too. Each backend runs with and without the overlay
+video, all in one process, one after the other, twice (rounds interleaved so that a change in
+the machine's load hits every backend alike); the better round counts. The int8 model is made by
 `export_int8`, calibrated on and checked against Kvasir-SEG (with random weights its Dice check
 is not informative: both models score near 0). Also the network alone (median ms of a (1, 3,
-256, 256) call). With --write the table is appended to benchmarks/RESULTS.md.
+size, size) call), and the batch image path (`unetkit predict` on the check images, each
+backend). With --write the table is appended to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import datetime
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +35,14 @@ from latency_cpu import median_ms  # noqa: E402  (this folder's CPU latency benc
 from run_fixtures import make_run  # noqa: E402  (a run folder without training)
 from unetkit.export import OnnxModel, export_onnx  # noqa: E402
 from unetkit.loading import load_model  # noqa: E402
-from unetkit.predict import ONNX_FILES, Predictor  # noqa: E402
+from unetkit.predict import ONNX_FILES, Predictor, predict_files  # noqa: E402
 from unetkit.quantize import export_int8  # noqa: E402
 from unetkit.runs import run_config  # noqa: E402
 from unetkit.temporal import Smoothing  # noqa: E402
 from unetkit.video import predict_video  # noqa: E402
 
-MODEL = ["model.arch=timm-unet", "model.encoder=tf_efficientnet_lite0",
-         "data.image_size=[256, 256]"]
+MODEL = ["model.arch=timm-unet", "model.encoder=tf_efficientnet_lite0"]
+BACKEND = {"PyTorch eager": "torch", "ONNX Runtime float": "onnx", "ONNX Runtime int8": "int8"}
 
 
 def write_video(path: Path, images: list[Path], frames: int, fps: int = 25) -> None:
@@ -56,15 +59,16 @@ def write_video(path: Path, images: list[Path], frames: int, fps: int = 25) -> N
         c.mux(s.encode(None))
 
 
-def network_ms(model, runs: int = 30) -> float:
+def network_ms(model, size: int, runs: int = 30) -> float:
     with torch.no_grad():
-        return median_ms(model, torch.randn(1, 3, 256, 256), runs)
+        return median_ms(model, torch.randn(1, 3, size, size), runs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256, help="the network's input side")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kvasir-seg"))
     parser.add_argument("--check-images", type=int, default=40)
@@ -75,7 +79,7 @@ def main() -> None:
     import onnxruntime
 
     d = Path(tempfile.mkdtemp(prefix="video-speed-"))
-    run = make_run(d / "run", MODEL)
+    run = make_run(d / "run", [*MODEL, f"data.image_size=[{args.size}, {args.size}]"])
     export_onnx(run, run / ONNX_FILES["onnx"])
     # The Dice check on --check-images Kvasir-SEG images (its speed is not what is measured here)
     stems = d / "check.txt"
@@ -96,24 +100,35 @@ def main() -> None:
                 s = predict_video(Predictor(model, cfg), str(video), d / "out", Smoothing(),
                                   overlay_video=ov, progress=False)
                 fps[name, ov] = max(fps[name, ov], s["fps_achieved"])
-    ms = {name: network_ms(model) for name, model in models.items()}
-    base = fps["PyTorch eager", True], fps["PyTorch eager", False]
+    # The batch image path: `unetkit predict RUN IMAGES --backend B` on the check images
+    pictures = [str(Path(args.data) / "images" / f"{s}.jpg") for s in stems.read_text().split()]
+    ips = dict.fromkeys(models, 0.0)
+    for r in range(args.rounds):
+        for name in models:
+            start = time.perf_counter()
+            predict_files(run, pictures, d / f"images-{r}-{BACKEND[name]}",
+                          backend=BACKEND[name], progress=False, log=lambda *_: None)
+            ips[name] = max(ips[name], len(pictures) / (time.perf_counter() - start))
+    ms = {name: network_ms(model, args.size) for name, model in models.items()}
+    base = fps["PyTorch eager", True], fps["PyTorch eager", False], ips["PyTorch eager"]
     rows = [f"| {name} | {fps[name, True]:.1f} ({fps[name, True] / base[0]:.2f}x) | "
-            f"{fps[name, False]:.1f} ({fps[name, False] / base[1]:.2f}x) | {ms[name]:.1f} |"
+            f"{fps[name, False]:.1f} ({fps[name, False] / base[1]:.2f}x) | "
+            f"{ips[name]:.1f} ({ips[name] / base[2]:.2f}x) | {ms[name]:.1f} |"
             for name in models]
     cmd = (f"python benchmarks/video_speed.py --frames {args.frames} --threads {args.threads} "
-           f"--rounds {args.rounds} --check-images {args.check_images}")
+           f"--size {args.size} --rounds {args.rounds} --check-images {args.check_images}")
     text = "\n".join([
         f"\n## Video path: frames/s on a CPU ({datetime.date.today()})\n",
         f"`{cmd}`: {platform.processor() or platform.machine()}, {args.threads} threads, "
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, PyAV {av.__version__}"
-        f". EfficientNet-Lite0 U-Net at 256x256 (random weights), {args.frames} frames of "
-        "720x576 H.264 (Kvasir-SEG images); decode, predict, alarm rule, frames.csv, and with "
-        "the overlay: drawing and H.264 encoding. Better of "
+        f". EfficientNet-Lite0 U-Net at {args.size}x{args.size} (random weights), "
+        f"{args.frames} frames of 720x576 H.264 (Kvasir-SEG images); decode, predict, alarm "
+        "rule, frames.csv, and with the overlay: drawing and H.264 encoding. Better of "
         f"{args.rounds} interleaved rounds; ratios are to PyTorch in the same run.\n",
         "| backend | with overlay video (frames/s) | frames.csv only (frames/s) | "
+        f"images (predict, {len(pictures)} Kvasir-SEG JPEGs, images/s) | "
         "network alone (ms/frame) |",
-        "|---|---:|---:|---:|", *rows,
+        "|---|---:|---:|---:|---:|", *rows,
         f"\nint8 check on {check['images']} Kvasir-SEG images: mDice float "
         f"{check['float_mDice']:.4f}, int8 {check['int8_mDice']:.4f} (random weights: not "
         "informative about accuracy)."])

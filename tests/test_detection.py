@@ -159,8 +159,10 @@ def test_operating_point_is_recorded_read_and_used_unless_overridden(tmp_path):
     run = tiny_run(tmp_path / "run", OperatingPoint(0.7, 0.01))
     assert read_operating_point(run) == OperatingPoint(0.7, 0.01)
     assert json.loads((run / "operating_point.json").read_text())["max_false_alarm"] == 0.05
-    p = Predictor.from_run(run, "cpu")
-    assert (p.threshold, p.min_area) == (0.7, 0.01)
+    p = Predictor.from_run(run, "cpu", default_min_area=0.005)  # the recorded point wins
+    assert (p.threshold, p.min_area, p.point_source) == (0.7, 0.01, "operating_point.json")
+    p = Predictor.from_run(run, "cpu", threshold=0.6)  # a given value replaces only its own
+    assert (p.threshold, p.min_area, p.point_source) == (0.6, 0.01, "options")
     p = Predictor.from_run(run, "cpu", threshold=0.4, min_area=0.0)
     assert (p.threshold, p.min_area) == (0.4, 0.0)
     probs = torch.zeros(1, 10, 10)
@@ -170,7 +172,9 @@ def test_operating_point_is_recorded_read_and_used_unless_overridden(tmp_path):
     plain = tiny_run(tmp_path / "plain")
     assert read_operating_point(plain) is None
     default = Predictor.from_run(plain, "cpu")
-    assert (default.threshold, default.min_area) == (0.5, 0)
+    assert (default.threshold, default.min_area, default.point_source) == (0.5, 0, "defaults")
+    video = Predictor.from_run(plain, "cpu", default_min_area=0.005)  # what video alarms use
+    assert (video.threshold, video.min_area) == (0.5, 0.005)
     (plain / "operating_point.json").write_text("{not json")
     with pytest.raises(RunError, match="operating_point.json: not a readable operating point"):
         Predictor.from_run(plain, "cpu")

@@ -45,7 +45,8 @@ def test_smoothing_trades_two_warm_up_frames_for_fewer_false_alarms(tmp_path):
     cfg.data.mean, cfg.data.std = [0.5] * 3, [0.25] * 3
     groups = read_sequences(tmp_path / "sequences.csv")
     assert groups == {"A": [str(i) for i in range(1, 11)], "B": [str(i) for i in range(11, 19)]}
-    r = score_sequences(Predictor(RedIsPolyp(), cfg), tmp_path, groups, Smoothing(3, 5), 0.005)
+    r = score_sequences(Predictor(RedIsPolyp(), cfg, min_area=0.005), tmp_path, groups,
+                        Smoothing(3, 5))
     A, B = r["per_sequence"]["A"], r["per_sequence"]["B"]
     assert (A["raw"]["sensitivity"], A["raw"]["false_alarm_frames"]) == (0.9, 0)
     # alarms on frames 3-10: the alarm holds over the missed 6th frame

@@ -125,7 +125,7 @@ def test_predict_video_end_to_end_matches_image_prediction(clip, tmp_path):
     assert len(overlay) == 24 and overlay[0].shape == (80, 96, 3) and fps == 12
     # the same decoded frames, predicted one by one as images
     frames, _ = decode(video)
-    predictor = Predictor.from_run(run)
+    predictor = Predictor.from_run(run, min_area=0.01)  # the operating point the video used
     rows = read_rows(folder / "frames.csv")
     assert len(rows) == 24
     for i, (frame, row) in enumerate(zip(frames, rows, strict=True)):
@@ -194,6 +194,6 @@ def test_serve_page_takes_a_short_video_and_refuses_a_long_one(clip, tmp_path):
         assert len(decode(res["overlay"])[0]) == 24
         assert res["alarms"]["frames"] == 24 and isinstance(res["alarms"]["alarms"], list)
         with pytest.raises(VideoError, match="clip.mp4.*up to 1 s"):
-            predict_upload(page.predictor, video, tmp_path, 0.005, max_seconds=1)
+            predict_upload(page.predictor, video, tmp_path, max_seconds=1)
     finally:
         page.close()

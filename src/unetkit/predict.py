@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import list_images
-from .detection import OperatingPoint, labels_at, read_operating_point
+from .detection import OPERATING_POINT_FILE, OperatingPoint, labels_at, read_operating_point
 from .files import atomic_write, check_outputs
 from .images import ImageError, check_pixel_budget, pixel_batches
 from .loading import load_model
@@ -45,19 +45,24 @@ ONNX_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx"}
 class Predictor:
     def __init__(self, model, cfg, device: str | torch.device = "cpu", tta: bool = False,
                  threshold: float | None = None, tile: bool = False, tile_overlap: float = 0.5,
-                 min_area: float | None = None, point: OperatingPoint | None = None):
+                 min_area: float | None = None, point: OperatingPoint | None = None,
+                 default_min_area: float = 0.0):
         if isinstance(model, torch.nn.Module):
             model = model.to(device).eval()
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.tta, self.tile, self.tile_overlap = tta, tile, tile_overlap
         self.rotations = tta and cfg.data.rotation_invariant and \
             cfg.data.image_size[0] == cfg.data.image_size[1]
-        # An operating point (see detection.py) sets the threshold and the minimum flagged area;
-        # an explicit threshold or min_area overrides its value.
+        # The one place the operating point is resolved: a given threshold or min_area first,
+        # then the run's calibrated point (see detection.py), then the training threshold and
+        # `default_min_area` (0 keeps every pixel; frame-level alarms pass their own default).
         self.point = point
         default = point.threshold if point else cfg.train.threshold
         self.threshold = default if threshold is None else threshold
-        self.min_area = (point.min_area if point else 0.0) if min_area is None else min_area
+        default = point.min_area if point else default_min_area
+        self.min_area = default if min_area is None else min_area
+        self.point_source = ("options" if threshold is not None or min_area is not None
+                             else OPERATING_POINT_FILE if point else "defaults")
         self.preprocess = Preprocess.from_config(cfg)
         self.size, self.channels = self.preprocess.size, self.preprocess.channels
         self.palette = class_palette(cfg.num_classes, cfg.data.class_colors)
@@ -124,16 +129,31 @@ class Predictor:
         """Per image, (K, H, W) class probabilities (K=1 for binary) at the image's own size, or
         at `sizes[i]` when given (e.g. a shrunk copy shown on a page)."""
         sizes = sizes or [img.shape[:2] for img in images]
-        if self.tile:
-            logits = [sliding_window(self.logits, self.preprocess(img[None], self.device),
-                                     self.size, self.tile_overlap)[0] for img in images]
-            probs = [torch.sigmoid(lg) if lg.shape[0] == 1 else lg.softmax(0) for lg in logits]
-        else:
-            logits = self.logits(self.inputs(images))
-            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)
-        return [p if tuple(p.shape[-2:]) == tuple(size) else
-                F.interpolate(p[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-                for p, size in zip(probs, sizes, strict=False)]
+        if not self.tile:
+            return self.probabilities_of(self.inputs(images), sizes)
+        logits = [sliding_window(self.logits, self.preprocess(img[None], self.device),
+                                 self.size, self.tile_overlap)[0] for img in images]
+        return [self._resized(self._softmax(lg[None])[0], size)
+                for lg, size in zip(logits, sizes, strict=True)]
+
+    @torch.no_grad()
+    def probabilities_of(self, batch: torch.Tensor,
+                         sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """`probabilities` from a batch `inputs` made: the video path prepares the next
+        frame's input on its decoding thread while this one runs the network."""
+        probs = self._softmax(self.logits(batch))
+        return [self._resized(p, size) for p, size in zip(probs, sizes, strict=True)]
+
+    @staticmethod
+    def _softmax(logits: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W) logits -> probabilities: sigmoid for one channel, else softmax."""
+        return torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)
+
+    @staticmethod
+    def _resized(p: torch.Tensor, size) -> torch.Tensor:
+        if tuple(p.shape[-2:]) == tuple(size):
+            return p
+        return F.interpolate(p[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
 
     def labels(self, probs: torch.Tensor) -> np.ndarray:
         """(K, H, W) probabilities -> (H, W) uint8 class indices."""

@@ -23,8 +23,7 @@ from .data import DataError, read_group_table, resolve_split
 from .detection import is_detected
 from .images import MaskDecoder, read_mask
 from .predict import Predictor
-from .temporal import AlarmRule, MovingAverage, Smoothing, runs_of
-from .video import operating_point
+from .temporal import DEFAULT_MIN_AREA, AlarmRule, MovingAverage, Smoothing, runs_of
 
 
 def read_sequences(path: Path) -> dict[str, list[str]]:
@@ -56,16 +55,15 @@ def evaluate_sequences(run_dir, data_dir, sequences: str | Path, smoothing: Smoo
     path = path if path.exists() or path.is_absolute() else data_dir / sequences
     if not path.exists():
         raise DataError(f"{sequences}: no such sequence table (CSV: frame, sequence)")
-    point = operating_point(run_dir, threshold, min_area)
-    predictor = Predictor.from_run(run_dir, device, backend, threshold=point["threshold"])
-    result = score_sequences(predictor, data_dir, read_sequences(path), smoothing,
-                             point["min_area"], progress)
-    result["settings"].update(operating_point_source=point["source"], backend=backend)
+    predictor = Predictor.from_run(run_dir, device, backend, threshold=threshold,
+                                   min_area=min_area, default_min_area=DEFAULT_MIN_AREA)
+    result = score_sequences(predictor, data_dir, read_sequences(path), smoothing, progress)
+    result["settings"].update(operating_point_source=predictor.point_source, backend=backend)
     return {"data": str(data_dir), "sequences_file": str(path), **result}
 
 
 def score_sequences(predictor: Predictor, data_dir: Path, groups: dict[str, list[str]],
-                    smoothing: Smoothing, min_area: float, progress: bool = False) -> dict:
+                    smoothing: Smoothing, progress: bool = False) -> dict:
     """The scores of `evaluate_sequences` for any Predictor and {sequence: [frame stems]}."""
     from tqdm.auto import tqdm
 
@@ -75,7 +73,7 @@ def score_sequences(predictor: Predictor, data_dir: Path, groups: dict[str, list
     if missing:
         raise DataError(f"{len(missing)} frames of the sequence table have no image+mask pair "
                         f"in {data_dir} (first: {missing[:3]})")
-    decoder = MaskDecoder.from_config(cfg)
+    decoder, min_area = MaskDecoder.from_config(cfg), predictor.min_area
     per_seq, bar = {}, tqdm(total=sum(map(len, groups.values())), unit="frame",
                             desc="sequences", disable=not progress)
     for seq, frames in groups.items():

@@ -165,13 +165,13 @@ class ModelPage:
     def segment_video(self, path: str | Path) -> dict:
         """A short uploaded video: its overlay video and alarms (see `video.predict_upload`),
         with the run's operating point; raises `VideoError` naming the upload if unreadable."""
-        from .video import operating_point, predict_upload
+        from .temporal import DEFAULT_MIN_AREA
+        from .video import predict_upload
 
         self.files.hold(path)
-        point = operating_point(self.run_dir, None, None)
         predictor = Predictor(self.predictor.model, self.cfg, self.predictor.device,
-                              threshold=point["threshold"])
-        summary = predict_upload(predictor, path, self.files.new_output_dir(), point["min_area"])
+                              point=self.predictor.point, default_min_area=DEFAULT_MIN_AREA)
+        summary = predict_upload(predictor, path, self.files.new_output_dir())
         folder = Path(summary["folder"])
         return {"overlay": folder / "overlay.mp4", "frames_csv": folder / "frames.csv",
                 "alarms": {k: summary[k] for k in ("frames", "duration_s", "alarm_count",

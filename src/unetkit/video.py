@@ -9,8 +9,9 @@ OUT/<video name>/:
   frames.csv     per frame: time, raw and smoothed detection, alarm, score, area and box per class
   summary.json   alarms as time intervals, their count and durations, frames/s achieved, settings
   masks/         one mask PNG per frame, only when asked
-Decoding, inference and drawing + encoding run in three threads joined by bounded queues, so on
-a CPU they overlap (FFmpeg and the inference runtimes release the GIL while they work).
+Decoding + preprocessing, inference, and the alarm rule + drawing + encoding run in three
+threads joined by bounded queues, so on a CPU they overlap (FFmpeg, NumPy and the inference
+runtimes release the GIL while they work) and the network never waits for the rest.
 """
 
 from __future__ import annotations
@@ -20,21 +21,14 @@ import queue
 import re
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .detection import OPERATING_POINT_FILE, frame_score, is_detected, read_operating_point
+from .detection import frame_score, is_detected
 from .predict import Predictor
 from .runs import write_text
-from .temporal import (
-    DEFAULT_MIN_AREA,
-    AlarmRule,
-    MovingAverage,
-    Smoothing,
-    alarm_intervals,
-)
+from .temporal import DEFAULT_MIN_AREA, AlarmRule, MovingAverage, Smoothing, alarm_intervals
 from .video_io import (
     STREAM_TIMEOUT_S,
     FrameWriter,
@@ -54,19 +48,6 @@ def is_video(name: str) -> bool:
 
     return (Path(name).suffix.lower() in VIDEO_SUFFIXES or "://" in name
             or name.split(":", 1)[0] in DEVICE_FORMATS)
-
-
-def operating_point(run_dir, threshold: float | None, min_area: float | None) -> dict:
-    """Threshold and min_area: given values first, then the run's calibrated operating point,
-    then the run's training threshold and DEFAULT_MIN_AREA. Says where each came from."""
-    recorded = read_operating_point(run_dir)
-    point = asdict(recorded) if recorded else {}
-    src = OPERATING_POINT_FILE
-    return {"threshold": threshold if threshold is not None else point.get("threshold"),
-            "min_area": min_area if min_area is not None else point.get("min_area",
-                                                                       DEFAULT_MIN_AREA),
-            "source": "options" if threshold is not None or min_area is not None
-            else (src if point else "defaults")}
 
 
 def video_name(source: str) -> str:
@@ -139,11 +120,12 @@ def _get(q: queue.Queue, stop: threading.Event):
 
 
 def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothing,
-                  min_area: float = DEFAULT_MIN_AREA, overlay_video: bool = True,
+                  overlay_video: bool = True,
                   masks: bool = False, style: str = "outline", max_frames: int | None = None,
                   progress: bool = True, settings: dict | None = None) -> dict:
     """Predict every frame of `source`; write OUT/<name>/ (see the module docstring). Returns
-    the summary. A read error part-way keeps the outputs of the frames read (summary.json says
+    the summary. Frames are detected at the predictor's operating point (`threshold`,
+    `min_area`). A read error part-way keeps the outputs of the frames read (summary.json says
     `complete: false` and why) and then raises `VideoError`."""
     from tqdm.auto import tqdm
 
@@ -159,22 +141,40 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
     results_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
     decode_errors: list[str] = []
 
-    def decode():
+    def decode():  # and prepare the network's input, off the inference thread
         try:
-            for item in source_frames(container, stream, predictor.channels, max_frames):
-                if not _put(frames_q, item, stop):
+            for index, t, image in source_frames(container, stream, predictor.channels,
+                                                 max_frames):
+                if not _put(frames_q, (index, t, image, predictor.inputs([image])), stop):
                     return
         except VideoError as exc:
             decode_errors.append(str(exc))
         finally:
             _put(frames_q, None, stop)
 
-    def write():
-        while (item := results_q.get()) is not None:
-            writer.write(*item)
-
     ema, rule = MovingAverage(smoothing.ema), AlarmRule(smoothing.k, smoothing.n)
-    times, alarms, raw_count, interrupted = [], [], 0, False
+    min_area = predictor.min_area
+    times, alarms, raw_count = [], [], 0
+
+    def write():  # the alarm rule, frames.csv, drawing and encoding, off the inference thread
+        nonlocal raw_count
+        while (item := results_q.get()) is not None:
+            index, t, image, probs = item
+            raw = predictor.labels(probs)
+            smooth_probs = ema.update(probs)
+            labels = raw if smoothing.ema == 0 else predictor.labels(smooth_probs)
+            detected_raw, detected = is_detected(raw, min_area), is_detected(labels, min_area)
+            alarm = rule.update(detected)
+            score_raw = frame_score(probs)
+            score = score_raw if smoothing.ema == 0 else frame_score(smooth_probs)
+            writer.write(image, raw, labels, alarm,
+                         [index + 1, round(t, 4), int(detected_raw), int(detected), int(alarm),
+                          round(score_raw, 4), round(score, 4)])
+            times.append(t)
+            alarms.append(alarm)
+            raw_count += detected_raw
+
+    interrupted = False
     stages = [_Stage(decode, stop), _Stage(write, stop)]
     for s in stages:
         s.start()
@@ -183,29 +183,18 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
     start = time.perf_counter()
     try:
         while (item := _get(frames_q, stop)) is not None:
-            index, t, image = item
-            probs = predictor.probabilities([image])[0]
-            raw = predictor.labels(probs)
-            smooth_probs = ema.update(probs)
-            labels = raw if smoothing.ema == 0 else predictor.labels(smooth_probs)
-            detected_raw, detected = is_detected(raw, min_area), is_detected(labels, min_area)
-            alarm = rule.update(detected)
-            scores = (frame_score(probs), frame_score(smooth_probs))
-            row = [index + 1, round(t, 4), int(detected_raw), int(detected), int(alarm),
-                   round(scores[0], 4), round(scores[1], 4)]
-            if not _put(results_q, (image, raw, labels, alarm, row), stop):
+            index, t, image, batch = item
+            probs = predictor.probabilities_of(batch, [image.shape[:2]])[0]
+            if not _put(results_q, (index, t, image, probs), stop):
                 break
-            times.append(t)
-            alarms.append(alarm)
-            raw_count += detected_raw
             bar.update()
     except KeyboardInterrupt:  # a live stream is stopped with Ctrl+C: keep what was read
         interrupted = True
     finally:
-        elapsed = time.perf_counter() - start
-        bar.close()
         _put(results_q, None, stop)
         stages[1].join()
+        elapsed = time.perf_counter() - start
+        bar.close()
         stop.set()
         stages[0].join(timeout=STREAM_TIMEOUT_S)  # a live stream may be waiting for a packet
         if not stages[0].is_alive():
@@ -226,7 +215,8 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
         "alarm_total_s": round(sum(a["duration_s"] for a in intervals), 4),
         "alarms": intervals,
         "settings": {**(settings or {}), **smoothing.to_dict(), "min_area": min_area,
-                     "threshold": predictor.threshold, "style": style},
+                     "threshold": predictor.threshold,
+                     "operating_point_source": predictor.point_source, "style": style},
         "folder": str(folder), "outputs": writer.outputs(),
     }
     write_text(folder / "summary.json", json.dumps(summary, indent=2))
@@ -256,17 +246,17 @@ def predict_videos(run_dir, sources: list[str], out_dir, smoothing: Smoothing,
                    threshold: float | None = None, min_area: float | None = None,
                    backend: str | None = None, device: str | None = None, log=print,
                    **options) -> list[dict]:
-    """`predict_video` for each source with the run's model and operating point (see
-    `operating_point`); the backend, operating point and smoothing go into each summary."""
+    """`predict_video` for each source with the run's model and operating point (given values,
+    else the run's calibrated point, else its training threshold and DEFAULT_MIN_AREA); the
+    backend, operating point and smoothing go into each summary."""
     smoothing.validate()
-    point = operating_point(run_dir, threshold, min_area)
     backend = resolve_backend(run_dir, backend)
-    predictor = Predictor.from_run(run_dir, device, backend, threshold=point["threshold"])
-    log(f"backend {backend}, threshold {predictor.threshold}, min_area {point['min_area']} "
-        f"({point['source']}), alarm on {smoothing.k} of {smoothing.n} frames"
+    predictor = Predictor.from_run(run_dir, device, backend, threshold=threshold,
+                                   min_area=min_area, default_min_area=DEFAULT_MIN_AREA)
+    log(f"backend {backend}, threshold {predictor.threshold}, min_area {predictor.min_area} "
+        f"({predictor.point_source}), alarm on {smoothing.k} of {smoothing.n} frames"
         + (f", EMA {smoothing.ema}" if smoothing.ema else ""))
-    settings = {"backend": backend, "operating_point_source": point["source"]}
-    return [predict_video(predictor, s, out_dir, smoothing, point["min_area"], settings=settings,
+    return [predict_video(predictor, s, out_dir, smoothing, settings={"backend": backend},
                           **options) for s in sources]
 
 
@@ -285,7 +275,7 @@ MAX_VIDEO_SECONDS = 60.0  # `unetkit serve` refuses longer uploads (`unetkit pre
 MAX_VIDEO_SIDE = 2048  # the page's limit on image sides, for video frames too
 
 
-def predict_upload(predictor: Predictor, path: str | Path, out_dir, min_area: float,
+def predict_upload(predictor: Predictor, path: str | Path, out_dir,
                    max_seconds: float = MAX_VIDEO_SECONDS, max_side: int = MAX_VIDEO_SIDE
                    ) -> dict:
     """`predict_video` for a web upload, after checking its duration and frame size."""
@@ -300,5 +290,5 @@ def predict_upload(predictor: Predictor, path: str | Path, out_dir, min_area: fl
     if side > max_side:
         raise VideoError(f"{name}: frames of {stream.width}x{stream.height} pixels; the page "
                          f"takes up to {max_side} pixels a side")
-    return predict_video(predictor, str(path), out_dir, Smoothing(), min_area, progress=False,
+    return predict_video(predictor, str(path), out_dir, Smoothing(), progress=False,
                          max_frames=int(max_seconds * fps) + 1)  # a stream with no duration
