@@ -85,3 +85,20 @@ def test_int8_is_refused_when_dice_drops_and_nothing_is_written(quantisable, tmp
     assert not out.exists() and not out.with_suffix(".json").exists()
     proc = run_cli("export", str(run), "--format", "int8", "--out", str(out), check=False)
     assert proc.returncode == 2 and "--data" in proc.stderr
+
+
+def test_the_first_and_the_depthwise_convolutions_stay_float():
+    """Found by the graph's structure (the group attribute), not by layer names."""
+    from onnx import TensorProto, helper
+
+    from unetkit.quantize import float_convolutions
+
+    def conv(name, x, y, group=1):
+        return helper.make_node("Conv", [x, f"{name}.w"], [y], name=name, group=group)
+
+    nodes = [conv("stem", "x", "a"), conv("dw", "a", "b", group=8), conv("pw", "b", "c"),
+             helper.make_node("Relu", ["c"], ["d"], name="relu"), conv("head", "d", "y")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    assert float_convolutions(helper.make_model(graph)) == ["stem", "dw"]
