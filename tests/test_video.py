@@ -98,6 +98,43 @@ def test_smoothing_removes_a_one_frame_false_alarm_and_keeps_a_persistent_one(tm
     assert flag == [13 <= i <= 22 for i in range(30)]
 
 
+def test_a_failing_stage_ends_the_run_with_an_error_and_keeps_the_frames_done(tmp_path):
+    """An unexpected error while preparing frame 6 (on the decoding thread): no stage waits
+    forever, the error names the video, and frames.csv keeps the 5 frames done."""
+    import threading
+
+    from unetkit.video_io import VideoError
+
+    write_video(tmp_path / "v.mp4", [np.full((48, 64, 3), 90, np.uint8)] * 12)
+    cfg = config_mod.load(None, None, TINY)
+    cfg.data.mean, cfg.data.std = [0.5] * 3, [0.25] * 3
+    predictor, calls = Predictor(RedIsPolyp(), cfg), []
+    real = predictor.inputs
+
+    def failing(images):
+        calls.append(1)
+        if len(calls) == 6:
+            raise MemoryError("out of memory")
+        return real(images)
+
+    predictor.inputs = failing
+    result = {}
+
+    def run():
+        try:
+            predict_video(predictor, str(tmp_path / "v.mp4"), tmp_path / "out", Smoothing(),
+                          progress=False)
+        except VideoError as exc:
+            result["error"] = str(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "a stage was left waiting"
+    assert "out of memory" in result["error"] and "5 frames" in result["error"]
+    assert len(read_rows(tmp_path / "out" / "v" / "frames.csv")) == 5
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny run and a 24-frame synthetic clip (polyp frames with 4 polyp-free frames between)."""

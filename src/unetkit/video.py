@@ -158,7 +158,7 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
 
     def write():  # the alarm rule, frames.csv, drawing and encoding, off the inference thread
         nonlocal raw_count
-        while (item := results_q.get()) is not None:
+        while (item := _get(results_q, stop)) is not None:  # drains what is queued on a stop
             index, t, image, probs = item
             raw = predictor.labels(probs)
             smooth_probs = ema.update(probs)
