@@ -196,7 +196,9 @@ def test_resume_continues_the_same_run_and_wandb_goes_offline(synthetic_data, tm
     assert not [line for line in lines if "warning" in line], lines
     assert loggers_mod._recorded(run)["wandb"]["id"] == wandb_id
     steps = []
-    for path in (run / "wandb").glob(f"offline-run-*-{wandb_id}/run-{wandb_id}.wandb"):
+    # W&B names an offline run's folder by its start time, to the second, and adds "-1" to the
+    # second of two started in the same second (a 1-epoch resume can start that soon)
+    for path in (run / "wandb").glob(f"offline-run-*-{wandb_id}*/run-{wandb_id}.wandb"):
         steps += [r.history.step.num for r in wandb_records(path)
                   if r.WhichOneof("record_type") == "history"]
     assert sorted(steps) == [1, 2]  # epoch 1 in the first offline run, epoch 2 in the resumed
