@@ -1,18 +1,19 @@
 """Frames per second of `unetkit predict` on a video: PyTorch eager, ONNX Runtime float and int8.
 
     python benchmarks/video_speed.py [--frames 200] [--threads 2] [--size 256] [--data KVASIR_DIR]
-                                     [--write]
+                                     [--decoder 128,64,32,16,8] [--write]
 
 A 256x256 (--size) U-Net on EfficientNet-Lite0 (random weights: speed does not depend on their
-values), a 720x576 H.264 video made of Kvasir-SEG images (Kvasir-SEG's usual frame size), and
-the whole video path of `predict_video`: decode, predict, smooth, frames.csv, and with the
-overlay video, drawing and H.264 encoding too. Each backend runs with and without the overlay
-video, all in one process, one after the other, twice (rounds interleaved so that a change in
-the machine's load hits every backend alike); the better round counts. The int8 model is made by
-`export_int8`, calibrated on and checked against Kvasir-SEG (with random weights its Dice check
-is not informative: both models score near 0). Also the network alone (median ms of a (1, 3,
-size, size) call), and the batch image path (`unetkit predict` on the check images, each
-backend). With --write the table is appended to benchmarks/RESULTS.md.
+values; --decoder: its decoder widths, model.decoder_channels), a 720x576 H.264 video made of
+Kvasir-SEG images (Kvasir-SEG's usual frame size), and the whole video path of `predict_video`:
+decode, predict, smooth, frames.csv, and with the overlay video, drawing and H.264 encoding too.
+Each backend runs with and without the overlay video, all in one process, one after the other,
+twice (rounds interleaved so that a change in the machine's load hits every backend alike); the
+better round counts. The int8 model is made by `export_int8`, calibrated on and checked against
+Kvasir-SEG (with random weights its Dice check is not informative: both models score near 0).
+Also the network alone (median ms of a (1, 3, size, size) call), and the batch image path
+(`unetkit predict` on the check images, each backend).
+With --write the table is appended to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kvasir-seg"))
     parser.add_argument("--check-images", type=int, default=40)
+    parser.add_argument("--decoder", help="decoder widths, coarsest first (model.decoder_channels)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,7 +81,9 @@ def main() -> None:
     import onnxruntime
 
     d = Path(tempfile.mkdtemp(prefix="video-speed-"))
-    run = make_run(d / "run", [*MODEL, f"data.image_size=[{args.size}, {args.size}]"])
+    widths = f"[{args.decoder}]" if args.decoder else "null"  # null: the default widths
+    run = make_run(d / "run", [*MODEL, f"data.image_size=[{args.size}, {args.size}]",
+                               f"model.decoder_channels={widths}"])
     export_onnx(run, run / ONNX_FILES["onnx"])
     # The Dice check on --check-images Kvasir-SEG images (its speed is not what is measured here)
     stems = d / "check.txt"
@@ -116,12 +120,14 @@ def main() -> None:
             f"{ips[name]:.1f} ({ips[name] / base[2]:.2f}x) | {ms[name]:.1f} |"
             for name in models]
     cmd = (f"python benchmarks/video_speed.py --frames {args.frames} --threads {args.threads} "
-           f"--size {args.size} --rounds {args.rounds} --check-images {args.check_images}")
+           f"--size {args.size} --rounds {args.rounds} --check-images {args.check_images}"
+           + (f" --decoder {args.decoder}" if args.decoder else ""))
     text = "\n".join([
         f"\n## Video path: frames/s on a CPU ({datetime.date.today()})\n",
         f"`{cmd}`: {platform.processor() or platform.machine()}, {args.threads} threads, "
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, PyAV {av.__version__}"
-        f". EfficientNet-Lite0 U-Net at {args.size}x{args.size} (random weights), "
+        f". EfficientNet-Lite0 U-Net at {args.size}x{args.size} (decoder widths "
+        f"{args.decoder or 'default'}, random weights), "
         f"{args.frames} frames of 720x576 H.264 (Kvasir-SEG images); decode, predict, alarm "
         "rule, frames.csv, and with the overlay: drawing and H.264 encoding. Better of "
         f"{args.rounds} interleaved rounds; ratios are to PyTorch in the same run.\n",

@@ -41,6 +41,28 @@ def test_any_timm_encoder_gives_full_size_logits(encoder):
     assert out.shape == (1, 3, 70, 90)
 
 
+def test_decoder_channels_set_the_decoder_widths_and_a_wrong_list_says_what_fits():
+    cfg = timm_cfg("tf_efficientnet_lite0")
+    default = build_model(cfg)
+    cfg.model.decoder_channels = [128, 64, 32, 16, 8]
+    light = build_model(cfg).eval()
+    widths = [b["conv"][-2].num_features for b in light.ups] + [light.final_conv[-2].num_features]
+    assert widths == [128, 64, 32, 16, 8]
+    with torch.no_grad():
+        assert light(torch.randn(1, 3, 64, 96)).shape == (1, 3, 64, 96)
+    decoder = [sum(p.numel() for p in m.parameters()) - sum(p.numel() for p in
+               m.encoder.parameters()) for m in (default, light)]
+    assert decoder[1] < 0.35 * decoder[0]  # half the widths: a third of the weights (skips stay)
+    # The DeepSupervision heads read the widths from the model
+    from unetkit.deep_supervision import decoder_stages
+    assert [c for _, c in decoder_stages(light)] == [16, 32, 64, 128]
+    for bad in ([128, 64, 32, 16], [128, 64, 32, 16, 0], [128, 64, 32, 16, "8"]):
+        cfg.model.decoder_channels = bad
+        with pytest.raises(ValueError, match=r"has 5 stages, so give 5 positive whole widths.*"
+                                             r"default is \[256, 128, 64, 32, 16\]"):
+            build_model(cfg)
+
+
 def test_resnet34_encoder_is_the_reports_and_normalises_as_imagenet():
     cfg = timm_cfg("resnet34")
     model = build_model(cfg)

@@ -36,6 +36,10 @@ class ModelConfig:
     bilinear: bool = False  # bilinear up-sampling + 1x1 conv instead of 2x2 transposed conv
     head_channels: int = 0  # >0 adds Conv(->head_channels)+BN+ReLU before the 1x1 output conv
     encoder: str = "resnet34"  # timm model name, for arch "timm-unet"
+    # Widths of the timm U-Net's decoder stages, coarsest first, one per encoder stage; None:
+    # 256, 128, 64, ... halving down to 16. Most of a light encoder's U-Net is its decoder:
+    # [128, 64, 32, 16, 8] halves EfficientNet-Lite0's cost at 256x256 (RESULTS.md, video).
+    decoder_channels: list[int] | None = None
     # None, "imagenet" (downloads through timm), "imagenet-local" (the checkpoint an installed
     # package ships: EfficientNet-Lite0/1/2, see offline_weights.py) or a file path.
     encoder_weights: str | None = None

@@ -157,7 +157,8 @@ class TimmUNet(SegmentationModel, nn.Module):
     """
 
     def __init__(self, encoder: str = "resnet34", in_channels: int = 3, num_classes: int = 1,
-                 head_channels: int = 0, encoder_weights: str | None = None):
+                 head_channels: int = 0, encoder_weights: str | None = None,
+                 decoder_channels: list[int] | None = None):
         super().__init__()
         import timm  # imported here so the classic U-Net needs no timm at import time
 
@@ -167,6 +168,13 @@ class TimmUNet(SegmentationModel, nn.Module):
         strides = self.encoder.feature_info.reduction()
         self.multiple = strides[-1]
         decoder = [max(16, 256 >> i) for i in range(len(channels))]  # 256 128 64 32 16
+        if decoder_channels is not None:
+            if len(decoder_channels) != len(channels) or not all(
+                    isinstance(c, int) and c >= 1 for c in decoder_channels):
+                raise ValueError(f"model.decoder_channels: {encoder} has {len(channels)} stages, "
+                                 f"so give {len(channels)} positive whole widths, coarsest first "
+                                 f"(the default is {decoder}); got {decoder_channels}")
+            decoder = list(decoder_channels)
         self.ups = nn.ModuleList()
         cin = channels[-1]
         for i in reversed(range(len(channels) - 1)):
@@ -220,7 +228,7 @@ def build_model(cfg) -> nn.Module:
         from .offline_weights import local_weights_path
         weights = local_weights_path(m.encoder)
     model = TimmUNet(m.encoder, m.in_channels, cfg.out_channels, m.head_channels,
-                     "imagenet" if weights == "imagenet" else None)
+                     "imagenet" if weights == "imagenet" else None, m.decoder_channels)
     if weights and weights != "imagenet":
         load_encoder_weights(model, weights)
     return model
