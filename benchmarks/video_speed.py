@@ -11,8 +11,10 @@ Each backend runs with and without the overlay video, all in one process, one af
 twice (rounds interleaved so that a change in the machine's load hits every backend alike); the
 better round counts. The int8 model is made by `export_int8`, calibrated on and checked against
 Kvasir-SEG (with random weights its Dice check is not informative: both models score near 0).
-Also the network alone (median ms of a (1, 3, size, size) call), and the batch image path
-(`unetkit predict` on the check images, each backend).
+The backends run as `unetkit predict` runs them on --threads cores: PyTorch one frame at a
+time on --threads threads, ONNX Runtime --threads frames at once on one thread each
+(`video.inference_workers`). Also the network alone (median ms of a (1, 3, size, size) call on
+--threads threads), and the batch image path (`unetkit predict` on the check images).
 With --write the table is appended to benchmarks/RESULTS.md.
 """
 
@@ -40,7 +42,7 @@ from unetkit.predict import ONNX_FILES, Predictor, predict_files  # noqa: E402
 from unetkit.quantize import export_int8  # noqa: E402
 from unetkit.runs import run_config  # noqa: E402
 from unetkit.temporal import Smoothing  # noqa: E402
-from unetkit.video import predict_video  # noqa: E402
+from unetkit.video import inference_workers, predict_video  # noqa: E402
 
 MODEL = ["model.arch=timm-unet", "model.encoder=tf_efficientnet_lite0"]
 BACKEND = {"PyTorch eager": "torch", "ONNX Runtime float": "onnx", "ONNX Runtime int8": "int8"}
@@ -97,12 +99,17 @@ def main() -> None:
     models = {"PyTorch eager": load_model(run),
               "ONNX Runtime float": OnnxModel(run / ONNX_FILES["onnx"], args.threads),
               "ONNX Runtime int8": OnnxModel(run / ONNX_FILES["int8"], args.threads)}
+    # As predict_videos: ONNX Runtime runs a frame per core at once, each on one thread
+    workers = {name: min(args.threads, inference_workers(BACKEND[name])) for name in models}
+    predictors = {name: Predictor(OnnxModel(run / ONNX_FILES[BACKEND[name]], 1)
+                                  if workers[name] > 1 else model, cfg)
+                  for name, model in models.items()}
     fps = {(name, ov): 0.0 for name in models for ov in (True, False)}
     for _ in range(args.rounds):
-        for name, model in models.items():
+        for name, predictor in predictors.items():
             for ov in (True, False):
-                s = predict_video(Predictor(model, cfg), str(video), d / "out", Smoothing(),
-                                  overlay_video=ov, progress=False)
+                s = predict_video(predictor, str(video), d / "out", Smoothing(),
+                                  overlay_video=ov, progress=False, workers=workers[name])
                 fps[name, ov] = max(fps[name, ov], s["fps_achieved"])
     # The batch image path: `unetkit predict RUN IMAGES --backend B` on the check images
     pictures = [str(Path(args.data) / "images" / f"{s}.jpg") for s in stems.read_text().split()]
@@ -115,7 +122,8 @@ def main() -> None:
             ips[name] = max(ips[name], len(pictures) / (time.perf_counter() - start))
     ms = {name: network_ms(model, args.size) for name, model in models.items()}
     base = fps["PyTorch eager", True], fps["PyTorch eager", False], ips["PyTorch eager"]
-    rows = [f"| {name} | {fps[name, True]:.1f} ({fps[name, True] / base[0]:.2f}x) | "
+    rows = [f"| {name} ({workers[name]} at once) | "
+            f"{fps[name, True]:.1f} ({fps[name, True] / base[0]:.2f}x) | "
             f"{fps[name, False]:.1f} ({fps[name, False] / base[1]:.2f}x) | "
             f"{ips[name]:.1f} ({ips[name] / base[2]:.2f}x) | {ms[name]:.1f} |"
             for name in models]
@@ -124,7 +132,7 @@ def main() -> None:
            + (f" --decoder {args.decoder}" if args.decoder else ""))
     text = "\n".join([
         f"\n## Video path: frames/s on a CPU ({datetime.date.today()})\n",
-        f"`{cmd}`: {platform.processor() or platform.machine()}, {args.threads} threads, "
+        f"`{cmd}`: {platform.processor() or platform.machine()}, {args.threads} cores, "
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, PyAV {av.__version__}"
         f". EfficientNet-Lite0 U-Net at {args.size}x{args.size} (decoder widths "
         f"{args.decoder or 'default'}, random weights), "

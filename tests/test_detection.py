@@ -45,6 +45,23 @@ def test_frame_score_is_the_probability_the_top_share_exceeds():
     assert frame_score(np.zeros((4, 4))) == 0.0
 
 
+def test_frame_score_of_a_video_frame_is_exactly_the_sorted_value():
+    """Large maps take a shortcut (a bound read off every 16th pixel); it must give the same
+    value as sorting, also when the sampled pixels miss the top ones or all values tie."""
+    rng = np.random.default_rng(0)
+    h, w = 576, 720
+    k = int(np.ceil(0.005 * h * w))
+    noise = rng.random((h, w), dtype=np.float32) ** 8
+    off_grid = np.zeros((h, w), np.float32)
+    off_grid.ravel()[1::16][:5000] = 0.9  # the sample (every 16th from 0) sees none of these
+    on_grid = np.full((h, w), 0.1, np.float32)
+    on_grid.ravel()[::16][:300] = 1.0  # the sample sees only these: fewer than k reach its bound
+    polyp = noise * 0.3
+    polyp[200:300, 300:420] = 0.6 + 0.4 * rng.random((100, 120), dtype=np.float32)
+    for case in (noise, off_grid, on_grid, polyp, np.full((h, w), 0.25, np.float32)):
+        assert frame_score(case) == np.sort(case.ravel())[-k]
+
+
 def test_labels_at_thresholds_then_empties_small_frames():
     p = np.zeros((1, 10, 10), np.float32)
     p[0, :2, :2] = 0.8  # 4 % of the frame

@@ -135,6 +135,56 @@ def test_a_failing_stage_ends_the_run_with_an_error_and_keeps_the_frames_done(tm
     assert len(read_rows(tmp_path / "out" / "v" / "frames.csv")) == 5
 
 
+class SlowOnSomeFrames(RedIsPolyp):
+    """RedIsPolyp that takes 60 ms on every third call: with frames in the network at once,
+    later frames finish before earlier ones."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.calls, self.lock = 0, threading.Lock()
+
+    def forward(self, x):
+        import time
+
+        with self.lock:
+            self.calls += 1
+            slow = self.calls % 3 == 1
+        if slow:
+            time.sleep(0.06)
+        return super().forward(x)
+
+
+def test_frames_in_the_network_at_once_come_out_in_the_frames_order(tmp_path):
+    """Three frames in the network at once, finishing out of order: frames.csv, the alarms and
+    the overlay video are those of one frame at a time."""
+    frames = []
+    for i in range(18):
+        f = np.full((64, 80, 3), 120, np.uint8)
+        if i % 4:  # a red square whose size changes with the frame, so rows differ
+            f[10:20 + 2 * i, 10:30 + i] = (220, 30, 30)
+        frames.append(f)
+    write_video(tmp_path / "v.mp4", frames, fps=10)
+    cfg = config_mod.load(None, None, TINY)
+    cfg.data.mean, cfg.data.std = [0.5] * 3, [0.25] * 3
+    outputs = {}
+    for workers in (1, 3):
+        model = SlowOnSomeFrames()
+        s = predict_video(Predictor(model, cfg), str(tmp_path / "v.mp4"),
+                          tmp_path / f"w{workers}", Smoothing(2, 3), progress=False,
+                          workers=workers)
+        assert s["frames"] == 18 and s["settings"]["inference_workers"] == workers
+        outputs[workers] = (s["alarms"], read_rows(tmp_path / f"w{workers}" / "v" / "frames.csv"),
+                            decode(tmp_path / f"w{workers}" / "v" / "overlay.mp4")[0])
+    (alarms1, rows1, video1), (alarms3, rows3, video3) = outputs[1], outputs[3]
+    assert [float(r["foreground_area_raw"]) for r in rows1] == \
+        [float(r["foreground_area_raw"]) for r in rows3]
+    assert len({r["foreground_area_raw"] for r in rows1}) > 10  # the rows do tell frames apart
+    assert rows1 == rows3 and alarms1 == alarms3
+    assert all(np.array_equal(a, b) for a, b in zip(video1, video3, strict=True))
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny run and a 24-frame synthetic clip (polyp frames with 4 polyp-free frames between)."""
@@ -180,6 +230,34 @@ def test_predict_video_end_to_end_matches_image_prediction(clip, tmp_path):
     assert summary["frames"] == 24 and summary["complete"] and summary["fps_achieved"] > 0
     assert summary["frames_in_alarm"] == sum(int(r["alarm"]) for r in rows)
     assert summary["settings"]["min_area"] == 0.01 and summary["settings"]["backend"] == "torch"
+
+
+@pytest.mark.slow
+def test_onnx_video_runs_a_frame_per_core_and_matches_pytorch(clip, tmp_path):
+    """The ONNX model (the video path's default once exported) runs one frame per core, each on
+    one thread; its frames.csv is PyTorch's, to float32 rounding."""
+    import os
+
+    pytest.importorskip("onnxruntime")
+    from unetkit.export import export_onnx
+
+    run, video = clip
+    onnx_run = tmp_path / "run"
+    __import__("shutil").copytree(run, onnx_run)
+    export_onnx(onnx_run, onnx_run / "model.onnx")
+    for backend in ("torch", "onnx"):
+        run_cli("predict", str(onnx_run), str(video), "--out", str(tmp_path / backend), "--quiet",
+                "--no-video", "--backend", backend)
+    summary = json.loads((tmp_path / "onnx" / "clip" / "summary.json").read_text())
+    assert summary["settings"]["backend"] == "onnx"
+    assert summary["settings"]["inference_workers"] == len(os.sched_getaffinity(0))
+    rows = {b: read_rows(tmp_path / b / "clip" / "frames.csv") for b in ("torch", "onnx")}
+    assert len(rows["onnx"]) == 24
+    for a, b in zip(rows["torch"], rows["onnx"], strict=True):
+        assert a["frame"] == b["frame"]
+        assert float(a["score_raw"]) == pytest.approx(float(b["score_raw"]), abs=1e-3)
+        assert float(a["foreground_area_raw"]) == pytest.approx(float(b["foreground_area_raw"]),
+                                                                abs=2e-3)
 
 
 def test_capture_device_and_csv_only(clip, tmp_path):

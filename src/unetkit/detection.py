@@ -84,7 +84,16 @@ def frame_score(probs, area: float = SCORE_AREA) -> float:
     frame's pixels that the model is surest of (at least one pixel)."""
     fg = foreground(probs).ravel()
     k = max(1, math.ceil(area * fg.size))
-    return float(np.partition(fg, fg.size - k)[fg.size - k])
+    top = fg
+    if fg.size > 1 << 16:  # a video frame: 7x faster at 720x576, where it runs on every frame
+        # Partition only the values at or above a bound read off every 16th pixel (about the
+        # map's 2k-th largest). Exact: the bound is used only if at least k values reach it.
+        sample = fg[::16]
+        j = min(sample.size, 2 * -(-k // 16))
+        bound = np.partition(sample, sample.size - j)[sample.size - j]
+        above = fg[fg >= bound]
+        top = above if above.size >= k else fg
+    return float(np.partition(top, top.size - k)[top.size - k])
 
 
 def is_detected(labels, min_area: float) -> bool:

@@ -69,10 +69,11 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir, device: str | None = None, backend: str = "torch",
-                 **kwargs) -> Predictor:
+                 threads: int | None = None, **kwargs) -> Predictor:
         """A Predictor for a run folder (or hf://user/name); `backend="onnx"` runs the run's
         exported `model.onnx` (made by `unetkit export RUN_DIR --format onnx`) instead, and
-        `backend="int8"` its int8 quantisation `model.int8.onnx` (`--format int8`)."""
+        `backend="int8"` its int8 quantisation `model.int8.onnx` (`--format int8`), on
+        `threads` threads per call (None: ONNX Runtime's default, one per core)."""
         run_dir = resolve_model_dir(run_dir)
         if backend in ONNX_FILES:
             from .export import OnnxModel
@@ -82,7 +83,7 @@ class Predictor:
                 extra = " --data DATA_DIR" if backend == "int8" else ""
                 raise RunError(f"{path}: no ONNX model; make it with `unetkit export {run_dir} "
                                f"--format {backend}{extra} --out {path}`")
-            onnx_model, cfg = OnnxModel(path), run_config(run_dir)
+            onnx_model, cfg = OnnxModel(path, threads), run_config(run_dir)
             check_onnx_model(onnx_model.session, cfg, path)
             return cls(onnx_model, cfg, "cpu", point=read_operating_point(run_dir), **kwargs)
         if backend != "torch":
