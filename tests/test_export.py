@@ -69,6 +69,40 @@ def test_predict_backend_onnx_writes_the_same_masks(tmp_path):
     assert (tmp_path / "onnx" / "0_overlay.png").exists()
 
 
+def test_onnx_predicts_an_image_per_core_and_keeps_the_inputs_order(tmp_path):
+    """With ONNX Runtime `predict` runs one image per core at once; summary.json keeps the
+    inputs' order, a file that breaks while read is reported and the rest are written."""
+    import os
+
+    from unetkit.predict import inference_workers, predict_files
+
+    assert inference_workers("onnx") == len(os.sched_getaffinity(0))
+    assert inference_workers("torch") == 1
+    run = make_run(tmp_path / "run", TINY)
+    export_onnx(run, run / "model.onnx")
+    rng = np.random.default_rng(1)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(9):
+        size = (40 + 9 * i, 90 - 5 * i)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(inputs / f"{i}.png")
+    data = (inputs / "4.png").read_bytes()
+    (inputs / "4.png").write_bytes(data[: len(data) // 2])  # its header reads; its pixels do not
+    for backend in ("torch", "onnx"):
+        result = predict_files(run, [str(inputs)], tmp_path / backend, backend=backend,
+                               progress=False, log=lambda *_: None)
+        assert result["written"] == 8 and len(result["failed"]) == 1
+        assert "4.png" in result["failed"][0]
+        summary = json.loads((tmp_path / backend / "summary.json").read_text())
+        assert [s["image"] for s in summary] == [f"{i}.png" for i in range(9) if i != 4]
+        assert [(s["height"], s["width"]) for s in summary] == \
+            [(40 + 9 * i, 90 - 5 * i) for i in range(9) if i != 4]
+    for i in (0, 3, 8):
+        a = np.asarray(Image.open(tmp_path / "torch" / f"{i}.png"))
+        b = np.asarray(Image.open(tmp_path / "onnx" / f"{i}.png"))
+        assert (a != b).mean() < 1e-3
+
+
 def test_hub_folder_loads_back_identical(tmp_path):
     run = make_run(tmp_path / "run", TINY + ["model.in_channels=1"])
     run_cli("export", str(run), "--format", "hub", "--out", str(tmp_path / "hub"))
