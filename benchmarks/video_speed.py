@@ -13,7 +13,7 @@ better round counts. The int8 model is made by `export_int8`, calibrated on and 
 Kvasir-SEG (with random weights its Dice check is not informative: both models score near 0).
 The backends run as `unetkit predict` runs them on --threads cores: PyTorch one frame at a
 time on --threads threads, ONNX Runtime --threads frames at once on one thread each
-(`video.inference_workers`). Also the network alone (median ms of a (1, 3, size, size) call on
+(`predict.inference_workers`). Also the network alone (median ms of a (1, 3, size, size) call on
 --threads threads), and the batch image path (`unetkit predict` on the check images).
 With --write the table is appended to benchmarks/RESULTS.md.
 """
@@ -38,11 +38,11 @@ from latency_cpu import median_ms  # noqa: E402  (this folder's CPU latency benc
 from run_fixtures import make_run  # noqa: E402  (a run folder without training)
 from unetkit.export import OnnxModel, export_onnx  # noqa: E402
 from unetkit.loading import load_model  # noqa: E402
-from unetkit.predict import ONNX_FILES, Predictor, predict_files  # noqa: E402
+from unetkit.predict import ONNX_FILES, Predictor, inference_workers, predict_files  # noqa: E402
 from unetkit.quantize import export_int8  # noqa: E402
 from unetkit.runs import run_config  # noqa: E402
 from unetkit.temporal import Smoothing  # noqa: E402
-from unetkit.video import inference_workers, predict_video  # noqa: E402
+from unetkit.video import predict_video  # noqa: E402
 
 MODEL = ["model.arch=timm-unet", "model.encoder=tf_efficientnet_lite0"]
 BACKEND = {"PyTorch eager": "torch", "ONNX Runtime float": "onnx", "ONNX Runtime int8": "int8"}

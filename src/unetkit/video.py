@@ -19,7 +19,6 @@ network's layers are too short to share out over cores well (`inference_workers`
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import threading
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .detection import frame_score, is_detected
-from .predict import ONNX_FILES, Predictor
+from .predict import ONNX_FILES, Predictor, inference_workers
 from .runs import write_text
 from .temporal import DEFAULT_MIN_AREA, AlarmRule, MovingAverage, Smoothing, alarm_intervals
 from .video_io import (
@@ -121,17 +120,6 @@ def _get(q: queue.Queue, stop: threading.Event):
         except queue.Empty:
             if stop.is_set():
                 return None
-
-
-def inference_workers(backend: str) -> int:
-    """How many frames the inference stage runs at once. ONNX Runtime: one per core, each
-    session call on one thread (its sessions take concurrent calls). On 2 cores, two frames on
-    one thread each run 1.2-1.4x the frames/s of one frame on two threads (RESULTS.md, video).
-    PyTorch: one frame at a time on all its threads (its thread count is process-wide)."""
-    if backend not in ONNX_FILES:
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
 
 
 def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothing,
@@ -249,7 +237,6 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
 def resolve_backend(run_dir, backend: str | None) -> str:
     """`None`/"auto": the run's int8 ONNX model if it exists (it was kept only after passing
     its Dice check), else its float ONNX model, else PyTorch; ONNX only with onnxruntime."""
-    from .predict import ONNX_FILES
     from .runs import resolve_model_dir
 
     if backend not in (None, "auto"):
