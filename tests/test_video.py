@@ -100,7 +100,8 @@ def test_smoothing_removes_a_one_frame_false_alarm_and_keeps_a_persistent_one(tm
 
 def test_a_failing_stage_ends_the_run_with_an_error_and_keeps_the_frames_done(tmp_path):
     """An unexpected error while preparing frame 6 (on the decoding thread): no stage waits
-    forever, the error names the video, and frames.csv keeps the 5 frames done."""
+    forever, the 5 frames read before it are finished and kept in frames.csv, and the error
+    names the video and the cause."""
     import threading
 
     from unetkit.video_io import VideoError
@@ -108,7 +109,8 @@ def test_a_failing_stage_ends_the_run_with_an_error_and_keeps_the_frames_done(tm
     write_video(tmp_path / "v.mp4", [np.full((48, 64, 3), 90, np.uint8)] * 12)
     cfg = config_mod.load(None, None, TINY)
     cfg.data.mean, cfg.data.std = [0.5] * 3, [0.25] * 3
-    predictor, calls = Predictor(RedIsPolyp(), cfg), []
+    # a slow network: frames read before the failure are still waiting for it when it comes
+    predictor, calls = Predictor(SlowOnSomeFrames(), cfg), []
     real = predictor.inputs
 
     def failing(images):
@@ -131,7 +133,8 @@ def test_a_failing_stage_ends_the_run_with_an_error_and_keeps_the_frames_done(tm
     worker.start()
     worker.join(timeout=60)
     assert not worker.is_alive(), "a stage was left waiting"
-    assert "out of memory" in result["error"] and "5 frames" in result["error"]
+    assert "v.mp4: MemoryError: out of memory" in result["error"]
+    assert "5 frames" in result["error"]
     assert len(read_rows(tmp_path / "out" / "v" / "frames.csv")) == 5
 
 
@@ -182,7 +185,9 @@ def test_frames_in_the_network_at_once_come_out_in_the_frames_order(tmp_path):
         [float(r["foreground_area_raw"]) for r in rows3]
     assert len({r["foreground_area_raw"] for r in rows1}) > 10  # the rows do tell frames apart
     assert rows1 == rows3 and alarms1 == alarms3
-    assert all(np.array_equal(a, b) for a, b in zip(video1, video3, strict=True))
+    # H.264 is lossy and its threads need not give the same bytes twice: frames match to within
+    # its rounding (a frame out of place differs by a whole square of red)
+    assert all(np.abs(a.astype(int) - b).mean() < 2 for a, b in zip(video1, video3, strict=True))
 
 
 @pytest.fixture(scope="module")

@@ -151,8 +151,10 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
                                                  max_frames):
                 if not _put(frames_q, (index, t, image, predictor.inputs([image])), stop):
                     return
-        except VideoError as exc:
-            decode_errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 (a damaged file, or no memory for a frame):
+            # the stream ends there; the frames read before it are finished, then it is raised
+            decode_errors.append(str(exc) if isinstance(exc, VideoError)
+                                 else f"{source}: {type(exc).__name__}: {exc}")
         finally:
             _put(frames_q, None, stop)
 
