@@ -204,6 +204,15 @@ class Predictor:
         return [self.labels(p) for p in self.probabilities(images)]
 
 
+def parallel_predictor(run_dir, device: str | None, backend: str,
+                       **kwargs) -> tuple[Predictor, int]:
+    """A Predictor for a run folder and how many calls to make on it at once
+    (`inference_workers`); with more than one, each ONNX Runtime call runs on one thread."""
+    workers = inference_workers(backend)
+    return Predictor.from_run(run_dir, device, backend, threads=1 if workers > 1 else None,
+                              **kwargs), workers
+
+
 def collect_inputs(inputs: list[str]) -> list[Path]:
     """Image files from files and folders, in order; a missing path is an error."""
     files: list[Path] = []
@@ -254,10 +263,9 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
     file or each other are refused before anything is written. With ONNX Runtime, one image
     per core is read, predicted and written at once (`inference_workers`)."""
     check_prediction_options(threshold, tile_overlap)
-    workers = inference_workers(backend)
-    predictor = Predictor.from_run(run_dir, device, backend, threads=1 if workers > 1 else None,
-                                   tta=tta, threshold=threshold,
-                                   tile=tile, tile_overlap=tile_overlap, min_area=min_area)
+    predictor, workers = parallel_predictor(run_dir, device, backend, tta=tta,
+                                            threshold=threshold, tile=tile,
+                                            tile_overlap=tile_overlap, min_area=min_area)
     if tile or workers > 1:  # tiles are batched inside each image; whole large images are not
         batch_size = 1  # one image per ONNX Runtime worker: one thread gains nothing by batching
     out_dir = Path(out_dir)

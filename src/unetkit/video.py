@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .detection import frame_score, is_detected
-from .predict import ONNX_FILES, Predictor, inference_workers
+from .predict import ONNX_FILES, Predictor, parallel_predictor
 from .runs import write_text
 from .temporal import DEFAULT_MIN_AREA, AlarmRule, MovingAverage, Smoothing, alarm_intervals
 from .video_io import (
@@ -134,6 +134,7 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
     from tqdm.auto import tqdm
 
     smoothing.validate()
+    workers = max(1, workers)
     container, stream, fps = open_source(source)
     folder = Path(out_dir) / video_name(source)
     folder.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,7 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
     stages = [_Stage(decode, stop), _Stage(write, stop)]
     for s in stages:
         s.start()
-    network = ThreadPoolExecutor(max(1, workers), thread_name_prefix="unetkit-network")
+    network = ThreadPoolExecutor(workers, thread_name_prefix="unetkit-network")
     start = time.perf_counter()
     try:
         while (item := _get(frames_q, stop)) is not None:
@@ -226,7 +227,7 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
         "settings": {**(settings or {}), **smoothing.to_dict(), "min_area": min_area,
                      "threshold": predictor.threshold,
                      "operating_point_source": predictor.point_source, "style": style,
-                     "inference_workers": max(1, workers)},
+                     "inference_workers": workers},
         "folder": str(folder), "outputs": writer.outputs(),
     }
     write_text(folder / "summary.json", json.dumps(summary, indent=2))
@@ -260,10 +261,8 @@ def predict_videos(run_dir, sources: list[str], out_dir, smoothing: Smoothing,
     backend, operating point and smoothing go into each summary."""
     smoothing.validate()
     backend = resolve_backend(run_dir, backend)
-    workers = inference_workers(backend)
-    predictor = Predictor.from_run(run_dir, device, backend, threads=1 if workers > 1 else None,
-                                   threshold=threshold, min_area=min_area,
-                                   default_min_area=DEFAULT_MIN_AREA)
+    predictor, workers = parallel_predictor(run_dir, device, backend, threshold=threshold,
+                                            min_area=min_area, default_min_area=DEFAULT_MIN_AREA)
     log(f"backend {backend}" + (f" ({workers} frames at once)" if workers > 1 else "")
         + f", threshold {predictor.threshold}, min_area {predictor.min_area} "
         f"({predictor.point_source}), alarm on {smoothing.k} of {smoothing.n} frames"
