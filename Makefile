@@ -24,9 +24,11 @@ browser:
 demo: install
 	$(BIN)/unetkit demo
 
-# ruff (configured in pyproject.toml): style, import order and likely bugs.
+# ruff (configured in pyproject.toml): style, import order and likely bugs; lint-imports: the
+# package's layers (docs/architecture.md), so an import circle or an upward import fails CI.
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 test: install browser
 	$(BIN)/python -m pytest -q

@@ -24,8 +24,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 from run_fixtures import make_run  # noqa: E402  (a run folder without training)
-from unetkit.export import OnnxModel, export_onnx  # noqa: E402
-from unetkit.loading import load_model  # noqa: E402
+from unetkit.deploy.export import export_onnx  # noqa: E402
+from unetkit.inference.onnx import OnnxModel  # noqa: E402
+from unetkit.runs.loading import load_model  # noqa: E402
 
 MODELS = {"classic U-Net (31.0 M)": ["model.arch=unet"],
           "ResNet34 U-Net (timm)": ["model.arch=timm-unet", "model.encoder=resnet34"]}

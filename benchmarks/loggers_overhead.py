@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's unetkit
 
 from unetkit import config as config_mod  # noqa: E402
-from unetkit.runs import read_metrics_csv  # noqa: E402
-from unetkit.synthetic import write_dataset  # noqa: E402
-from unetkit.train import fit  # noqa: E402
+from unetkit.data.synthetic import write_dataset  # noqa: E402
+from unetkit.runs.folder import read_metrics_csv  # noqa: E402
+from unetkit.training.fit import fit  # noqa: E402
 
 
 def one_run(data: Path, out: Path, loggers: list[str], args) -> dict:

@@ -52,13 +52,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's unetkit
 
 from unetkit import config as config_mod  # noqa: E402
-from unetkit.data import pair_items, split_items  # noqa: E402
-from unetkit.losses import SegmentationLoss  # noqa: E402
-from unetkit.metrics import logits_to_labels  # noqa: E402
-from unetkit.models import build_model  # noqa: E402
-from unetkit.preprocess import Preprocess, resolve_normalisation  # noqa: E402
-from unetkit.runs import unwrap, write_text  # noqa: E402
-from unetkit.train import Trainer, prepare_data  # noqa: E402
+from unetkit.core.files import write_text  # noqa: E402
+from unetkit.data.arrays import prepare_data  # noqa: E402
+from unetkit.data.folders import pair_items  # noqa: E402
+from unetkit.data.preprocess import Preprocess, resolve_normalisation  # noqa: E402
+from unetkit.data.splits import split_items  # noqa: E402
+from unetkit.evaluation.metrics import logits_to_labels  # noqa: E402
+from unetkit.models.unet import build_model  # noqa: E402
+from unetkit.runs.folder import unwrap  # noqa: E402
+from unetkit.training.losses import SegmentationLoss  # noqa: E402
+from unetkit.training.trainer import Trainer  # noqa: E402
 
 PARTS = ("writeups", "unetkit", "timm", "smp", "augment", "inference", "e2e")
 
@@ -233,7 +236,7 @@ class Context:
         root = Path(args.data)
         self.synthetic = not (root / "images").is_dir()
         if self.synthetic:
-            from unetkit.synthetic import write_dataset
+            from unetkit.data.synthetic import write_dataset
 
             count, size = (24, 96) if args.quick else (400, 384)
             root = write_dataset(self.tmp / "synthetic", count=count, size=size, seed=0)

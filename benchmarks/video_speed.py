@@ -36,13 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 from latency_cpu import median_ms  # noqa: E402  (this folder's CPU latency benchmark)
 from run_fixtures import make_run  # noqa: E402  (a run folder without training)
-from unetkit.export import OnnxModel, export_onnx  # noqa: E402
-from unetkit.loading import load_model  # noqa: E402
-from unetkit.predict import ONNX_FILES, Predictor, inference_workers, predict_files  # noqa: E402
-from unetkit.quantize import export_int8  # noqa: E402
-from unetkit.runs import run_config  # noqa: E402
-from unetkit.temporal import Smoothing  # noqa: E402
-from unetkit.video import predict_video  # noqa: E402
+from unetkit.clinical.temporal import Smoothing  # noqa: E402
+from unetkit.clinical.video import predict_video  # noqa: E402
+from unetkit.deploy.export import export_onnx  # noqa: E402
+from unetkit.deploy.quantize import export_int8  # noqa: E402
+from unetkit.inference.onnx import OnnxModel  # noqa: E402
+from unetkit.inference.predict import predict_files  # noqa: E402
+from unetkit.inference.predictor import ONNX_FILES, Predictor, inference_workers  # noqa: E402
+from unetkit.runs.check import run_config  # noqa: E402
+from unetkit.runs.loading import load_model  # noqa: E402
 
 MODEL = ["model.arch=timm-unet", "model.encoder=tf_efficientnet_lite0"]
 BACKEND = {"PyTorch eager": "torch", "ONNX Runtime float": "onnx", "ONNX Runtime int8": "int8"}

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from unetkit import config as config_mod  # noqa: E402
-from unetkit.synthetic import write_dataset  # noqa: E402
-from unetkit.train import fit  # noqa: E402
+from unetkit.data.synthetic import write_dataset  # noqa: E402
+from unetkit.training.fit import fit  # noqa: E402
 
 OUT = REPO / "docs" / "tensorboard-two-runs.png"
 

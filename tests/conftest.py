@@ -37,6 +37,6 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = True,
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """48 synthetic 64x64 polyp images in the Kvasir-SEG layout."""
-    from unetkit.synthetic import write_dataset
+    from unetkit.data.synthetic import write_dataset
 
     return write_dataset(tmp_path_factory.mktemp("synthetic"), count=48, size=64)

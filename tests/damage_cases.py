@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from unetkit import config as config_mod
-from unetkit.cli import main
-from unetkit.predict import Predictor
-from unetkit.runs import load_model
+from unetkit.cli.main import main
+from unetkit.inference.predictor import Predictor
+from unetkit.runs.loading import load_model
 
 # Fields that change the mask a valid configuration gives; any other field must not.
 PREDICTION_FIELDS = {"train.threshold", "data.mean", "data.std", "data.image_size"}

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from unetkit import config as config_mod
-from unetkit.models import build_model
-from unetkit.runs import save_weights, write_model_card, write_text
+from unetkit.core.files import write_text
+from unetkit.models.unet import build_model
+from unetkit.runs.folder import save_weights, write_model_card
 
 
 def make_run(run_dir: Path, overrides: list[str] = (), recipe: str | None = None,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unetkit import config
-from unetkit.augment import BatchAugment
+from unetkit.training.augment import BatchAugment
 
 N = 4000  # draws per comparison: standard errors of ~1-2 % of the compared quantities
 

@@ -11,10 +11,11 @@ from PIL import Image
 
 from conftest import run_cli
 from unetkit import config as config_mod
-from unetkit.data import pair_items, resolve_split
-from unetkit.images import MaskDecoder, read_image, read_mask
-from unetkit.predict import Predictor
-from unetkit.submit import rle_decode, rle_encode
+from unetkit.data.folders import pair_items
+from unetkit.data.splits import resolve_split
+from unetkit.deploy.submit import rle_decode, rle_encode
+from unetkit.inference.predictor import Predictor
+from unetkit.io.images import MaskDecoder, read_image, read_mask
 
 HEIGHT, WIDTH = 1280, 1918  # Carvana's photos
 

@@ -16,7 +16,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import run_cli
-from unetkit import UNet, __version__, load_model
+from unetkit import UNet, load_model
+from unetkit.core.version import __version__
 
 SMALL = ["--set", "data.image_size=[32,32]", "--set", "model.base_channels=8",
          "--set", "model.depth=2", "--set", "train.batch_size=8", "--set", "train.samples=2",

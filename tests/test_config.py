@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 import yaml
 
 from unetkit import config as config_mod
-from unetkit.config import ConfigError, load, parse_value
+from unetkit.config.schema import ConfigError
+from unetkit.config.sources import load, parse_value
 
 
 @pytest.mark.parametrize("name", config_mod.recipe_names())
@@ -133,14 +135,22 @@ def test_unknown_recipe_and_missing_file(tmp_path):
         load(file=str(bad))
 
 
-def test_allowed_names_come_from_the_modules_that_use_them(monkeypatch):
-    """validate() reads each registry: a name added to a module's registry becomes valid."""
-    from unetkit import metrics, optim
+def test_every_allowed_name_has_an_implementation_and_every_implementation_a_name():
+    """The allowed names live in config.names (below every engine); each implementing module's
+    table holds exactly those names, so neither can grow without the other."""
+    from unetkit.config import names
+    from unetkit.data.folders import LAYOUTS
+    from unetkit.training import losses, optim
+    from unetkit.training.loggers import LOGGERS
 
-    allowed = config_mod.allowed_values()
-    assert allowed["train.schedule"] == optim.SCHEDULES
-    assert allowed["train.optimizer"] == tuple(optim.OPTIMIZERS)
+    assert tuple(optim.OPTIMIZERS) == names.OPTIMIZERS
+    assert tuple(losses.TERMS) == names.LOSS_TERMS
+    assert tuple(LOGGERS) == names.LOGGERS
+    assert tuple(LAYOUTS) == names.DATA_LAYOUTS
+    assert config_mod.allowed_values()["train.schedule"] == names.SCHEDULES
     with pytest.raises(ConfigError, match="train.monitor must be one of"):
         load(overrides=["train.monitor=f1"])
-    monkeypatch.setattr(metrics, "MONITORS", (*metrics.MONITORS, "f1"))
-    assert load(overrides=["train.monitor=f1"]).train.monitor == "f1"
+    for schedule in names.SCHEDULES:  # each allowed schedule builds
+        cfg = load(overrides=[f"train.schedule={schedule}"])
+        opt = optim.make_optimizer(cfg, torch.nn.Linear(1, 1))
+        assert optim.make_scheduler(cfg, opt, 10) is not None

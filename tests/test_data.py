@@ -14,18 +14,12 @@ from PIL import Image
 
 from conftest import run_cli
 from unetkit import config as config_mod
-from unetkit.data import (
-    DataError,
-    check_data,
-    load_arrays,
-    pair_items,
-    random_split,
-    read_stems,
-    resolve_layout,
-    split_items,
-)
-from unetkit.images import MaskDecoder
-from unetkit.preprocess import Preprocess
+from unetkit.data.arrays import load_arrays
+from unetkit.data.folders import DataError, pair_items, read_stems, resolve_layout
+from unetkit.data.pairs import check_data
+from unetkit.data.preprocess import Preprocess
+from unetkit.data.splits import random_split, split_items
+from unetkit.io.images import MaskDecoder
 
 
 def cfg(*overrides):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from unetkit.demo import run_demo
+from unetkit.cli.demo import run_demo
 
 
 @pytest.mark.slow

@@ -10,8 +10,16 @@ import pytest
 import torch
 
 from unetkit import config as config_mod
-from unetkit.calibrate import AREAS, THRESHOLDS, CalibrationError, FrameCounts, grid, search
-from unetkit.detection import (
+from unetkit.clinical.calibrate import (
+    AREAS,
+    THRESHOLDS,
+    CalibrationError,
+    FrameCounts,
+    grid,
+    search,
+)
+from unetkit.evaluation.frames import frame_row
+from unetkit.inference.detection import (
     OperatingPoint,
     auroc,
     frame_score,
@@ -21,10 +29,9 @@ from unetkit.detection import (
     read_operating_point,
     write_operating_point,
 )
-from unetkit.frames import frame_row
-from unetkit.models import build_model
-from unetkit.predict import Predictor
-from unetkit.runs import RunError, save_weights, write_model_card
+from unetkit.inference.predictor import Predictor
+from unetkit.models.unet import build_model
+from unetkit.runs.folder import RunError, save_weights, write_model_card
 
 
 def test_is_detected_counts_foreground_area_against_min_area():
@@ -198,7 +205,7 @@ def test_operating_point_is_recorded_read_and_used_unless_overridden(tmp_path):
 
 
 def test_hub_and_onnx_exports_carry_the_operating_point(tmp_path):
-    from unetkit.export import export
+    from unetkit.deploy.export import export
 
     run = tiny_run(tmp_path / "run", OperatingPoint(0.65, 0.002))
     export(run, "hub", tmp_path / "hub")

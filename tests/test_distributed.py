@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SRC, run_cli
-from unetkit.synthetic import write_dataset
+from unetkit.data.synthetic import write_dataset
 
 # Equal by construction, up to float rounding: BCE only (a mean over pixels, so the mean of two
 # half-batch losses is the loss of the whole batch; soft Dice sums over the batch, so its value

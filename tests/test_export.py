@@ -13,9 +13,10 @@ from PIL import Image
 from conftest import real_data, run_cli
 from run_fixtures import make_run
 from unetkit import load_model
-from unetkit.export import ATOL, OPSET, OnnxModel, export_onnx
-from unetkit.images import read_image
-from unetkit.predict import Predictor
+from unetkit.deploy.export import ATOL, OPSET, export_onnx
+from unetkit.inference.onnx import OnnxModel
+from unetkit.inference.predictor import Predictor
+from unetkit.io.images import read_image
 
 TINY = ["model.base_channels=8", "model.depth=3", "data.image_size=[64, 64]"]
 
@@ -74,7 +75,8 @@ def test_onnx_predicts_an_image_per_core_and_keeps_the_inputs_order(tmp_path):
     inputs' order, a file that breaks while read is reported and the rest are written."""
     import os
 
-    from unetkit.predict import inference_workers, predict_files
+    from unetkit.inference.predict import predict_files
+    from unetkit.inference.predictor import inference_workers
 
     assert inference_workers("onnx") == len(os.sched_getaffinity(0))
     assert inference_workers("torch") == 1
@@ -119,10 +121,9 @@ def test_hub_folder_loads_back_identical(tmp_path):
 def test_hub_id_loads_through_huggingface_hub(tmp_path, monkeypatch):
     """A Hub model named explicitly (hf://user/name) goes to huggingface_hub.snapshot_download
     (replaced here by the exported folder, as no network is assumed) and loads as the run's
-    model, through load_model and from_pretrained; a bare "user/name" never reaches the Hub."""
+    model, through load_model, at a revision too; a bare "user/name" never reaches the Hub."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
-    from unetkit import TimmUNet, UNet
-    from unetkit.runs import RunError
+    from unetkit.runs.folder import RunError
 
     run = make_run(tmp_path / "run", TINY)
     hub = tmp_path / "hub"
@@ -138,7 +139,7 @@ def test_hub_id_loads_through_huggingface_hub(tmp_path, monkeypatch):
     with torch.no_grad():
         expected = load_model(run)(x)
         assert torch.equal(load_model("hf://user/polyps")(x), expected)
-        assert torch.equal(UNet.from_pretrained("hf://user/polyps@v1")(x), expected)
+        assert torch.equal(load_model("hf://user/polyps@v1")(x), expected)
     # operating_point.json too: a calibrated model keeps its operating point on the Hub
     files = ["config.json", "model.safetensors", "operating_point.json"]
     assert asked == [("user/polyps", None, files), ("user/polyps", "v1", files)]
@@ -146,13 +147,11 @@ def test_hub_id_loads_through_huggingface_hub(tmp_path, monkeypatch):
                                        "hf://user/polyps"):
         load_model("user/polyps")
     assert len(asked) == 2
-    with pytest.raises(TypeError, match="not a TimmUNet"):
-        TimmUNet.from_pretrained(str(hub))
 
 
 def test_export_rejects_unknown_format(tmp_path):
-    from unetkit.export import export
-    from unetkit.runs import RunError
+    from unetkit.deploy.export import export
+    from unetkit.runs.folder import RunError
 
     with pytest.raises(RunError, match="onnx, hub"):
         export(make_run(tmp_path / "run", TINY), "tflite", tmp_path / "x")

@@ -24,10 +24,10 @@ from torch import nn
 
 import unetkit
 from unetkit import config as config_mod
-from unetkit.losses import SegmentationLoss
-from unetkit.metrics import SegmentationMetrics, logits_to_labels
-from unetkit.models import build_model
-from unetkit.train import Trainer
+from unetkit.evaluation.metrics import SegmentationMetrics, logits_to_labels
+from unetkit.models.unet import build_model
+from unetkit.training.losses import SegmentationLoss
+from unetkit.training.trainer import Trainer
 
 
 def small_cfg(data, **overrides):

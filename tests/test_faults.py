@@ -12,12 +12,13 @@ import torch
 
 from conftest import SRC
 from unetkit import config as config_mod
-from unetkit.checkpoints import load_latest, read_checkpoint, save_checkpoint
-from unetkit.losses import SegmentationLoss
-from unetkit.models import build_model
-from unetkit.runs import RunError, check_state_dict, load_weights, save_weights, write_text
-from unetkit.synthetic import write_dataset
-from unetkit.train import fit
+from unetkit.core.files import write_text
+from unetkit.data.synthetic import write_dataset
+from unetkit.models.unet import build_model
+from unetkit.runs.folder import RunError, check_state_dict, load_weights, save_weights
+from unetkit.training.checkpoints import load_latest, read_checkpoint, save_checkpoint
+from unetkit.training.fit import fit
+from unetkit.training.losses import SegmentationLoss
 
 TINY = ["model.base_channels=4", "model.depth=2", "data.image_size=[32,32]", "train.epochs=2",
         "train.batch_size=4", "train.lr=0.01", "train.device='cpu'", "train.deterministic=True",
@@ -96,7 +97,7 @@ def test_full_disk_during_save_leaves_old_checkpoint(tmp_path):
     old = (folder / "last.pt").read_bytes()
     code = f"""
 import resource, signal, torch
-from unetkit.checkpoints import save_checkpoint
+from unetkit.training.checkpoints import save_checkpoint
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
 try:

@@ -11,13 +11,13 @@ import torch
 
 from conftest import run_cli
 from unetkit import config as config_mod
-from unetkit.data import Item
-from unetkit.ensemble import EnsembleModel
-from unetkit.folds import fold_splits
-from unetkit.loading import load_model
-from unetkit.models import build_model
-from unetkit.predict import Predictor
-from unetkit.runs import RunError, save_weights, write_model_card
+from unetkit.data.folders import Item
+from unetkit.data.splits import fold_splits
+from unetkit.inference.predictor import Predictor
+from unetkit.models.unet import build_model
+from unetkit.runs.ensemble import EnsembleModel
+from unetkit.runs.folder import RunError, save_weights, write_model_card
+from unetkit.runs.loading import load_model
 
 
 def video_items(sizes: list[int]) -> list[Item]:
@@ -48,7 +48,7 @@ def test_folds_never_split_a_group_and_cover_everything(k):
 
 
 def test_too_few_groups_for_the_folds():
-    from unetkit.data import DataError
+    from unetkit.data.folders import DataError
 
     with pytest.raises(DataError, match="too few for 5 folds"):
         fold_splits(video_items([3, 3]), 5, group_by=r"^(video\d+)_")

@@ -22,7 +22,7 @@ from PIL import Image
 
 from conftest import SRC, run_cli
 from run_fixtures import make_run
-from unetkit.files import TMP_SUFFIX, OutputError, atomic_write, remove_temp_files, write_text
+from unetkit.core.files import TMP_SUFFIX, OutputError, atomic_write, remove_temp_files, write_text
 
 TINY = ["model.base_channels=4", "model.depth=2", "data.image_size=[32,32]"]
 # Data memory (RLIMIT_DATA: the heap and private mappings, i.e. what allocations use) of a
@@ -48,7 +48,7 @@ def capped(*args: str, mb: int = MEMORY_CAP_MB, fsize: int | None = None,
 def inproc(*args: str, check: bool = True) -> SimpleNamespace:
     """The same command line in this process (faster than a subprocess, for the cases beside
     each reproduction): its exit code and what it printed."""
-    from unetkit.cli import main
+    from unetkit.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -228,7 +228,7 @@ def damaged_copy(run: Path, dest: Path, change=None, weights=None) -> Path:
         change(card)
         (dest / "config.json").write_text(json.dumps(card))
     if weights is not None:
-        from unetkit.runs import save_weights
+        from unetkit.runs.folder import save_weights
         save_weights(weights, dest / "model.safetensors")
     return dest
 
@@ -241,8 +241,8 @@ def test_config_json_is_validated_before_any_allocation(run, tmp_path, capsys):
     clean_error(capped("predict", str(huge), str(img), "--out", str(tmp_path / "out"), mb=800),
                 "config.json", "model.base_channels")
     from unetkit import config as config_mod
-    from unetkit.cli import main
-    from unetkit.models import build_model
+    from unetkit.cli.main import main
+    from unetkit.models.unet import build_model
 
     def refused(folder: Path, *words: str) -> None:  # the same command, in this process
         assert main(["predict", str(folder), str(img), "--out", str(tmp_path / "o")]) == 2
@@ -297,7 +297,7 @@ def test_mistyped_run_folder_and_run_folder_encoders_never_reach_the_network(
     calls = []
     for name in ("snapshot_download", "hf_hub_download"):
         monkeypatch.setattr(hub, name, lambda *a, **k: calls.append((a, k)))
-    from unetkit.cli import main
+    from unetkit.cli.main import main
     monkeypatch.chdir(tmp_path)
     assert main(["predict", "runs/kvasri", str(img), "--out", "o", "--quiet"]) == 2
     assert main(["predict", str(hostile), str(img), "--out", "o", "--quiet"]) == 2
@@ -341,10 +341,11 @@ def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
 
 KILL_IN_FIRST_EPOCH = """
 import os, signal, sys
-from unetkit import config, train
-train.Trainer.train_epoch = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+from unetkit import Trainer, config
+from unetkit.training.fit import fit
+Trainer.train_epoch = lambda self: os.kill(os.getpid(), signal.SIGKILL)
 cfg = config.load(overrides=sys.argv[3:], data_root=sys.argv[1])
-train.fit(cfg, sys.argv[2], progress=False)
+fit(cfg, sys.argv[2], progress=False)
 """
 
 TRAIN = [*TINY, "train.epochs=2", "train.batch_size=4", "train.device='cpu'",
@@ -353,7 +354,7 @@ TRAIN = [*TINY, "train.epochs=2", "train.batch_size=4", "train.device='cpu'",
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
-    from unetkit.synthetic import write_dataset
+    from unetkit.data.synthetic import write_dataset
 
     return write_dataset(tmp_path_factory.mktemp("resume"), count=16, size=32)
 
@@ -380,8 +381,8 @@ def test_checkpoint_that_does_not_fit_falls_back_or_says_what_differs(small_data
     inproc("train", "--recipe", "demo", "--data", str(small_data), "--out", str(out), "--quiet",
             "--set", *TRAIN)
     from unetkit import config as config_mod
-    from unetkit.checkpoints import read_checkpoint
-    from unetkit.models import build_model
+    from unetkit.models.unet import build_model
+    from unetkit.training.checkpoints import read_checkpoint
     state = read_checkpoint(out / "checkpoints" / "last.pt")
     wider = build_model(config_mod.load(overrides=[*TINY, "model.base_channels=8"]))
     torch.save({**state, "model": wider.state_dict()}, out / "checkpoints" / "last.pt")
@@ -435,7 +436,9 @@ def test_random_configuration_values_are_refused_before_work_or_within_range(tmp
     import random
 
     from unetkit import config as config_mod
-    from unetkit.limits import MAX_PARAMETERS, RANGES, in_range, unet_parameters
+    from unetkit.config.rules import RANGES, in_range
+    from unetkit.models.size import MAX_PARAMETERS, meta_model
+    from unetkit.training.checks import check_training
 
     rng = random.Random(3)
     keys = sorted(RANGES) + ["data.image_size", "data.mean", "data.std",
@@ -448,6 +451,7 @@ def test_random_configuration_values_are_refused_before_work_or_within_range(tmp
         key, value = rng.choice(keys), rng.choice(pool)
         try:
             cfg = config_mod.load("demo", overrides=[f"{key}={value}"])
+            check_training(cfg)  # what needs an engine: the model's size, augmentation ops
         except config_mod.ConfigError as exc:
             assert key.split(".")[-1] in str(exc) or "parameters" in str(exc), (key, value, exc)
             refused += 1
@@ -458,7 +462,7 @@ def test_random_configuration_values_are_refused_before_work_or_within_range(tmp
             got = getattr(got, part)
         if key in RANGES:
             assert in_range(float(got), *RANGES[key]), (key, value)
-        assert unet_parameters(cfg) <= MAX_PARAMETERS
+        assert sum(p.numel() for p in meta_model(cfg).parameters()) <= MAX_PARAMETERS
         assert all(8 <= s <= 8192 for s in cfg.data.image_size)
     assert accepted >= 20 and refused >= 60, (accepted, refused)  # seed 3: 25 and 175
 

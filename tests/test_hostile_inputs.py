@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from unetkit import config as config_mod
-from unetkit.images import ImageError, read_image
-from unetkit.predict import output_stem, predict_files
-from unetkit.synthetic import write_dataset
-from unetkit.train import fit
+from unetkit.data.synthetic import write_dataset
+from unetkit.inference.predict import output_stem, predict_files
+from unetkit.io.budget import ImageError
+from unetkit.io.images import read_image
+from unetkit.training.fit import fit
 
 RGB = np.zeros((12, 20, 3), np.uint8)
 RGB[:, :10] = (255, 0, 0)  # left half red, right half blue

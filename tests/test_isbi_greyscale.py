@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import real_data, run_cli
-from unetkit.models import UNet
+from unetkit.models.unet import UNet
 
 
 def test_depth_one_greyscale_unet():

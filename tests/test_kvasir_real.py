@@ -14,11 +14,12 @@ import torch
 
 from conftest import real_data
 from unetkit import config as config_mod
-from unetkit.data import pair_items, resolve_split
-from unetkit.evaluate import evaluate
-from unetkit.images import MaskDecoder, read_mask
-from unetkit.metrics import SegmentationMetrics
-from unetkit.train import fit
+from unetkit.data.folders import pair_items
+from unetkit.data.splits import resolve_split
+from unetkit.evaluation.evaluate import evaluate
+from unetkit.evaluation.metrics import SegmentationMetrics
+from unetkit.io.images import MaskDecoder, read_mask
+from unetkit.training.fit import fit
 
 N_TRAIN, N_VAL = 120, 40
 SIZE = 96

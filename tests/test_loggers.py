@@ -15,9 +15,10 @@ from safetensors.torch import load_file
 
 from conftest import run_cli
 from unetkit import config as config_mod
-from unetkit import loggers as loggers_mod
-from unetkit.runs import read_metrics_csv
-from unetkit.train import fit
+from unetkit.runs.folder import read_metrics_csv
+from unetkit.training import loggers as loggers_mod
+from unetkit.training.checks import check_training
+from unetkit.training.fit import fit
 
 TINY = ["model.base_channels=4", "model.depth=2", "data.image_size=[32,32]", "train.epochs=2",
         "train.batch_size=8", "train.device=cpu", "train.samples=2", "train.deterministic=true"]
@@ -62,8 +63,9 @@ def test_names_are_checked_before_training(monkeypatch):
     with pytest.raises(config_mod.ConfigError, match="choose from tensorboard, mlflow, wandb"):
         config_mod.load(None, None, ["train.loggers=[tensorbord]"])
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    cfg = config_mod.load(None, None, ["train.loggers=[wandb]"])  # a name is the config's
     with pytest.raises(config_mod.ConfigError, match=r"pip install 'unetkit\[wandb\]'"):
-        config_mod.load(None, None, ["train.loggers=[wandb]"])
+        check_training(cfg)  # its package is training's: checked when training starts
     assert config_mod.load(None, None, []).train.loggers == []  # none by default
 
 

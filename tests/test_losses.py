@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unetkit.config import LossConfig
-from unetkit.losses import SegmentationLoss
+from unetkit.config.schema import LossConfig
+from unetkit.training.losses import SegmentationLoss
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -171,7 +171,7 @@ def test_loss_has_gradients(random_batch):
 def test_a_new_term_is_one_function_and_one_line(monkeypatch):
     """The loss is sum(weight * term) over losses.TERMS: a term added to the table (weight read
     from the LossConfig field of its name) is in the loss."""
-    from unetkit import losses
+    from unetkit.training import losses
 
     logits, target = torch.zeros(1, 1, 2, 2), torch.tensor([[[0, 1], [1, 1]]])
     monkeypatch.setitem(losses.TERMS, "squared_dice", lambda batch, cfg: torch.tensor(5.0))

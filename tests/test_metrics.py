@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import (
 )
 from torchmetrics.functional.segmentation import dice_score
 
-from unetkit.metrics import SegmentationMetrics, confusion_matrices, logits_to_labels
+from unetkit.evaluation.metrics import SegmentationMetrics, confusion_matrices, logits_to_labels
 
 approx = lambda x: pytest.approx(x, abs=1e-9)  # noqa: E731
 

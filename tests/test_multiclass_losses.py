@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from unetkit.config import LossConfig
-from unetkit.losses import SegmentationLoss
+from unetkit.config.schema import LossConfig
+from unetkit.training.losses import SegmentationLoss
 
 SMOOTH = 1.0
 # smp 0.6 computes Dice as (I + s) / (I + (fp + fn) / 2 + s) = (2I + 2s) / (P + G + 2s): its

@@ -7,8 +7,8 @@ from PIL import Image
 
 from conftest import real_data
 from unetkit import config
-from unetkit.images import MaskDecoder, open_image, read_mask
-from unetkit.runs import model_card
+from unetkit.io.images import MaskDecoder, open_image, read_mask
+from unetkit.runs.folder import model_card
 
 NEOPOLYP_COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
 

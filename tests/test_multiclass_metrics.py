@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetkit.metrics import SegmentationMetrics
+from unetkit.evaluation.metrics import SegmentationMetrics
 
 NAMES = ["background", "neoplastic", "non_neoplastic"]
 

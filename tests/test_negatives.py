@@ -10,11 +10,12 @@ from PIL import Image
 
 from conftest import run_cli
 from unetkit import config as config_mod
-from unetkit.data import DataError, load_arrays, pair_items, prepare_data
-from unetkit.images import MaskDecoder
-from unetkit.negatives import BatchPlan, negative_folders, negative_mask, negative_splits
-from unetkit.preprocess import Preprocess
-from unetkit.train import Trainer
+from unetkit.data.arrays import load_arrays, prepare_data
+from unetkit.data.folders import DataError, pair_items
+from unetkit.data.negatives import BatchPlan, negative_folders, negative_mask, negative_splits
+from unetkit.data.preprocess import Preprocess
+from unetkit.io.images import MaskDecoder
+from unetkit.training.trainer import Trainer
 
 
 def write_set(root, n=12, size=24, masks=True, seed=0, index=False):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import real_data, run_cli
 from test_encoders import lite0_file
-from unetkit.images import MaskDecoder, read_mask
+from unetkit.io.images import MaskDecoder, read_mask
 
 COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from unetkit import config
-from unetkit.runs import read_metrics_csv
-from unetkit.train import Trainer, fit
+from unetkit.runs.folder import read_metrics_csv
+from unetkit.training.fit import fit
+from unetkit.training.trainer import Trainer
 
 
 def tiny_cfg(data, **model):
@@ -64,7 +65,7 @@ def test_unknown_monitor_is_refused():
 
 def test_plateau_never_goes_below_min_lr():
     cfg = config.load("neopolyp-unet3")
-    from unetkit.train import make_scheduler
+    from unetkit.training.optim import make_scheduler
 
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=cfg.train.lr)
     sched = make_scheduler(cfg, opt, 1)

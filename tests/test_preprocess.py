@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 
 from unetkit import config as config_mod
-from unetkit.images import open_image
-from unetkit.predict import Predictor
-from unetkit.preprocess import Preprocess
-from unetkit.runs import read_model_card, run_config, write_model_card
-from unetkit.train import Trainer
+from unetkit.data.preprocess import Preprocess
+from unetkit.inference.predictor import Predictor
+from unetkit.io.images import open_image
+from unetkit.runs.check import read_model_card, run_config
+from unetkit.runs.folder import write_model_card
+from unetkit.training.trainer import Trainer
 
 
 def smooth_photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -68,7 +69,10 @@ def test_training_and_prediction_feed_the_network_identical_pixels(tmp_path, cha
     trainer = Trainer(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     write_model_card(tmp_path / "run", cfg)  # what `unetkit train` saves with the weights
     saved = run_config(tmp_path / "run")
-    assert read_model_card(tmp_path / "run")["preprocess"] == Preprocess.from_config(cfg).to_dict()
+    card, pre = read_model_card(tmp_path / "run"), Preprocess.from_config(cfg).to_dict()
+    # the input's size and normalisation once, in the summary; how pixels get there beside them
+    assert {**card["preprocess"], **{k: card[k] for k in ("image_size", "mean", "std")}} == pre
+    assert not {"image_size", "mean", "std"} & set(card["preprocess"])
     predictor = Predictor(trainer.model, saved)
 
     names = trainer.train_data.names + trainer.val_data.names

@@ -12,11 +12,11 @@ from PIL import Image
 from conftest import run_cli
 from run_fixtures import make_run
 from unetkit import load_model
-from unetkit.export import export_onnx
-from unetkit.images import read_image
-from unetkit.predict import Predictor
-from unetkit.runs import RunError
-from unetkit.synthetic import write_dataset
+from unetkit.data.synthetic import write_dataset
+from unetkit.deploy.export import export_onnx
+from unetkit.inference.predictor import Predictor
+from unetkit.io.images import read_image
+from unetkit.runs.folder import RunError
 
 TINY = ["model.base_channels=8", "model.depth=3", "data.image_size=[64, 64]",
         "data.split.val_fraction=0.25"]
@@ -66,7 +66,7 @@ def test_int8_is_kept_when_its_dice_holds(quantisable, tmp_path):
 def test_int8_is_refused_when_dice_drops_and_nothing_is_written(quantisable, tmp_path,
                                                                 monkeypatch):
     """The check itself: an int8 model scored 0.2 below the float one is not kept."""
-    import unetkit.quantize as q
+    import unetkit.deploy.quantize as q
 
     run, data = quantisable
     real, calls = q.evaluate_predictor, []
@@ -91,7 +91,7 @@ def test_the_first_and_the_depthwise_convolutions_stay_float():
     """Found by the graph's structure (the group attribute), not by layer names."""
     from onnx import TensorProto, helper
 
-    from unetkit.quantize import float_convolutions
+    from unetkit.deploy.quantize import float_convolutions
 
     def conv(name, x, y, group=1):
         return helper.make_node("Conv", [x, f"{name}.w"], [y], name=name, group=group)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SRC, run_cli
-from unetkit.synthetic import write_dataset
+from unetkit.data.synthetic import write_dataset
 
 # Augmentation and a warm-up + cosine schedule on, so every saved generator and scheduler state
 # matters: resuming with any of them wrong changes the weights.

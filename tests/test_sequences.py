@@ -10,9 +10,9 @@ from conftest import real_data, run_cli
 from run_fixtures import make_run
 from test_video import TINY, RedIsPolyp
 from unetkit import config as config_mod
-from unetkit.predict import Predictor
-from unetkit.sequences import read_sequences, score_sequences
-from unetkit.temporal import Smoothing
+from unetkit.clinical.sequences import read_sequences, score_sequences
+from unetkit.clinical.temporal import Smoothing
+from unetkit.inference.predictor import Predictor
 
 
 def write_frames(root, sequences: dict[str, list[tuple[bool, bool]]]) -> None:

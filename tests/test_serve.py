@@ -27,14 +27,15 @@ from PIL import Image
 
 from conftest import SRC, run_cli
 from unetkit import config as config_mod
-from unetkit.images import ImageError
-from unetkit.models import build_model
-from unetkit.predict import Predictor
-from unetkit.runs import save_weights, write_model_card
-from unetkit.serve import MAX_SIDE, MissingExtra, ModelPage, mask_stats, read_upload
-from unetkit.summary import count_components as count_regions
-from unetkit.synthetic import make_sample
-from unetkit.train import resolve_normalisation
+from unetkit.core.extras import MissingExtra
+from unetkit.data.preprocess import resolve_normalisation
+from unetkit.data.synthetic import make_sample
+from unetkit.deploy.page import MAX_SIDE, ModelPage, mask_stats, read_upload
+from unetkit.inference.predictor import Predictor
+from unetkit.inference.summary import count_components as count_regions
+from unetkit.io.budget import ImageError
+from unetkit.models.unet import build_model
+from unetkit.runs.folder import save_weights, write_model_card
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -137,11 +138,11 @@ def test_read_upload_converts_modes_shrinks_huge_images_and_names_bad_files(tmp_
 
 
 def test_missing_gradio_says_how_to_install(monkeypatch):
-    from unetkit import serve
+    from unetkit.deploy.serve import import_gradio
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # makes `import gradio` fail
     with pytest.raises(MissingExtra, match=r"pip install 'unetkit\[serve\]'"):
-        serve.import_gradio()
+        import_gradio()
 
 
 # ---------------------------------------------------------------- a run folder and a server
@@ -288,7 +289,7 @@ def test_model_page_segments_like_predict_and_describes_the_run(tmp_path):
     page = ModelPage(run_dir, "cpu")
     try:
         res = page.segment(tmp_path / "x.jpg", out_dir=tmp_path)
-        from unetkit.images import read_image
+        from unetkit.io.images import read_image
 
         want = Predictor.from_run(run_dir, "cpu").predict([read_image(tmp_path / "x.jpg")])[0]
         np.testing.assert_array_equal(res["labels"], want)

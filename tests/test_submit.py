@@ -11,11 +11,11 @@ from PIL import Image
 
 from conftest import run_cli
 from unetkit import config
-from unetkit.models import build_model
-from unetkit.predict import Predictor
-from unetkit.runs import save_weights, write_model_card
-from unetkit.submit import FORMATS, rle_decode, rle_encode
-from unetkit.train import resolve_normalisation
+from unetkit.data.preprocess import resolve_normalisation
+from unetkit.deploy.submit import FORMATS, rle_decode, rle_encode
+from unetkit.inference.predictor import Predictor
+from unetkit.models.unet import build_model
+from unetkit.runs.folder import save_weights, write_model_card
 
 
 def test_rle_known_values():

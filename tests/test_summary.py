@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from unetkit.summary import count_components, summarize, write_summaries
+from unetkit.inference.summary import count_components, summarize, write_summaries
 
 
 def test_components_of_known_shapes():

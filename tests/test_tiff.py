@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import real_data
-from unetkit.images import ImageError, MaskDecoder, read_image, read_mask
+from unetkit.io.budget import ImageError
+from unetkit.io.images import MaskDecoder, read_image, read_mask
 
 tifffile = pytest.importorskip("tifffile")
 

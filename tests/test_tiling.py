@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from unetkit import config as config_mod
-from unetkit.models import UNet
-from unetkit.predict import Predictor
-from unetkit.tiling import gaussian_weights, sliding_window, tile_starts
+from unetkit.inference.predictor import Predictor
+from unetkit.inference.tiling import gaussian_weights, sliding_window, tile_starts
+from unetkit.models.unet import UNet
 
 
 def test_tiles_cover_the_image_with_the_requested_overlap():

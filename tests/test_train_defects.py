@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from unetkit import config as config_mod
-from unetkit.augment import affine
-from unetkit.train import Trainer, fit
+from unetkit.training.augment import affine
+from unetkit.training.fit import fit
+from unetkit.training.trainer import Trainer
 
 
 def disk(h: int, w: int, r: float) -> torch.Tensor:
@@ -94,8 +95,12 @@ def test_set_and_data_apply_in_the_same_order_for_new_and_resumed_runs(tmp_path)
         config_mod.for_training("demo", resume=run)
 
 
-def test_rot90_with_a_non_square_size_fails_when_the_config_loads():
+def test_rot90_with_a_non_square_size_fails_before_training_reads_data():
+    from unetkit.training.checks import check_training
+
+    cfg = config_mod.load(overrides=["data.image_size=[32, 48]", "train.augment=[{'op': 'rot90'}]"])
     with pytest.raises(config_mod.ConfigError, match="rot90.*square data.image_size"):
-        config_mod.load(overrides=["data.image_size=[32, 48]", "train.augment=[{'op': 'rot90'}]"])
+        check_training(cfg)
     cfg = config_mod.load(overrides=["data.image_size=[32, 48]", "train.augment=[{'op': 'hflip'}]"])
+    check_training(cfg)
     assert cfg.train.augment == [{"op": "hflip"}]

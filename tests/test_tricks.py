@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from unetkit import config as config_mod
-from unetkit.augment import BatchAugment
-from unetkit.color import color_jitter, color_transfer, lab_to_rgb, rgb_to_lab
-from unetkit.ema import EMA
-from unetkit.losses import SegmentationLoss
-from unetkit.models import build_model
-from unetkit.multiscale import MultiScale, scaled_size
-from unetkit.structure import boundary_weights, structure_loss
-from unetkit.train import Trainer
+from unetkit.models.unet import build_model
+from unetkit.training.augment import BatchAugment
+from unetkit.training.color import color_jitter, color_transfer, lab_to_rgb, rgb_to_lab
+from unetkit.training.ema import EMA
+from unetkit.training.losses import SegmentationLoss
+from unetkit.training.multiscale import MultiScale, scaled_size
+from unetkit.training.structure import boundary_weights, structure_loss
+from unetkit.training.trainer import Trainer
 
 
 def one_pixel_mask():
@@ -125,7 +125,7 @@ def test_deep_supervision_heads_train_and_never_leave_the_run(arch, synthetic_da
     widths = {tuple(h.weight.shape) for h in heads}
     if arch != "unet":
         return  # the ONNX check once is enough (exporting a timm encoder takes a minute here)
-    from unetkit.export import export_onnx
+    from unetkit.deploy.export import export_onnx
     onnx = pytest.importorskip("onnx")
     out = tmp_path / "model.onnx"
     export_onnx(tmp_path / "run", out)
@@ -242,7 +242,7 @@ def test_sota_recipes_train_a_step(name):
     random encoder at a small size: no download, no data)."""
     cfg = config_mod.load(name, overrides=["model.encoder_weights=null"])
     model = build_model(cfg).train()
-    from unetkit.deep_supervision import DeepSupervision
+    from unetkit.training.deep_supervision import DeepSupervision
 
     sides = DeepSupervision(model, cfg.train.deep_supervision, cfg.out_channels)
     loss_fn = SegmentationLoss(cfg.train.loss, cfg.num_classes)

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from unetkit import config as config_mod
-from unetkit.models import UNet
-from unetkit.predict import Predictor
+from unetkit.inference.predictor import Predictor
+from unetkit.models.unet import UNet
 
 
 class Symmetrised(nn.Module):

@@ -14,10 +14,11 @@ import torch
 from conftest import run_cli
 from run_fixtures import make_run
 from unetkit import config as config_mod
-from unetkit.predict import Predictor
-from unetkit.synthetic import make_sample
-from unetkit.temporal import Smoothing, alarm_intervals, smooth_detections
-from unetkit.video import frame_score, is_video, predict_video
+from unetkit.clinical.temporal import Smoothing, alarm_intervals, smooth_detections
+from unetkit.clinical.video import is_video, predict_video
+from unetkit.data.synthetic import make_sample
+from unetkit.inference.detection import frame_score
+from unetkit.inference.predictor import Predictor
 
 TINY = ["model.base_channels=8", "model.depth=3", "data.image_size=[64, 64]"]
 
@@ -104,7 +105,7 @@ def test_a_failing_stage_ends_the_run_with_an_error_and_keeps_the_frames_done(tm
     names the video and the cause."""
     import threading
 
-    from unetkit.video_io import VideoError
+    from unetkit.io.video import VideoError
 
     write_video(tmp_path / "v.mp4", [np.full((48, 64, 3), 90, np.uint8)] * 12)
     cfg = config_mod.load(None, None, TINY)
@@ -244,7 +245,7 @@ def test_onnx_video_runs_a_frame_per_core_and_matches_pytorch(clip, tmp_path):
     import os
 
     pytest.importorskip("onnxruntime")
-    from unetkit.export import export_onnx
+    from unetkit.deploy.export import export_onnx
 
     run, video = clip
     onnx_run = tmp_path / "run"
@@ -304,8 +305,9 @@ def test_damaged_videos_give_a_clear_error_and_keep_what_was_read(clip, tmp_path
 def test_serve_page_takes_a_short_video_and_refuses_a_long_one(clip, tmp_path):
     """The web page's video path (Gradio-free part): overlay video and alarm list back; an
     upload over the duration limit is refused with a message naming it."""
-    from unetkit.serve import ModelPage
-    from unetkit.video import VideoError, predict_upload
+    from unetkit.clinical.video import predict_upload
+    from unetkit.deploy.page import ModelPage
+    from unetkit.io.video import VideoError
 
     run, video = clip
     page = ModelPage(run, "cpu")
@@ -314,6 +316,6 @@ def test_serve_page_takes_a_short_video_and_refuses_a_long_one(clip, tmp_path):
         assert len(decode(res["overlay"])[0]) == 24
         assert res["alarms"]["frames"] == 24 and isinstance(res["alarms"]["alarms"], list)
         with pytest.raises(VideoError, match="clip.mp4.*up to 1 s"):
-            predict_upload(page.predictor, video, tmp_path, max_seconds=1)
+            predict_upload(page.predictor, video, tmp_path, max_seconds=1, max_side=2048)
     finally:
         page.close()

@@ -1,9 +1,12 @@
-"""unetkit: train, evaluate and deploy U-Net segmentation models."""
+"""unetkit: train, evaluate and deploy U-Net segmentation models.
 
-__version__ = "0.1.0"
+The package is layered (see docs/architecture.md); this file only names the public API.
+"""
 
-from .loading import load_model  # noqa: E402
-from .models import TimmUNet, UNet, build_model  # noqa: E402
-from .predict import Predictor  # noqa: E402
+from unetkit.core.version import __version__
+from unetkit.inference.predictor import Predictor
+from unetkit.models.unet import TimmUNet, UNet, build_model
+from unetkit.runs.loading import load_model
+from unetkit.training.trainer import Trainer
 
-__all__ = ["UNet", "TimmUNet", "build_model", "load_model", "Predictor", "__version__"]
+__all__ = ["UNet", "TimmUNet", "build_model", "load_model", "Predictor", "Trainer", "__version__"]

@@ -1,0 +1,1 @@
+"""The `unetkit` command: parses arguments and calls the layers below."""

@@ -1,0 +1,215 @@
+"""One function per `unetkit` verb: read the parsed arguments, call the library, print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from unetkit import config as config_mod
+
+
+def cmd_train(args) -> int:
+    from unetkit.training.fit import fit
+
+    if args.resume and args.folds is not None:
+        raise config_mod.ConfigError("--folds continues by itself: run the same command again "
+                                     "(finished folds are kept), without --resume")
+    resume = None
+    if args.resume:  # `--resume RUN_DIR`, or `--resume --out RUN_DIR`
+        resume = Path(args.resume if isinstance(args.resume, str) else args.out or "")
+        if not resume.name:
+            raise config_mod.ConfigError("--resume needs the run folder: --resume RUN_DIR")
+    cfg = config_mod.for_training(args.recipe, args.config, args.overrides, args.data, resume)
+    if args.folds is not None:  # one run per fold, then out-of-fold scores (see folds.py)
+        from unetkit.training.fit import default_run_dir
+        from unetkit.training.folds import train_folds
+        train_folds(cfg, args.out or default_run_dir(cfg), args.folds, progress=not args.quiet)
+        return 0
+    fit(cfg, resume or args.out, resume=resume is not None, progress=not args.quiet)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from unetkit.core.files import check_outputs, write_text
+    from unetkit.evaluation.evaluate import evaluate
+
+    if args.json:  # refused before the work, not after it
+        check_outputs([(Path(args.json), "the scores")], run_dirs=[Path(args.run_dir)])
+    if args.sequences:
+        from unetkit.clinical.sequences import evaluate_sequences
+        from unetkit.clinical.temporal import Smoothing
+
+        scores = evaluate_sequences(args.run_dir, args.data, args.sequences,
+                                    Smoothing(args.alarm_k, args.alarm_n, args.ema),
+                                    min_area=args.min_area, progress=not args.quiet)
+        print_sequences(scores)
+        if args.json:
+            write_text(args.json, json.dumps(scores, indent=2))
+            print(f"wrote {args.json}")
+        return 0
+    scores = evaluate(args.run_dir, args.data, args.split, args.tta, progress=not args.quiet,
+                      negatives=args.negatives, threshold=args.threshold, min_area=args.min_area)
+    print_scores(args.split, scores, args.tta)
+    for name, s in scores.get("per_class", {}).items():
+        print(f"  {name:>20}: dice {s['dice']:.4f}  iou {s['iou']:.4f}  mDice {s['mDice']:.4f}")
+    if args.json:
+        write_text(args.json, json.dumps(scores, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def print_sequences(scores: dict) -> None:
+    s = scores["settings"]
+    print(f"alarm on {s['k']} of {s['n']} frames, EMA {s['ema']}, threshold {s['threshold']}, "
+          f"min_area {s['min_area']} ({s['operating_point_source']})")
+    print(f"{'sequence':>8} {'frames':>6} {'polyp':>6} | {'sens raw':>8} {'FA frames':>9} "
+          f"{'FAs':>4} | {'sens smooth':>11} {'FA frames':>9} {'FAs':>4}")
+    rows = list(scores["per_sequence"].items()) + [("total", scores["total"])]
+    for name, r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"{name:>8} {r['frames']:>6} {r['polyp_frames']:>6} | "
+              f"{fmt(r['raw']['sensitivity']):>8} {r['raw']['false_alarm_frames']:>9} "
+              f"{r['raw']['false_alarms']:>4} | {fmt(r['smoothed']['sensitivity']):>11} "
+              f"{r['smoothed']['false_alarm_frames']:>9} {r['smoothed']['false_alarms']:>4}")
+
+
+def print_scores(split: str, scores: dict, tta: bool) -> None:
+    from unetkit.evaluation.report import format_frames
+
+    keys = ("mDice", "mIoU", "dice", "iou", "precision", "recall", "accuracy")
+    if scores["images"]:
+        print(f"{split} ({scores['images']} images with foreground{', TTA' if tta else ''}): "
+              + "  ".join(f"{k} {scores[k]:.4f}" for k in keys))
+    print(f"frames: {format_frames(scores)}")
+
+
+def cmd_calibrate(args) -> int:
+    from unetkit.clinical.calibrate import calibrate
+
+    r = calibrate(args.run_dir, args.data, args.max_false_alarm, args.split, args.negatives,
+                  args.tta, progress=not args.quiet)
+    print(f"{r['frames_positive']} frames with foreground, {r['frames_negative']} without")
+    for name in ("before", "after"):
+        s = r[name]
+        print(f"{name:>6}: threshold {s['threshold']:.2f}  min_area {s['min_area']:.4f}  "
+              f"sensitivity {s['sensitivity']:.3f}  false alarms {s['false_alarm_rate']:.3f}  "
+              f"mDice {s['mDice']:.4f}")
+    print(f"recorded in {Path(args.run_dir) / 'operating_point.json'}; predict, evaluate, serve, "
+          "submit and export use it (override with --threshold / --min-area)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from unetkit.evaluation.report import write_report
+
+    out = write_report(args.run_dir, args.data, args.negatives, args.out, tta=args.tta,
+                       progress=not args.quiet, threshold=args.threshold,
+                       min_area=args.min_area)
+    print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {out / 'per_image.csv'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from unetkit.clinical.temporal import Smoothing
+    from unetkit.clinical.video import is_video, predict_videos, video_name
+    from unetkit.inference.predict import predict_files
+
+    videos = [name for name in args.inputs if is_video(name)]
+    if videos:
+        smoothing = Smoothing(args.alarm_k, args.alarm_n, args.ema)
+        for s in predict_videos(args.run_dir, videos, args.out, smoothing, args.threshold,
+                                args.min_area, args.backend, masks=args.masks,
+                                overlay_video=not args.no_video, style=args.style,
+                                max_frames=args.max_frames, progress=not args.quiet):
+            print(f"{s['source']}: {s['frames']} frames at {s['fps_achieved']} frames/s, "
+                  f"{s['alarm_count']} alarms ({s['alarm_total_s']} s) -> "
+                  f"{Path(args.out) / video_name(s['source'])}")
+    images = [name for name in args.inputs if not is_video(name)]
+    if not images:
+        return 0
+    result = predict_files(args.run_dir, images, args.out, tta=args.tta,
+                           threshold=args.threshold, min_area=args.min_area,
+                           overlays=args.overlay, probs=args.probs,
+                           progress=not args.quiet, tile=args.tile,
+                           tile_overlap=args.tile_overlap, backend=args.backend or "torch")
+    print(f"wrote {result['written']} masks to {result['out']}")
+    if result["failed"]:
+        print(f"{len(result['failed'])} files could not be read:", file=sys.stderr)
+        for line in result["failed"]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from unetkit.deploy.submit import submit
+
+    result = submit(args.run_dir, args.data, args.format, args.out, tta=args.tta,
+                    progress=not args.quiet)
+    print(f"wrote {result['rows']} rows for {result['images']} images to {result['out']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from unetkit.deploy.export import export
+
+    if args.format == "int8":
+        from unetkit.deploy.quantize import export_int8
+
+        if not args.data:
+            raise config_mod.ConfigError("--format int8 needs --data DIR: the images it is "
+                                         "calibrated on (train split) and checked on (--split)")
+        c = export_int8(args.run_dir, args.out, args.data, args.split, args.tolerance,
+                        progress=not args.quiet)["check"]
+        print(f"wrote {args.out}: mDice int8 {c['int8_mDice']:.4f} vs float "
+              f"{c['float_mDice']:.4f} on {c['images']} {c['split']} images (drop "
+              f"{c['mDice_drop']:.4f} <= {c['tolerance']})")
+        return 0
+    result = export(args.run_dir, args.format, args.out)
+    if args.format == "onnx":
+        print(f"wrote {args.out} (opset {result['opset']}; ONNX Runtime vs PyTorch max logit "
+              f"difference {result['check']['max_abs_logit_diff']:.2e})")
+    else:
+        print(f"wrote {', '.join(result['files'])} to {result['out']}")
+    return 0
+
+
+def cmd_check_data(args) -> int:
+    from unetkit.data.negatives import check_negatives
+    from unetkit.data.pairs import check_data
+
+    cfg = config_mod.load(args.recipe, args.config, args.overrides, args.dir)
+    pairs, problems = check_data(Path(args.dir), cfg, progress=not args.quiet)
+    negatives = check_negatives(Path(args.dir), cfg, problems)
+    if negatives:
+        print(f"{args.dir}: {negatives}")
+    if problems:
+        print(f"{args.dir}: {pairs} image/mask pairs, {len(problems)} problems:")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    print(f"{args.dir}: {pairs} image/mask pairs, no problems found")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    for name in config_mod.recipe_names():
+        values = config_mod.read_yaml(config_mod.recipe_path(name))
+        print(f"{name:22s} {values.get('description', '')}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from unetkit.cli.demo import run_demo
+
+    run_demo(args.out, progress=not args.quiet)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from unetkit.deploy.serve import serve
+
+    serve(args.run_dir, host=args.host, port=args.port)  # a missing Gradio: see cli.main
+    return 0

@@ -1,0 +1,1 @@
+"""Clinical use: calibration, temporal smoothing, sequences, video. Never imports `training`."""

@@ -1,0 +1,2 @@
+"""The lowest layer: atomic file writing, optional extras, the version. Imports nothing of
+unetkit."""

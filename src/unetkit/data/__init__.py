@@ -1,0 +1,1 @@
+"""Data sets as folders: layouts, pairing, splits, negative frames, the cache, preprocessing."""

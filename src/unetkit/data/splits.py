@@ -1,0 +1,130 @@
+"""Splits: which items train, validate and test. From split files, a seeded random split, or
+grouped by a table (frames of one video never straddle two splits), and k folds.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+from unetkit.data.folders import DataError, Item, pair_items, read_stems
+
+
+def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item]]:
+    """{'train', 'val', 'test'} -> items, from split files or a seeded random (group) split."""
+    by_name = {it.name: it for it in items}
+
+    def from_file(name: str) -> list[Item]:
+        path = Path(name) if Path(name).is_absolute() else root / name
+        stems = read_stems(path)
+        missing = [s for s in stems if s not in by_name]
+        if missing:
+            raise DataError(f"{path}: {len(missing)} stems have no image+mask pair in {root} "
+                            f"(first: {missing[:3]}); run `unetkit check-data {root}`")
+        return [by_name[s] for s in stems]
+
+    if split_cfg.train or split_cfg.val:
+        if not (split_cfg.train and split_cfg.val):
+            raise DataError("give both data.split.train and data.split.val, or neither")
+        train, val = from_file(split_cfg.train), from_file(split_cfg.val)
+        overlap = {i.name for i in train} & {i.name for i in val}
+        if overlap:
+            raise DataError(f"{split_cfg.val}: {len(overlap)} stems are also in the training "
+                            f"split (first: {sorted(overlap)[:3]})")
+        used = {i.name for i in train + val}
+        return {"train": train, "val": val, "test": [i for i in items if i.name not in used]}
+    table = None
+    if split_cfg.group_table and (root / split_cfg.group_table).exists():
+        table = read_group_table(root / split_cfg.group_table, split_cfg.group_column)
+    return random_split(items, split_cfg.val_fraction, split_cfg.test_fraction, split_cfg.seed,
+                        split_cfg.group_by, table)
+
+
+def read_group_table(path: Path, column: str) -> dict[str, str]:
+    """{first column's value: `column`'s value} from a CSV, e.g. Carvana's metadata.csv id ->
+    make."""
+    import csv
+
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or column not in reader.fieldnames:
+            raise DataError(f"{path}: no column '{column}' (columns: {reader.fieldnames}); fix "
+                            "data.split.group_column")
+        key = reader.fieldnames[0]
+        return {row[key]: row[column] for row in reader if row[column] not in (None, "")}
+
+
+def group_items(items: list[Item], group_by: str | None = None,
+                table: dict[str, str] | None = None) -> dict[str, list[Item]]:
+    """{group: its items, by name}: `group_by`'s first regex group, mapped through `table`
+    (a name the regex does not match is its own group)."""
+    groups: dict[str, list[Item]] = {}
+    for it in sorted(items, key=lambda i: i.name):
+        key = it.name
+        if group_by:
+            match = re.search(group_by, it.name)
+            key = match.group(1) if match else it.name
+        if table:
+            key = table.get(key, key)  # a car missing from the table stays its own group
+        groups.setdefault(key, []).append(it)
+    return groups
+
+
+def random_split(items: list[Item], val_fraction: float, test_fraction: float, seed: int,
+                 group_by: str | None = None, table: dict[str, str] | None = None
+                 ) -> dict[str, list[Item]]:
+    """A seeded random split. With `group_by` (a regex whose first group names the group, e.g.
+    Carvana's car id) whole groups go to one side, so no group appears in two splits. `table`
+    maps those groups to larger ones (Carvana: car id -> make), which are then kept whole."""
+    groups = group_items(items, group_by, table)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    n = len(keys)
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
+    if n_val + n_test >= n:
+        raise DataError(f"{n} items (or groups) are too few to split off {val_fraction:.0%} "
+                        f"validation and {test_fraction:.0%} test data")
+    pick = lambda ks: [it for k in ks for it in groups[k]]  # noqa: E731
+    return {"val": pick(keys[:n_val]), "test": pick(keys[n_val:n_val + n_test]),
+            "train": pick(keys[n_val + n_test:])}
+
+
+def resolve_split(cfg, root: Path, name: str) -> list[Item]:
+    """The items of one split by name (train, val, test, all) or a file of stems."""
+    items, problems = pair_items(root, cfg.data)
+    if not items:
+        raise DataError(problems[0] if problems else f"{root}: no image/mask pairs")
+    if name == "all":
+        return items
+    if name in ("train", "val", "test"):
+        chosen = split_items(items, root, cfg.data.split)[name]
+        if not chosen:
+            raise DataError(f"the '{name}' split of {root} is empty")
+        return chosen
+    by_name = {it.name: it for it in items}
+    path = Path(name)
+    stems = read_stems(path if path.is_absolute() or path.exists() else root / name)
+    missing = [s for s in stems if s not in by_name]
+    if missing:
+        raise DataError(f"{name}: stems with no image+mask pair in {root}: {missing[:3]}")
+    return [by_name[s] for s in stems]
+
+
+def fold_splits(items: list[Item], k: int, seed: int = 0, group_by: str | None = None,
+                table: dict[str, str] | None = None) -> list[list[Item]]:
+    """K disjoint validation sets covering `items`, whole groups each, of near-equal size:
+    groups in a seeded random order, the largest first, each to the fold with fewest items."""
+    groups = group_items(items, group_by, table)
+    if k < 2:
+        raise DataError(f"--folds needs at least 2 folds, got {k}")
+    if len(groups) < k:
+        raise DataError(f"{len(groups)} groups of images are too few for {k} folds")
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    keys.sort(key=lambda g: -len(groups[g]))  # stable: equal sizes keep the random order
+    folds: list[list[Item]] = [[] for _ in range(k)]
+    for key in keys:
+        min(folds, key=len).extend(groups[key])
+    return [sorted(f, key=lambda it: it.name) for f in folds]

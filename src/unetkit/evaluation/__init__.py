@@ -1,0 +1,1 @@
+"""Scoring: confusion-count metrics, the field's metrics, frame scores, evaluate, report."""

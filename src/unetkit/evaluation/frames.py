@@ -1,0 +1,95 @@
+"""The frames `evaluate`, `calibrate` and `report` score: a data set's split plus negative frames,
+predicted one batch at a time at each image's own size."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from unetkit.data.folders import DataError, Item
+from unetkit.data.negatives import folder_items, negative_splits
+from unetkit.data.pairs import load_pair, problems_error
+from unetkit.data.splits import resolve_split
+from unetkit.evaluation.metrics import SegmentationMetrics
+from unetkit.inference.detection import frame_score, is_detected
+from unetkit.io.budget import ImageError
+from unetkit.io.images import MaskDecoder, check_pixel_budget, pixel_batches
+
+
+def same_folder(a, b) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def scoring_items(cfg, data_dir, split: str = "val", negatives: list[str] = ()) -> list[Item]:
+    """The frames to score: `split` of `data_dir` (read with the run's data settings), the
+    run's own negative frames of that split when `data_dir` is the run's data folder, and every
+    image of each folder in `negatives` (frames without foreground)."""
+    items = resolve_split(cfg, Path(data_dir), split) if data_dir else []
+    if data_dir and split in ("train", "val", "test") and same_folder(data_dir, cfg.data.root):
+        items += negative_splits(Path(data_dir), cfg.data)[split]
+    for folder in negatives:
+        items += folder_items(Path(folder))
+    seen: set[Path] = set()  # a file named twice (the run's negatives and --negatives) counts once
+    items = [it for it in items if not (it.image.resolve() in seen or seen.add(it.image.resolve()))]
+    if not items:
+        raise DataError("no frames to score: give --data DIR and/or --negatives DIR")
+    names = [it.name for it in items]
+    if len(set(names)) != len(names):
+        raise DataError("two frames share a name; score those folders separately")
+    return items
+
+
+def predicted_frames(predictor, items: list[Item], decoder: MaskDecoder, batch_size: int = 16,
+                     progress: bool = True, desc: str = "scoring"
+                     ) -> Iterator[tuple[Item, np.ndarray, np.ndarray, torch.Tensor]]:
+    """(item, image, truth (H, W) class indices, (K, H, W) probabilities) for every frame; a
+    frame without a mask file has an all-background truth.
+
+    Every pair is checked as `check-data` checks it (readable, within the pixel budget, a mask
+    of its image's size whose values fit the declared encoding). A bad pair is never scored:
+    the problems of all pairs are raised together as one `DataError` at the end. Batches are
+    formed by pixels (see `images.pixel_batches`), image sizes read from the headers first.
+    """
+    problems: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    for it in items:  # headers only: an image over the pixel budget fails before any work
+        try:
+            sizes.append(check_pixel_budget(it.image))
+        except ImageError as exc:
+            problems.append(str(exc))
+            sizes.append((0, 0))  # not read below
+    bar = tqdm(total=len(items), desc=desc, unit="image", disable=not progress)
+    for batch in pixel_batches(sizes, batch_size):
+        pairs = []
+        for i in (i for i in batch if sizes[i] != (0, 0)):
+            image, mask, found = load_pair(items[i], decoder, predictor.channels)
+            problems += found
+            if image is not None:
+                truth = mask if mask is not None else np.zeros(image.shape[:2], np.uint8)
+                pairs.append((items[i], image, truth))
+        if pairs and not problems:  # after a problem: only checked, so all are listed at once
+            probs = predictor.probabilities([image for _, image, _ in pairs])
+            for (it, image, truth), p in zip(pairs, probs, strict=True):
+                yield it, image, truth, p
+        bar.update(len(batch))
+    bar.close()
+    if problems:
+        raise problems_error(os.path.commonpath([str(it.image.parent) for it in items]), problems)
+
+
+def frame_row(name: str, truth: np.ndarray, labels: np.ndarray, probs, num_classes: int,
+              min_area: float, ignore_index: int | None = None) -> dict:
+    """One frame's scores: positive (truth has foreground), detected, score, Dice and IoU
+    (mean over foreground classes, empty-mask convention of `metrics`), areas as fractions."""
+    m = SegmentationMetrics(num_classes, ignore_index=ignore_index)
+    m.update(torch.from_numpy(labels)[None], torch.from_numpy(truth)[None])
+    s = m.compute()
+    return {"name": name, "positive": bool((truth > 0).any()),
+            "detected": is_detected(labels, min_area), "score": frame_score(probs),
+            "dice": s["mDice"], "iou": s["mIoU"], "true_area": float((truth > 0).mean()),
+            "predicted_area": float((labels > 0).mean())}

@@ -1,0 +1,232 @@
+"""A cross-data-set report: one run scored on several data sets, as a page for a reviewer.
+
+    unetkit report RUN --data kvasir-seg:val --data cvc-colondb --negatives polyp-free --out rep/
+
+writes to the out folder:
+- report.md and report.html: a table per data set (mDice, mIoU, data-set Dice over the frames
+  with foreground; sensitivity, false-alarm rate, AUROC over frames; image counts), the
+  operating point used, per-image Dice histograms, the reliability diagram and the worst cases;
+- per_image.csv: every frame's scores (set, name, positive, detected, score, dice, iou, areas);
+- dice_histograms.png, reliability.png, worst/<set>/<name>.png (image | truth | prediction).
+
+The reliability diagram bins every scored pixel by its predicted foreground probability (10
+bins) and plots the observed share of true foreground pixels in each bin: a calibrated model
+lies on the diagonal.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from unetkit.core.files import atomic_write, write_text
+from unetkit.data.negatives import folder_label
+from unetkit.inference.detection import foreground
+from unetkit.io.plots import class_palette, panel, save_png
+
+WORST = 6  # worst-case panels per data set
+RELIABILITY_BINS = 10
+THUMB = 192  # panel tiles are at most this high
+
+
+def parse_data_arg(text: str) -> tuple[Path, str]:
+    """DIR or DIR:SPLIT (split: train, val, test, all or a file of stems; default all)."""
+    if Path(text).is_dir() or ":" not in text:
+        return Path(text), "all"
+    folder, split = text.rsplit(":", 1)
+    return Path(folder), split or "all"
+
+
+def format_frames(s: dict) -> str:
+    """One line of frame-level scores, as `evaluate` and the report print them."""
+    def pct(v):
+        return "n/a" if v is None else f"{v:.1%}"
+    auroc = "n/a" if s.get("auroc") is None else f"{s['auroc']:.3f}"
+    return (f"{s['frames_positive']} with foreground, {s['frames_negative']} without; "
+            f"sensitivity {pct(s['sensitivity'])}, false alarms {pct(s['false_alarm_rate'])}, "
+            f"AUROC {auroc}; threshold {s['threshold']:.2f}, min_area {s['min_area']:.4f} "
+            f"({s['operating_point']})")
+
+
+class Collector:
+    """Reliability counts and the worst frames' panels of one data set."""
+
+    def __init__(self, palette: np.ndarray):
+        self.palette = palette
+        self.total = np.zeros(RELIABILITY_BINS)
+        self.hits = np.zeros(RELIABILITY_BINS)
+        self.prob_sum = np.zeros(RELIABILITY_BINS)
+        self.worst: list[tuple[float, str, np.ndarray]] = []
+
+    def __call__(self, row, image, truth, probs, labels) -> None:
+        fg = foreground(probs).ravel().astype(np.float64)
+        bins = np.clip((fg * RELIABILITY_BINS).astype(int), 0, RELIABILITY_BINS - 1)
+        self.total += np.bincount(bins, minlength=RELIABILITY_BINS)
+        self.hits += np.bincount(bins, weights=(truth.ravel() > 0), minlength=RELIABILITY_BINS)
+        self.prob_sum += np.bincount(bins, weights=fg, minlength=RELIABILITY_BINS)
+        # Worst: lowest Dice on frames with foreground, largest flagged area on frames without.
+        badness = 1 - row["dice"] if row["positive"] else row["predicted_area"] * row["detected"]
+        if badness > 0 and (len(self.worst) < WORST or badness > self.worst[-1][0]):
+            step = max(1, int(np.ceil(image.shape[0] / THUMB)))
+            small = (image[::step, ::step], truth[::step, ::step], labels[::step, ::step])
+            tile = panel(*small, self.palette, f"{row['name']} dice {row['dice']:.2f}")
+            self.worst = sorted(self.worst + [(badness, row["name"], tile)],
+                                key=lambda t: -t[0])[:WORST]
+
+
+def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool = False,
+                 progress: bool = True, threshold: float | None = None,
+                 min_area: float | None = None) -> Path:
+    from unetkit.evaluation.evaluate import evaluate
+    from unetkit.runs.check import run_config
+
+    out = Path(out)
+    cfg = run_config(run_dir)
+    palette = class_palette(cfg.num_classes, cfg.data.class_colors)
+    sets = [(f"{d.name}:{split}" if split != "all" else d.name, d, split, [])
+            for d, split in map(parse_data_arg, data)]
+    sets += [(folder_label(Path(n)), None, "all", [n]) for n in negatives]
+    if not sets:
+        from unetkit.data.folders import DataError
+        raise DataError("give at least one --data DIR[:SPLIT] or --negatives DIR")
+    results, rows, collectors = [], [], []
+    for name, folder, split, negs in sets:
+        set_rows: list[dict] = []
+        col = Collector(palette)
+        scores = evaluate(run_dir, folder, split, tta, negatives=negs, progress=progress,
+                          rows=set_rows, on_frame=col, threshold=threshold, min_area=min_area)
+        results.append((name, scores))
+        rows += [{"set": name, **r} for r in set_rows]
+        collectors.append((name, col, set_rows))
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = _pictures(out, collectors)
+    write_text(out / "per_image.csv", _csv(rows))
+    md = _markdown(run_dir, results, pictures)
+    write_text(out / "report.md", md)
+    write_text(out / "report.html", _html(md, run_dir))
+    return out
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _pictures(out: Path, collectors) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, _, rows in collectors:
+        dice = [r["dice"] for r in rows if r["positive"]]
+        if dice:
+            ax.hist(dice, bins=np.linspace(0, 1, 21), histtype="step", linewidth=1.5,
+                    label=f"{name} ({len(dice)})")
+    ax.set(xlabel="per-image Dice (frames with foreground)", ylabel="images",
+           title="Per-image Dice")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out / "dice_histograms.png", lambda t: fig.savefig(t, format="png", dpi=100))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
+    for name, col, _ in collectors:
+        seen = col.total > 0
+        ax.plot((col.prob_sum / np.maximum(col.total, 1))[seen],
+                (col.hits / np.maximum(col.total, 1))[seen], marker="o", label=name)
+    ax.set(xlabel="predicted foreground probability", ylabel="observed foreground frequency",
+           title="Reliability (pixels)", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out / "reliability.png", lambda t: fig.savefig(t, format="png", dpi=100))
+    plt.close(fig)
+
+    worst = {}
+    for name, col, _ in collectors:
+        safe = _safe(name)
+        worst[name] = []
+        for _, frame, tile in col.worst:
+            rel = f"worst/{safe}/{_safe(frame)}.png"
+            save_png(out / rel, tile)
+            worst[name].append(rel)
+    return worst
+
+
+def _safe(name: str) -> str:
+    """A name usable as a file or folder name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _fmt(v, pct: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.1%}" if pct else f"{v:.4f}"
+
+
+def _markdown(run_dir, results, worst) -> str:
+    lines = [f"# unetkit report: `{run_dir}`", "",
+             "Pixel scores (mDice, mIoU: per image then averaged; dice: from pixel counts summed "
+             "over the set) count the frames with foreground only. A frame is flagged when its "
+             "predicted foreground covers more than min_area of it; sensitivity is the share of "
+             "frames with foreground that are flagged, false alarms the share of frames without "
+             "foreground that are flagged, AUROC ranks the per-frame score between the two.", ""]
+    lines += ["| data set | mDice | mIoU | dice | sensitivity | false alarms | AUROC | "
+              "images (with / without foreground) | threshold | min_area |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in results:
+        lines.append(f"| {name} | {_fmt(s['mDice'])} | {_fmt(s['mIoU'])} | {_fmt(s['dice'])} | "
+                     f"{_fmt(s['sensitivity'], True)} | {_fmt(s['false_alarm_rate'], True)} | "
+                     f"{_fmt(s['auroc'])} | {s['frames_positive']} / {s['frames_negative']} | "
+                     f"{s['threshold']:.2f} | {s['min_area']:.4f} |")
+    lines += ["", "Every frame's scores: [per_image.csv](per_image.csv).", "",
+              "## Per-image Dice", "", "![Per-image Dice](dice_histograms.png)", "",
+              "## Reliability", "", "![Reliability diagram](reliability.png)", "",
+              "## Worst cases", "",
+              "Lowest Dice on frames with foreground; largest flagged area on frames without "
+              "(frames scored perfectly are never shown).", ""]
+    for name, files in worst.items():
+        lines += [f"### {name}", ""] + [f"![{Path(f).stem}]({f})" for f in files] + [""]
+    lines += ["Not a medical device: these scores describe these data sets only.", ""]
+    return "\n".join(lines)
+
+
+def _html(md: str, run_dir) -> str:
+    """The same content as report.md, as a self-standing page (tables, headings, pictures)."""
+    body, table = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-"):
+                cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+                tag = "th" if not table else "td"
+                table.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if table:
+            body.append("<table>" + "".join(table) + "</table>")
+            table = []
+        if line.startswith("!["):
+            alt, src = line[2:].split("](", 1)
+            body.append(f'<img src="{html.escape(src[:-1])}" alt="{html.escape(alt)}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            text = html.escape(line).replace("`", "")
+            link = '<a href="per_image.csv">per_image.csv</a>'
+            body.append(f"<p>{text.replace('[per_image.csv](per_image.csv)', link)}</p>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+             "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:"
+             "100%;display:block;margin:6px 0}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>unetkit report "
+            f"{html.escape(str(run_dir))}</title><style>{style}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")

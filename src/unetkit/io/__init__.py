@@ -1,0 +1,1 @@
+"""Files in and out: images, TIFF, videos, pictures. Imports `core` and `config`."""

@@ -1,0 +1,1 @@
+"""Training: the Trainer, losses, optimisers, augmentation, tricks, loggers, folds."""

@@ -1,0 +1,95 @@
+"""k-fold cross-validation, as nnU-Net trains small medical data sets.
+
+`unetkit train ... --folds K --out DIR` splits the run's data (its training and validation
+images together; a test split stays out) into K folds, never splitting a group
+(`data.split.group_by` / `group_table`: the frames of one video, the views of one car), and
+trains one run per fold into DIR/fold-1 ... DIR/fold-K, each validated on its own fold. Then:
+
+    DIR/folds/fold-N-train.txt, fold-N-val.txt   the stems of each fold's split
+    DIR/folds.json      each fold's validation scores and the out-of-fold scores: every image
+                        predicted once, by the one model that did not train on it
+    DIR/ensemble.json   the K runs as one model (see ensemble.py): `unetkit evaluate DIR`,
+                        `predict DIR`, `serve DIR`, ... average their probabilities
+
+A fold whose run already finished (all its epochs in metrics.csv) is kept, so an interrupted
+cross-validation continues where it stopped when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from unetkit.core.files import write_text
+from unetkit.data.folders import DataError, pair_items
+from unetkit.data.splits import fold_splits, read_group_table, split_items
+from unetkit.evaluation.metrics import SegmentationMetrics
+from unetkit.runs.ensemble import ENSEMBLE_FILE
+from unetkit.runs.folder import read_metrics_csv
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    rows = read_metrics_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []
+    return (run_dir / "model.safetensors").exists() and len(rows) >= epochs
+
+
+def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=print) -> dict:
+    """Train `cfg` once per fold into `out_dir`; write folds.json and ensemble.json."""
+    from unetkit.evaluation.evaluate import evaluate
+    from unetkit.training.fit import fit
+
+    if not cfg.data.root:
+        raise DataError("no data: give --data DIR (or data.root in the config)")
+    root, out_dir = Path(cfg.data.root), Path(out_dir)
+    items, problems = pair_items(root, cfg.data)
+    if problems:
+        raise DataError(f"{root}: {len(problems)} problems; see `unetkit check-data {root}`")
+    splits = split_items(items, root, cfg.data.split)
+    pool = splits["train"] + splits["val"]
+    s = cfg.data.split
+    table = read_group_table(root / s.group_table, s.group_column) \
+        if s.group_table and (root / s.group_table).exists() else None
+    folds = fold_splits(pool, k, s.seed, s.group_by, table)
+    (out_dir / "folds").mkdir(parents=True, exist_ok=True)
+    pooled = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
+    rows = []
+    for i, val in enumerate(folds, 1):
+        names = {it.name for it in val}
+        files = {part: out_dir / "folds" / f"fold-{i}-{part}.txt" for part in ("train", "val")}
+        write_text(files["train"], "\n".join(it.name for it in pool if it.name not in names) + "\n")
+        write_text(files["val"], "\n".join(it.name for it in val) + "\n")
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.name = f"{cfg.name}-fold-{i}"
+        fold_cfg.data.split.train = str(files["train"].resolve())
+        fold_cfg.data.split.val = str(files["val"].resolve())
+        run = out_dir / f"fold-{i}"
+        if _finished(run, cfg.train.epochs):
+            log(f"fold {i}/{k}: {run} has finished; kept")
+        else:
+            log(f"fold {i}/{k}: training on {len(pool) - len(val)} images, validating on "
+                f"{len(val)}")
+            resume = (run / "checkpoints" / "last.pt").exists()  # an interrupted fold goes on
+            fit(fold_cfg, run, resume=resume, progress=progress, log=log)
+        metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
+        scores = evaluate(run, root, str(files["val"].resolve()), progress=progress,
+                          metrics=metrics)
+        pooled.load_state(pooled.state() + metrics.state())
+        rows.append({"fold": i, "run": run.name, **_flat(scores)})
+        log(f"fold {i}/{k}: val mDice {scores['mDice']:.4f}  dice {scores['dice']:.4f}")
+    oof = _flat(pooled.compute())
+    write_text(out_dir / "folds.json", json.dumps({"folds": rows, "out_of_fold": oof}, indent=2))
+    members = {"members": [r["run"] for r in rows]}
+    write_text(out_dir / ENSEMBLE_FILE, json.dumps(members, indent=2))
+    log(f"out of fold ({oof['images']} images): mDice {oof['mDice']:.4f}  mIoU {oof['mIoU']:.4f}  "
+        f"dice {oof['dice']:.4f}; the {k} folds as one model: {out_dir}")
+    return {"folds": rows, "out_of_fold": oof}
+
+
+def _flat(scores: dict) -> dict:
+    keys = ("images", "mDice", "mIoU", "dice", "iou", "precision", "recall")
+    out = {key: scores[key] for key in keys}
+    if "per_class" in scores:
+        out["per_class"] = {name: {m: v[m] for m in ("dice", "mDice")}
+                            for name, v in scores["per_class"].items()}
+    return out
