@@ -133,10 +133,23 @@ def test_split_file_errors(tmp_path, ten_items):
     (tmp_path / "t.txt").write_text("s0\n")
     with pytest.raises(DataError, match="also in the training split"):
         split_items(ten_items, tmp_path, config_mod.SplitConfig(train="t.txt", val="v.txt"))
-    with pytest.raises(DataError, match="give both data.split.train and data.split.val"):
-        split_items(ten_items, tmp_path, config_mod.SplitConfig(train="ok.txt"))
+    with pytest.raises(DataError, match="data.split.val needs data.split.train"):
+        split_items(ten_items, tmp_path, config_mod.SplitConfig(val="ok.txt"))
     with pytest.raises(DataError, match="nothing.txt: no such split file"):
         split_items(ten_items, tmp_path, config_mod.SplitConfig(train="nothing.txt", val="ok.txt"))
+
+
+def test_a_training_file_alone_keeps_the_rest_as_an_unseen_test_set(tmp_path, ten_items):
+    """PraNet's protocol: a file of training stems; validation is a seeded share of them and
+    every other item is the test set, never trained or validated on."""
+    (tmp_path / "train.txt").write_text("".join(f"s{i}\n" for i in range(8)))
+    cfg = config_mod.SplitConfig(train="train.txt", val_fraction=0.25, seed=3)
+    parts = {k: sorted(i.name for i in v) for k, v in split_items(ten_items, tmp_path, cfg).items()}
+    assert parts["test"] == ["s8", "s9"]
+    assert len(parts["val"]) == 2 and len(parts["train"]) == 6
+    assert not set(parts["val"]) & set(parts["train"])
+    assert parts == {k: sorted(i.name for i in v)
+                     for k, v in split_items(ten_items[::-1], tmp_path, cfg).items()}
 
 
 def test_random_split_is_seeded_and_disjoint(ten_items):

@@ -40,7 +40,7 @@ class ModelConfig:
 @dataclass
 class SplitConfig:
     train: str | None = None  # file of stems (one per line), relative to the data root or absolute
-    val: str | None = None
+    val: str | None = None  # without it: a seeded val_fraction of `train`; the rest is the test set
     val_fraction: float = 0.1  # used when no split files are given: a seeded random split
     test_fraction: float = 0.0  # held out from both train and val in a random split
     seed: int = 42

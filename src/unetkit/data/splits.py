@@ -24,9 +24,18 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
                             f"(first: {missing[:3]}); run `unetkit check-data {root}`")
         return [by_name[s] for s in stems]
 
-    if split_cfg.train or split_cfg.val:
-        if not (split_cfg.train and split_cfg.val):
-            raise DataError("give both data.split.train and data.split.val, or neither")
+    if split_cfg.val and not split_cfg.train:
+        raise DataError("data.split.val needs data.split.train (the training stems) too")
+    if split_cfg.train and not split_cfg.val:
+        # A training file alone (e.g. PraNet's 900 Kvasir-SEG stems): validation is a seeded
+        # random val_fraction of it, and every other item is the test set, never seen.
+        train = from_file(split_cfg.train)
+        names = {i.name for i in train}
+        parts = random_split(train, split_cfg.val_fraction, 0.0, split_cfg.seed,
+                             split_cfg.group_by, group_table(root, split_cfg))
+        return {"train": parts["train"], "val": parts["val"],
+                "test": [i for i in items if i.name not in names]}
+    if split_cfg.train:
         train, val = from_file(split_cfg.train), from_file(split_cfg.val)
         overlap = {i.name for i in train} & {i.name for i in val}
         if overlap:
@@ -34,11 +43,15 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
                             f"split (first: {sorted(overlap)[:3]})")
         used = {i.name for i in train + val}
         return {"train": train, "val": val, "test": [i for i in items if i.name not in used]}
-    table = None
-    if split_cfg.group_table and (root / split_cfg.group_table).exists():
-        table = read_group_table(root / split_cfg.group_table, split_cfg.group_column)
     return random_split(items, split_cfg.val_fraction, split_cfg.test_fraction, split_cfg.seed,
-                        split_cfg.group_by, table)
+                        split_cfg.group_by, group_table(root, split_cfg))
+
+
+def group_table(root: Path, split_cfg) -> dict[str, str] | None:
+    """The group -> larger group table data.split names, if any."""
+    if split_cfg.group_table and (root / split_cfg.group_table).exists():
+        return read_group_table(root / split_cfg.group_table, split_cfg.group_column)
+    return None
 
 
 def read_group_table(path: Path, column: str) -> dict[str, str]:
