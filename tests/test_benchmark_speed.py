@@ -51,7 +51,7 @@ def test_training_rows_time_the_models_they_name(tmp_path):
         capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["part"]: r for r in json.loads(out.read_text())["rows"] if "img_s" in r}
-    expected = {"unetkit": "unetkit.models.UNet", "timm": "unetkit.models.TimmUNet",
+    expected = {"unetkit": "unetkit.models.unet.UNet", "timm": "unetkit.models.unet.TimmUNet",
                 "smp": "segmentation_models_pytorch.decoders.unet.model.Unet"}
     for part, model in expected.items():
         row = rows[part]
