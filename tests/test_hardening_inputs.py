@@ -149,12 +149,23 @@ def test_export_refuses_to_replace_a_users_files_unless_forced(run, tmp_path):
     # --force: replaced as asked; a new folder, or the named .onnx file itself, needs no --force.
     assert inproc("export", str(run), "--format", "hub", "--out", str(hub),
                   "--force").returncode == 0
-    assert json.loads((hub / "config.json").read_text())["model"]
+    assert json.loads((hub / "config.json").read_text())["library"] == "unetkit"
     assert inproc("export", str(run), "--format", "hub", "--out",
                   str(tmp_path / "new")).returncode == 0
     assert inproc("export", str(run), "--format", "onnx", "--out", str(exo / "m.onnx"),
                   "--force").returncode == 0
     assert json.loads((exo / "m.json").read_text())["opset"]
+    # What unetkit exported before is its own to replace: exporting again needs no --force.
+    for fmt, target in (("onnx", exo / "m.onnx"), ("hub", hub)):
+        assert inproc("export", str(run), "--format", fmt, "--out", str(target)).returncode == 0
+    # int8: its sidecar is protected the same way, and the float model is never its output.
+    (exo / "q.json").write_text("{}")
+    with_onnx = tmp_path / "run-onnx"
+    shutil.copytree(run, with_onnx)
+    shutil.copy(exo / "m.onnx", with_onnx / "model.onnx")
+    for target, word in ((exo / "q.onnx", "q.json"), (with_onnx / "model.onnx", "input")):
+        clean_error(inproc("export", str(with_onnx), "--format", "int8", "--data",
+                           str(tmp_path / "no-data"), "--out", str(target)), word)
 
 
 # -- 3. a failed start leaves no run behind --------------------------------------------------------
