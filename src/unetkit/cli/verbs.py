@@ -43,7 +43,8 @@ def cmd_evaluate(args) -> int:
 
         scores = evaluate_sequences(args.run_dir, args.data, args.sequences,
                                     Smoothing(args.alarm_k, args.alarm_n, args.ema),
-                                    min_area=args.min_area, progress=not args.quiet)
+                                    threshold=args.threshold, min_area=args.min_area,
+                                    progress=not args.quiet)
         print_sequences(scores)
         if args.json:
             write_text(args.json, json.dumps(scores, indent=2))
