@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import run_cli
 from unetkit import config as config_mod
-from unetkit.data.folders import pair_items
+from unetkit.data.folders import DataError, pair_items
 from unetkit.data.splits import resolve_split
 from unetkit.deploy.submit import rle_decode, rle_encode
 from unetkit.inference.predictor import Predictor
@@ -102,8 +102,12 @@ def test_split_keeps_cars_and_makes_whole(tmp_path):
     assert len(train) + len(val) == 160 and len(val) % 16 == 0 and val
     assert not {_car(i) for i in train} & {_car(i) for i in val}
     assert not {make[_car(i)] for i in train} & {make[_car(i)] for i in val}
-    # Without metadata.csv the split still never divides a car.
+    # metadata.csv named but not there: an error, never a split that ignores makes silently.
     (root / "metadata.csv").unlink()
+    with pytest.raises(DataError, match="metadata.csv"):
+        resolve_split(cfg, root, "train")
+    # Without a group table the split still never divides a car.
+    cfg.data.split.group_table = cfg.data.split.group_column = None
     train, val = resolve_split(cfg, root, "train"), resolve_split(cfg, root, "val")
     assert not {_car(i) for i in train} & {_car(i) for i in val}
     assert {len([i for i in val if _car(i) == c]) for c in {_car(i) for i in val}} == {16}

@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="int8: the split it is checked on")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="int8: largest mDice drop accepted (default 0.01)")
+    p.add_argument("--force", action="store_true",
+                   help="replace files already there that --out did not name (the .json beside "
+                        "the .onnx, a Hub folder's README.md, config.json, ...); never a run "
+                        "folder's own files")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("check-data", help="list every problem in a data folder")

@@ -43,7 +43,8 @@ def cmd_evaluate(args) -> int:
 
         scores = evaluate_sequences(args.run_dir, args.data, args.sequences,
                                     Smoothing(args.alarm_k, args.alarm_n, args.ema),
-                                    min_area=args.min_area, progress=not args.quiet)
+                                    threshold=args.threshold, min_area=args.min_area,
+                                    progress=not args.quiet)
         print_sequences(scores)
         if args.json:
             write_text(args.json, json.dumps(scores, indent=2))
@@ -162,12 +163,12 @@ def cmd_export(args) -> int:
             raise config_mod.ConfigError("--format int8 needs --data DIR: the images it is "
                                          "calibrated on (train split) and checked on (--split)")
         c = export_int8(args.run_dir, args.out, args.data, args.split, args.tolerance,
-                        progress=not args.quiet)["check"]
+                        progress=not args.quiet, force=args.force)["check"]
         print(f"wrote {args.out}: mDice int8 {c['int8_mDice']:.4f} vs float "
               f"{c['float_mDice']:.4f} on {c['images']} {c['split']} images (drop "
               f"{c['mDice_drop']:.4f} <= {c['tolerance']})")
         return 0
-    result = export(args.run_dir, args.format, args.out)
+    result = export(args.run_dir, args.format, args.out, force=args.force)
     if args.format == "onnx":
         print(f"wrote {args.out} (opset {result['opset']}; ONNX Runtime vs PyTorch max logit "
               f"difference {result['check']['max_abs_logit_diff']:.2e})")

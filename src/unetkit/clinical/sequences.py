@@ -21,7 +21,8 @@ import numpy as np
 
 from unetkit.clinical.temporal import DEFAULT_MIN_AREA, AlarmRule, MovingAverage, Smoothing, runs_of
 from unetkit.data.folders import DataError
-from unetkit.data.splits import read_group_table, resolve_split
+from unetkit.data.splits import resolve_split
+from unetkit.data.tables import read_table
 from unetkit.inference.detection import is_detected
 from unetkit.inference.predictor import Predictor
 from unetkit.io.images import MaskDecoder, read_mask
@@ -29,10 +30,15 @@ from unetkit.io.images import MaskDecoder, read_mask
 
 def read_sequences(path: Path) -> dict[str, list[str]]:
     """{sequence: [frame stems in playing order]} from a CSV of frame, sequence (header row)."""
-    table = read_group_table(path, "sequence")
     out: dict[str, list[str]] = {}
-    for frame, seq in table.items():
-        out.setdefault(seq, []).append(Path(frame).stem)
+    seen: dict[str, str] = {}
+    for frame, seq in read_table(path, "sequence"):
+        stem = Path(frame).stem
+        if stem in seen:  # 1.jpg and 1.png: one frame of the data folder, listed twice
+            raise DataError(f"{path}: '{frame}' and '{seen[stem]}' are the same frame {stem}; "
+                            "keep one row each")
+        seen[stem] = frame
+        out.setdefault(seq, []).append(stem)
     return out
 
 
@@ -56,9 +62,10 @@ def evaluate_sequences(run_dir, data_dir, sequences: str | Path, smoothing: Smoo
     path = path if path.exists() or path.is_absolute() else data_dir / sequences
     if not path.exists():
         raise DataError(f"{sequences}: no such sequence table (CSV: frame, sequence)")
+    groups = read_sequences(path)  # the table first: it is cheaper than the model
     predictor = Predictor.from_run(run_dir, device, backend, threshold=threshold,
                                    min_area=min_area, default_min_area=DEFAULT_MIN_AREA)
-    result = score_sequences(predictor, data_dir, read_sequences(path), smoothing, progress)
+    result = score_sequences(predictor, data_dir, groups, smoothing, progress)
     result["settings"].update(operating_point_source=predictor.point_source, backend=backend)
     return {"data": str(data_dir), "sequences_file": str(path), **result}
 

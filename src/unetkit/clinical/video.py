@@ -35,6 +35,7 @@ from unetkit.clinical.temporal import (
     Smoothing,
     alarm_intervals,
 )
+from unetkit.config.schema import ConfigError
 from unetkit.core.extras import installed
 from unetkit.core.files import write_text
 from unetkit.inference.detection import frame_score, is_detected
@@ -131,6 +132,7 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
     from tqdm.auto import tqdm
 
     smoothing.validate()
+    check_max_frames(max_frames)
     workers = max(1, workers)
     container, stream, fps = open_source(source)
     folder = Path(out_dir) / video_name(source)
@@ -251,6 +253,13 @@ def resolve_backend(run_dir, backend: str | None) -> str:
     return next((b for b in ("int8", "onnx") if (run_dir / ONNX_FILES[b]).exists()), "torch")
 
 
+def check_max_frames(max_frames) -> None:
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                   or max_frames < 1):
+        raise ConfigError(f"--max-frames must be a positive whole number of frames, got "
+                          f"{max_frames}; leave it out to read the whole video")
+
+
 def predict_videos(run_dir, sources: list[str], out_dir, smoothing: Smoothing,
                    threshold: float | None = None, min_area: float | None = None,
                    backend: str | None = None, device: str | None = None, log=print,
@@ -259,6 +268,7 @@ def predict_videos(run_dir, sources: list[str], out_dir, smoothing: Smoothing,
     else the run's calibrated point, else its training threshold and DEFAULT_MIN_AREA); the
     backend, operating point and smoothing go into each summary."""
     smoothing.validate()
+    check_max_frames(options.get("max_frames"))
     backend = resolve_backend(run_dir, backend)
     predictor, workers = parallel_predictor(run_dir, device, backend, threshold=threshold,
                                             min_area=min_area, default_min_area=DEFAULT_MIN_AREA)

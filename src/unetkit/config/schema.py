@@ -46,7 +46,7 @@ class SplitConfig:
     seed: int = 42
     group_by: str | None = None  # regex whose first group names an item's group (never split)
     group_table: str | None = None  # CSV (relative to the data root) mapping group -> larger group;
-    group_column: str | None = None  # its column used, keyed by its first column (if file exists)
+    group_column: str | None = None  # its column used, keyed by its first column (must exist)
 
 
 @dataclass

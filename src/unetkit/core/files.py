@@ -124,12 +124,17 @@ def run_folder_files(run_dir: str | Path) -> list[Path]:
 
 
 def check_outputs(planned: Iterable[tuple[Path, str]], inputs: Iterable[Path] = (),
-                  input_dirs: Iterable[Path] = (), run_dirs: Iterable[Path] = ()) -> None:
+                  input_dirs: Iterable[Path] = (), run_dirs: Iterable[Path] = (),
+                  new_only: Iterable[Path] = ()) -> None:
     """Refuse, before anything is written, outputs that would destroy or hide something.
 
     `planned`: (output path, what it is made from) pairs. An output may not be an input file,
     lie inside an input folder, be a file of a run folder, or be planned twice (two inputs with
-    the same stem, or `x.png` beside `x_overlay.png` with overlays): the error names both."""
+    the same stem, or `x.png` beside `x_overlay.png` with overlays): the error names both.
+    `new_only`: outputs the user did not name one by one (an export's sidecar, the files of a
+    Hub folder), which may not replace a file already there; the caller leaves them out when
+    given `--force`."""
+
     protected = {_key(Path(p)): f"the input {p}" for p in inputs}
     for run_dir in run_dirs:
         protected.update({_key(p): f"{p}, a file of the run folder {run_dir}"
@@ -150,3 +155,29 @@ def check_outputs(planned: Iterable[tuple[Path, str]], inputs: Iterable[Path] = 
             raise OutputError(f"{out} would be written for both {seen[key]} and {source}; "
                               "rename one of them, or predict them into separate --out folders")
         seen[key] = source
+    there = [str(out) for out in new_only if os.path.lexists(out)]
+    if there:
+        raise OutputError(f"{', '.join(there)} {'is' if len(there) == 1 else 'are'} already "
+                          f"there and would be replaced; move {'it' if len(there) == 1 else 'them'}"
+                          " away, choose another --out, or give --force to replace them")
+
+
+def written_by_unetkit(path: str | Path) -> bool:
+    """Whether a file is one unetkit wrote (so an export may replace it without --force): a
+    JSON object naming `unetkit_version` (sidecars, model cards) or a model card README.md."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > 1_000_000:
+            return False
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix == ".md":
+        return text.startswith("---\nlibrary_name: unetkit\n")
+    import json
+
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(values, dict) and "unetkit_version" in values

@@ -50,7 +50,7 @@ def _cache_key(items: list[Item], size: tuple[int, int], channels: int,
 
 def load_arrays(items: list[Item], preprocess: Preprocess, decoder: MaskDecoder,
                 cache_dir: str | None = None, desc: str = "decoding",
-                progress: bool = True) -> ArrayData:
+                progress: bool = True, where: str | None = None) -> ArrayData:
     """Decode and resize every pair once, images exactly as `preprocess` does for prediction.
     Bad files stop it with a `DataError` naming them all.
 
@@ -80,8 +80,8 @@ def load_arrays(items: list[Item], preprocess: Preprocess, decoder: MaskDecoder,
                           disable=not progress, leave=False))
     problems = [p for _, _, found in pairs for p in found]
     if problems:  # every bad file at once, not one per attempt
-        raise problems_error(os.path.commonpath([str(it.image.parent.parent) for it in items]),
-                             problems)
+        folders = [str(it.image.parent.parent.resolve()) for it in items]  # negatives: absolute
+        raise problems_error(where or os.path.commonpath(folders), problems)
     images = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, *size, channels), np.uint8)
     masks = np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, *size), np.uint8)
     if cache_dir:
@@ -110,8 +110,10 @@ def prepare_data(cfg, preprocess: Preprocess, progress: bool = True
         raise DataError(f"{root}: the split leaves {len(splits['train'])} training and "
                         f"{len(splits['val'])} validation images; both need at least one")
     decoder, cache = MaskDecoder.from_config(cfg), cfg.data.cache_dir
-    train = load_arrays(splits["train"], preprocess, decoder, cache, "decoding train", progress)
-    val = load_arrays(splits["val"], preprocess, decoder, cache, "decoding val", progress)
+    train = load_arrays(splits["train"], preprocess, decoder, cache, "decoding train", progress,
+                        str(root))
+    val = load_arrays(splits["val"], preprocess, decoder, cache, "decoding val", progress,
+                      str(root))
     return train, val
 
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from unetkit.data.folders import DataError, Item, pair_items, read_stems
+from unetkit.data.tables import read_table
 
 
 def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item]]:
@@ -48,24 +49,24 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
 
 
 def group_table(root: Path, split_cfg) -> dict[str, str] | None:
-    """The group -> larger group table data.split names, if any."""
-    if split_cfg.group_table and (root / split_cfg.group_table).exists():
-        return read_group_table(root / split_cfg.group_table, split_cfg.group_column)
-    return None
+    """data.split.group_table read (relative to the data root, or absolute), or None when none
+    is named. A named table that is not there is an error: splitting without it would put
+    frames of one group on both sides."""
+    if not split_cfg.group_table:
+        return None
+    path = Path(split_cfg.group_table).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise DataError(f"data.split.group_table: no file {path} (a relative path is read from "
+                        "the data root); fix the name, or split without it: --set "
+                        "data.split.group_table=null data.split.group_column=null")
+    return read_group_table(path, split_cfg.group_column)
 
 
 def read_group_table(path: Path, column: str) -> dict[str, str]:
-    """{first column's value: `column`'s value} from a CSV, e.g. Carvana's metadata.csv id ->
-    make."""
-    import csv
-
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or column not in reader.fieldnames:
-            raise DataError(f"{path}: no column '{column}' (columns: {reader.fieldnames}); fix "
-                            "data.split.group_column")
-        key = reader.fieldnames[0]
-        return {row[key]: row[column] for row in reader if row[column] not in (None, "")}
+    """{first column's value: `column`'s value} from a CSV (see `tables`), e.g. Carvana's
+    metadata.csv id -> make."""
+    return dict(read_table(path, column))
 
 
 def group_items(items: list[Item], group_by: str | None = None,

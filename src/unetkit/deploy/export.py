@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from unetkit.core.extras import require
-from unetkit.core.files import atomic_write, check_outputs, write_text
+from unetkit.core.files import atomic_write, check_outputs, write_text, written_by_unetkit
 from unetkit.core.version import __version__
 from unetkit.data.preprocess import Preprocess
 from unetkit.inference.detection import OPERATING_POINT_FILE, read_operating_point, resolve_point
@@ -41,26 +41,29 @@ ATOL = 1e-3
 
 
 
-def export(run_dir, fmt: str, out) -> dict:
-    """Export a run folder (or hf://user/name) as `fmt` ("onnx" or "hub") to `out`."""
+def export(run_dir, fmt: str, out, force: bool = False) -> dict:
+    """Export a run folder (or hf://user/name) as `fmt` ("onnx" or "hub") to `out`. Files that
+    are already there and were not named (the .json beside the .onnx, a Hub folder's files)
+    are replaced only with `force`; a run folder's own files never are."""
     if fmt == "onnx":
-        return export_onnx(run_dir, out)
+        return export_onnx(run_dir, out, force=force)
     if fmt == "hub":
-        return export_hub(run_dir, out)
+        return export_hub(run_dir, out, force=force)
     if fmt == "int8":
         raise RunError("int8 export needs images to calibrate on and check with: "
                        "quantize.export_int8(run_dir, out, data_dir)")
     raise RunError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
 
 
-def export_onnx(run_dir, out, opset: int = OPSET) -> dict:
+def export_onnx(run_dir, out, opset: int = OPSET, force: bool = False) -> dict:
     """Write `out` (.onnx) and `out`.json (opset, sizes, check result); return the sidecar."""
     onnx = require("onnx", "onnx", "ONNX export")
 
     run_dir = resolve_model_dir(run_dir)
     out = Path(out)
-    check_outputs([(out, "the ONNX model"), (out.with_suffix(".json"), "its description")],
-                  run_dirs=[run_dir])
+    described = out.with_suffix(".json")
+    check_outputs([(out, "the ONNX model"), (described, "its description")], run_dirs=[run_dir],
+                  new_only=[] if force or written_by_unetkit(described) else [described])
     model = load_model(run_dir, "cpu")
     cfg = model.unetkit_config
     # the operating point travels with the file: the calibrated one, else the training defaults
@@ -128,11 +131,17 @@ def check_onnx(model: torch.nn.Module, path: Path, channels: int, multiple: int,
     return {"max_abs_logit_diff": worst, "atol": atol}
 
 
-def export_hub(run_dir, out) -> dict:
+def export_hub(run_dir, out, force: bool = False) -> dict:
     """A Hub model folder: model.safetensors, config.json and a model card README.md."""
     run_dir = resolve_model_dir(run_dir)
     out = Path(out)
-    check_outputs([(out / name, name) for name in HUB_FILES], run_dirs=[run_dir])
+    files = [out / name for name in HUB_FILES]
+    # A folder unetkit exported before (its config.json and README.md are unetkit's) is
+    # replaced; any other file already there only with --force.
+    earlier = written_by_unetkit(out / "config.json") and (
+        written_by_unetkit(out / "README.md") or not (out / "README.md").exists())
+    check_outputs([(f, f.name) for f in files], run_dirs=[run_dir],
+                  new_only=[] if force or earlier else files)
     load_model(run_dir, "cpu")  # fail here, not on the user's side, if the weights do not load
     card = read_model_card(run_dir)
     out.mkdir(parents=True, exist_ok=True)

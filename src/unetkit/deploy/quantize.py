@@ -19,7 +19,8 @@ import numpy as np
 import torch.nn.functional as F
 
 from unetkit.core.extras import require
-from unetkit.core.files import atomic_write, write_text
+from unetkit.core.files import atomic_write, check_outputs, write_text, written_by_unetkit
+from unetkit.core.version import __version__
 from unetkit.data.splits import resolve_split
 from unetkit.evaluation.evaluate import evaluate_predictor
 from unetkit.inference.onnx import OnnxModel
@@ -56,7 +57,8 @@ def float_convolutions(model) -> list[str]:
 
 
 def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = TOLERANCE,
-                calibration: int = CALIBRATION_IMAGES, progress: bool = True, log=print) -> dict:
+                calibration: int = CALIBRATION_IMAGES, progress: bool = True, log=print,
+                force: bool = False) -> dict:
     """Quantise RUN_DIR/model.onnx to `out` (and `out`.json: the scores of both models), or
     raise RunError, writing nothing, when int8 loses more than `tolerance` mDice on `split`."""
     import onnx
@@ -74,7 +76,12 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
     if not float_path.exists():
         raise RunError(f"{float_path}: no ONNX model to quantise; make it first with "
                        f"`unetkit export {run_dir} --format onnx --out {float_path}`")
-    if tolerance < 0:
+    out = Path(out)
+    described = out.with_suffix(".json")
+    check_outputs([(out, "the int8 model"), (described, "its description")],
+                  inputs=[float_path], run_dirs=[run_dir],
+                  new_only=[] if force or written_by_unetkit(described) else [described])
+    if not tolerance >= 0:  # NaN too
         raise RunError(f"--tolerance {tolerance}: give the largest mDice drop accepted (>= 0)")
     cfg = run_config(run_dir)
     float_model = OnnxModel(float_path)
@@ -127,6 +134,6 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
         with q.open("rb") as src:
             atomic_write(out, lambda f: shutil.copyfileobj(src, f))
     sidecar = {"source": str(float_path), "quantization": "int8 static QDQ, per channel",
-               "check": check}
+               "unetkit_version": __version__, "check": check}
     write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2))
     return sidecar

@@ -79,7 +79,8 @@ def predicted_frames(predictor, items: list[Item], decoder: MaskDecoder, batch_s
         bar.update(len(batch))
     bar.close()
     if problems:
-        raise problems_error(os.path.commonpath([str(it.image.parent) for it in items]), problems)
+        folders = [str(it.image.parent.resolve()) for it in items]  # relative and absolute
+        raise problems_error(os.path.commonpath(folders), problems)
 
 
 def frame_row(name: str, truth: np.ndarray, labels: np.ndarray, probs, num_classes: int,

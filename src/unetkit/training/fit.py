@@ -24,6 +24,17 @@ def default_run_dir(cfg) -> Path:
     return path
 
 
+def undo_start(run_dir: Path, remove_folder: bool) -> None:
+    """Remove what a new run wrote before its start failed: config.yaml and folders left empty
+    (and the folder itself when this run made it). Anything else is left as it is."""
+    (run_dir / "config.yaml").unlink(missing_ok=True)
+    for folder in sorted((p for p in run_dir.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if remove_folder and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
 def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
         log=print) -> dict:
     """Train `cfg` into `run_dir` (a new folder unless `resume`); returns the best scores."""
@@ -40,10 +51,16 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
             raise RunError(f"{run_dir} already holds a run; continue it with --resume, or "
                            "choose another --out")
         ctx.barrier()  # every rank has looked before rank 0 writes anything
+        new_folder = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         if ctx.is_main and not resume:  # first, so a run killed while loading data can resume
             write_text(run_dir / "config.yaml", config_mod.to_yaml(cfg))
-        trainer = Trainer(cfg, run_dir, progress, log, ctx)
+        try:
+            trainer = Trainer(cfg, run_dir, progress, log, ctx)
+        except Exception:  # a start that failed (data, model): no run, the corrected command runs
+            if ctx.is_main and not resume:
+                undo_start(run_dir, new_folder)
+            raise
         if resume and not has_checkpoint(run_dir / "checkpoints"):
             log(f"{run_dir} stopped before its first checkpoint: training it from the start")
         elif resume:

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from unetkit.core.files import write_text
 from unetkit.data.folders import DataError, pair_items
-from unetkit.data.splits import fold_splits, read_group_table, split_items
+from unetkit.data.splits import fold_splits, group_table, split_items
 from unetkit.evaluation.metrics import SegmentationMetrics
 from unetkit.runs.ensemble import ENSEMBLE_FILE
 from unetkit.runs.folder import read_metrics_csv
+from unetkit.training.checks import check_training
 
 
 def _finished(run_dir: Path, epochs: int) -> bool:
@@ -39,6 +40,7 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
     from unetkit.evaluation.evaluate import evaluate
     from unetkit.training.fit import fit
 
+    check_training(cfg)  # before any data is read, as a single run does
     if not cfg.data.root:
         raise DataError("no data: give --data DIR (or data.root in the config)")
     root, out_dir = Path(cfg.data.root), Path(out_dir)
@@ -48,9 +50,7 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
     splits = split_items(items, root, cfg.data.split)
     pool = splits["train"] + splits["val"]
     s = cfg.data.split
-    table = read_group_table(root / s.group_table, s.group_column) \
-        if s.group_table and (root / s.group_table).exists() else None
-    folds = fold_splits(pool, k, s.seed, s.group_by, table)
+    folds = fold_splits(pool, k, s.seed, s.group_by, group_table(root, s))
     (out_dir / "folds").mkdir(parents=True, exist_ok=True)
     pooled = SegmentationMetrics(cfg.num_classes, cfg.data.classes, cfg.data.ignore_index)
     rows = []
