@@ -1,0 +1,127 @@
+"""Hardening: videos held to the pixel budget, run-folder files read with a bound, uploads the
+web page must not delete, offline pretrained weights, and smaller holes; each as a user or an
+attacker would meet it, with one-line errors and no traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from run_fixtures import make_run
+from test_hardening import TINY, capped, clean_error, inproc, write_images
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run") / "run", TINY)
+
+
+def one_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Video frames are held to the pixel budget, from the stream's header.
+
+
+def test_video_frames_over_the_pixel_budget_are_refused_from_the_header(run, tmp_path):
+    # FFmpeg's virtual device makes 8192 x 8192 frames without a file; before the check they
+    # were decoded (200 MB each as RGB) and the encoder failed with a traceback under a cap.
+    out = tmp_path / "out"
+    proc = capped("predict", str(run), "lavfi:color=size=8192x8192:rate=5:duration=2",
+                  "--out", str(out), "--quiet")
+    err = clean_error(proc, "8192x8192", "40,000,000", "scale")
+    one_line(err)
+    assert not (out / "color").exists()  # nothing written for a refused video
+    assert not list(out.rglob("*.partial")) if out.exists() else True
+
+
+def test_video_budget_check_comes_before_any_frame_is_decoded(run, tmp_path, monkeypatch):
+    import av
+
+    from unetkit.io import budget
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=5)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(3):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8),
+                                                      format="rgb24")))
+        c.mux(s.encode(None))
+    monkeypatch.setattr(budget, "MAX_IMAGE_PIXELS", 64 * 48 - 1)
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("a frame was decoded")
+
+    monkeypatch.setattr(av.container.InputContainer, "decode", no_decode)
+    res = inproc("predict", str(run), str(path), "--out", str(tmp_path / "out"), "--quiet",
+                 check=False)
+    assert "64x48" in clean_error(res, "clip.mp4")
+    assert not (tmp_path / "out" / "clip").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Run-folder files are read with a bound; FIFOs, devices and links out of the folder refused.
+
+
+def test_config_json_linked_to_dev_urandom_is_refused_not_read(run, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("config.yaml", "model.safetensors"):
+        (bad / name).write_bytes((run / name).read_bytes())
+    (bad / "config.json").symlink_to("/dev/urandom")
+    img = write_images(tmp_path / "imgs", ["a.png"])[0]
+    proc = capped("predict", str(bad), str(img), "--out", str(tmp_path / "out"), mb=1200)
+    one_line(clean_error(proc, "config.json"))
+
+
+@pytest.mark.parametrize("name", ["config.json", "operating_point.json", "ensemble.json"])
+@pytest.mark.parametrize("kind", ["fifo", "outside", "large"])
+def test_run_folder_files_special_outside_or_large_are_one_line_errors(run, tmp_path, name,
+                                                                       kind):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in ("config.yaml", "config.json", "model.safetensors"):
+        (bad / f).write_bytes((run / f).read_bytes())
+    target = bad / name
+    target.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(target)  # opening it for reading would wait for a writer forever
+    elif kind == "outside":
+        secret = tmp_path / "secret.json"
+        secret.write_text('{"members": ["."], "threshold": 0.5, "min_area": 0}')
+        target.symlink_to(secret)
+    else:
+        target.write_bytes(b" " * 20_000_001)
+    img = write_images(tmp_path / "imgs", ["a.png"])[0]
+    res = inproc("predict", str(bad), str(img), "--out", str(tmp_path / "out"), "--quiet",
+                 check=False)
+    err = one_line(clean_error(res, name))
+    assert {"fifo": "not a regular file", "outside": "outside the folder",
+            "large": "too large"}[kind] in err
+
+
+def test_metrics_csv_and_resumed_config_yaml_are_read_with_a_bound(run, tmp_path):
+    from unetkit import config as config_mod
+    from unetkit.runs.folder import RunError, read_metrics_csv
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.csv").symlink_to("/dev/zero")
+    with pytest.raises(RunError, match="metrics.csv: a link to /dev/zero, outside"):
+        read_metrics_csv(bad / "metrics.csv")
+    (bad / "config.yaml").symlink_to("/dev/zero")
+    with pytest.raises(config_mod.ConfigError, match="config.yaml: a link to /dev/zero, outside"):
+        config_mod.for_training(resume=bad)
+    (bad / "config.yaml").unlink()
+    (bad / "config.yaml").write_text("a: 1\n" * 300_000)
+    with pytest.raises(config_mod.ConfigError, match="config.yaml"):
+        config_mod.for_training(resume=bad)
+    res = inproc("train", "--resume", str(bad), check=False)
+    one_line(clean_error(res, "config.yaml"))
