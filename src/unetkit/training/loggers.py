@@ -48,9 +48,14 @@ def flatten(values: dict, prefix: str = "") -> dict:
 
 
 def _recorded(run_dir: Path) -> dict:
+    from unetkit.core.files import read_limited
+    from unetkit.runs.folder import RunError
+
     try:
-        return json.loads((run_dir / TRACKING_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = read_limited(run_dir / TRACKING_FILE, 1_000_000, "the tracking.json training "
+                            "wrote", inside=run_dir, error=RunError)
+        return json.loads(data)
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
 
 
