@@ -125,3 +125,79 @@ def test_metrics_csv_and_resumed_config_yaml_are_read_with_a_bound(run, tmp_path
         config_mod.for_training(resume=bad)
     res = inproc("train", "--resume", str(bad), check=False)
     one_line(clean_error(res, "config.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. The web page never deletes a file that a newer upload or a request still refers to.
+
+
+def gradio_upload(page, data: bytes, name: str = "polyp.png") -> Path:
+    """What Gradio does with an upload: a temporary file renamed to a path made from a hash of
+    its content, so an identical upload lands on the same path (replacing the file there)."""
+    folder = page.uploads / "0123abcd"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = page.uploads / f".upload-{os.urandom(4).hex()}"
+    tmp.write_bytes(data)
+    os.replace(tmp, folder / name)
+    return folder / name
+
+
+@pytest.fixture
+def page(run, monkeypatch):
+    from unetkit.deploy import workdir
+    from unetkit.deploy.page import ModelPage
+
+    monkeypatch.setattr(workdir, "UPLOAD_GRACE_S", 0.3)
+    page = ModelPage(run, "cpu")
+    yield page
+    page.close()
+
+
+def wait_for_timers(page) -> None:
+    import time
+
+    time.sleep(0.6)
+    for timer in list(page.files.doomed.values()):
+        timer.join(5)
+
+
+def test_web_page_keeps_a_reupload_of_the_same_image_after_the_earlier_answer(page, tmp_path):
+    data = (write_images(tmp_path, ["a.png"])[0]).read_bytes()
+    first = gradio_upload(page, data)
+    page.files.uploaded(first)  # the page's upload event
+    page.segment(first)
+    second = gradio_upload(page, data)  # the same image again, within the grace period
+    page.files.uploaded(second)
+    assert second == first
+    page.files.forget(first)  # the first request is answered
+    wait_for_timers(page)  # ...and its grace period is over before the second is submitted
+    assert second.exists(), "the re-upload was deleted by the earlier answer's clean-up"
+    assert page.segment(second)["size"] == [40, 48]
+    page.files.forget(second)
+    wait_for_timers(page)
+    assert not second.exists()  # once nothing holds it, it goes
+
+
+def test_web_page_reference_counts_requests_and_keeps_an_upload_renamed_over_the_path(
+        page, tmp_path):
+    data = (write_images(tmp_path, ["a.png"])[0]).read_bytes()
+    path = gradio_upload(page, data)
+    page.files.hold(path)  # two requests on one file (the API: no upload event)
+    page.files.hold(path)
+    page.files.forget(path)
+    wait_for_timers(page)
+    assert path.exists(), "deleted while a request still held it"
+    page.files.forget(path)
+    gradio_upload(page, data)  # an API upload of the same image, for a request still queued
+    wait_for_timers(page)
+    assert path.exists(), "a newer upload was deleted for an older answer"
+    page.files.hold(path)
+    page.files.forget(path)
+    wait_for_timers(page)
+    assert not path.exists()
+    outside = write_images(tmp_path / "mine", ["b.png"])[0]  # a file of this machine: never
+    page.files.uploaded(outside)
+    page.files.hold(outside)
+    page.files.forget(outside)
+    wait_for_timers(page)
+    assert outside.exists() and not page.files.holds
