@@ -201,3 +201,102 @@ def test_web_page_reference_counts_requests_and_keeps_an_upload_renamed_over_the
     page.files.forget(outside)
     wait_for_timers(page)
     assert outside.exists() and not page.files.holds
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. model.encoder_weights=imagenet without a network: one line, at once, naming the fix.
+
+
+def imagenet_cfg(encoder: str = "mobilenetv3_small_050"):
+    from unetkit import config as config_mod
+
+    return config_mod.from_dict({"model": {"arch": "timm-unet", "encoder": encoder,
+                                           "encoder_weights": "imagenet"}})
+
+
+@pytest.fixture
+def empty_cache(monkeypatch, tmp_path):
+    import huggingface_hub
+    import torch
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch-hub"))
+
+
+def test_imagenet_weights_with_the_connection_refused_fail_at_once_naming_the_fix(
+        empty_cache, monkeypatch, synthetic_data):
+    import socket
+    import time
+
+    from unetkit import config as config_mod
+    from unetkit.models.unet import build_model
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    start = time.monotonic()
+    with pytest.raises(config_mod.ConfigError) as caught:
+        build_model(imagenet_cfg("tf_efficientnet_lite0"))
+    assert time.monotonic() - start < 5
+    msg = str(caught.value)
+    assert "\n" not in msg and "Connection refused" in msg
+    assert "model.encoder_weights=imagenet-local" in msg and "encoder_weights=PATH" in msg
+    res = inproc("train", "--recipe", "demo", "--data", str(synthetic_data), "--out",
+                 str(synthetic_data.parent / "no-run"), "--quiet", "--set", "model.arch=timm-unet",
+                 "model.encoder=tf_efficientnet_lite0", "model.encoder_weights=imagenet",
+                 check=False)
+    one_line(clean_error(res, "imagenet-local"))
+
+
+def test_imagenet_weights_with_the_connection_reset_mid_download_are_one_line(
+        empty_cache, monkeypatch):
+    import socket
+
+    import huggingface_hub
+
+    from unetkit import config as config_mod
+    from unetkit.models.unet import build_model
+
+    class Answered:
+        def close(self):
+            pass
+
+    def reset(*args, **kwargs):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: Answered())
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", reset)
+    with pytest.raises(config_mod.ConfigError, match=r"ConnectionResetError.*imagenet-local"):
+        build_model(imagenet_cfg())
+
+
+def test_imagenet_weights_in_the_local_cache_are_used_without_the_network(monkeypatch,
+                                                                          tmp_path):
+    import socket
+
+    import huggingface_hub
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from unetkit.models.unet import build_model
+
+    torch.manual_seed(3)
+    state = timm.create_model("mobilenetv3_small_050").state_dict()
+    cached = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(cached))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name, *a, **k: str(cached) if name == HF_FIRST else None)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used for cached weights")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    model = build_model(imagenet_cfg())
+    first = next(k for k in model.encoder.state_dict() if k.endswith("conv_stem.weight"))
+    assert torch.equal(model.encoder.state_dict()[first], state["conv_stem.weight"])
+
+
+HF_FIRST = "model.safetensors"
