@@ -300,3 +300,58 @@ def test_imagenet_weights_in_the_local_cache_are_used_without_the_network(monkey
 
 
 HF_FIRST = "model.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Smaller holes.
+
+
+def test_report_md_writes_a_data_set_name_as_text_not_html():
+    from unetkit.evaluation.report import _html, _markdown
+
+    name = "<img src=x onerror=alert(1)>|x"
+    scores = {k: 0.5 for k in ("mDice", "mIoU", "dice", "sensitivity", "false_alarm_rate",
+                               "auroc", "threshold", "min_area")}
+    scores.update(frames_positive=1, frames_negative=0)
+    md = _markdown("run", [(name, scores)], {name: ["worst/x/a.png"]})
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;&#124;x" in md
+    page = _html(md, "run")
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|x" in page
+    assert "&amp;lt;" not in page  # escaped once, not twice
+
+
+@pytest.mark.slow
+def test_mlflow_store_defaults_to_the_run_folder_not_the_working_folder(
+        synthetic_data, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    inproc("train", "--recipe", "demo", "--data", str(synthetic_data), "--out", str(run),
+           "--quiet", "--set", *TINY, "train.epochs=1", "train.loggers=[mlflow]")
+    assert (run / "mlflow.db").exists()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_calibrate_warns_when_the_point_it_records_has_sensitivity_0(synthetic_data, tmp_path):
+    import json
+
+    import torch
+
+    from unetkit import config as config_mod
+    from unetkit.models.unet import build_model
+
+    cfg = config_mod.load(None, None, TINY)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.bias.fill_(-20.0)  # never any foreground: no lesion is ever flagged
+    run = make_run(tmp_path / "run", TINY, model=model)
+    neg = tmp_path / "neg"
+    write_images(neg, ["n1.png", "n2.png"], size=(64, 64))
+    res = inproc("calibrate", str(run), "--data", str(synthetic_data), "--split", "all",
+                 "--negatives", str(neg), "--max-false-alarm", "0.05", "--quiet")
+    assert "warning: sensitivity 0" in res.stderr
+    assert "sensitivity 0" in json.loads((run / "operating_point.json").read_text())["warning"]
