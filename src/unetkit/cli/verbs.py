@@ -99,6 +99,8 @@ def cmd_calibrate(args) -> int:
               f"mDice {s['mDice']:.4f}")
     print(f"recorded in {Path(args.run_dir) / 'operating_point.json'}; predict, evaluate, serve, "
           "submit and export use it (override with --threshold / --min-area)")
+    if r.get("warning"):
+        print(f"unetkit calibrate: warning: {r['warning']}", file=sys.stderr)
     return 0
 
 

@@ -105,14 +105,20 @@ def index_of(threshold: float, min_area: float) -> tuple[int, int]:
     return i, j
 
 
-def search(frames: list[FrameCounts], max_false_alarm: float) -> tuple[OperatingPoint, dict]:
+def search(frames: list[FrameCounts], max_false_alarm: float, data: str | None = None
+           ) -> tuple[OperatingPoint, dict]:
     """The operating point with false alarms <= target and the fewest misses (then the highest
-    mDice, the lowest threshold, the smallest area); and the grid it was chosen from."""
+    mDice, the lowest threshold, the smallest area); and the grid it was chosen from. `data`:
+    the --data given (None: the run's own), for the messages."""
     if not any(not f.positive for f in frames):
         raise CalibrationError("no frame without foreground to measure false alarms on: give "
                                "--negatives DIR (or train with data.negatives)")
     if not any(f.positive for f in frames):
-        raise CalibrationError("no frame with foreground to measure sensitivity on: give --data")
+        raise CalibrationError(
+            f"no frame with foreground to measure sensitivity on in {data}: its masks are all "
+            "empty under the run's mask settings; give --data a folder (or --split) whose masks "
+            "show the lesions" if data else "no frame with foreground to measure sensitivity "
+            "on: give --data")
     g = grid(frames)
     ok = g["false_alarm_rate"] <= max_false_alarm + 1e-12
     if not ok.any():
@@ -153,7 +159,7 @@ def calibrate(run_dir, data_dir, max_false_alarm: float, split: str = "val",
     frames = [FrameCounts.from_probs(probs, truth, cfg.num_classes, cfg.data.ignore_index)
               for _, _, truth, probs in predicted_frames(predictor, items, decoder, batch_size,
                                                          progress, "calibrating")]
-    point, g = search(frames, max_false_alarm)
+    point, g = search(frames, max_false_alarm, str(data_dir) if data_dir else None)
     result = {
         "max_false_alarm": max_false_alarm, "tta": tta,
         "data": str(data_dir) if data_dir else None, "split": split,
@@ -163,5 +169,10 @@ def calibrate(run_dir, data_dir, max_false_alarm: float, split: str = "val",
         "before": scores_at(g, cfg.train.threshold, 0.0),
         "after": scores_at(g, point.threshold, point.min_area),
     }
+    if result["after"]["sensitivity"] == 0:
+        result["warning"] = (f"sensitivity 0 at this point: no frame with foreground is flagged "
+                             f"while false alarms stay at or under {max_false_alarm:.1%}; this "
+                             "point misses every lesion (raise --max-false-alarm, or train with "
+                             "more data or negative frames)")
     write_operating_point(run_dir, point, result)
     return {"threshold": point.threshold, "min_area": point.min_area, **result}

@@ -23,6 +23,7 @@ from unetkit.config.schema import (
     _unknown_key_message,
     from_dict,
 )
+from unetkit.core.files import read_limited
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -92,12 +93,22 @@ def recipe_path(name: str) -> Path:
     return path
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, inside: str | Path | None = None) -> dict:
+    """A YAML config file, read with a bound; `inside`: the run folder it must stay in (a run's
+    config.yaml is untrusted: no FIFO, device or link out of the folder)."""
     path = Path(path)
     try:
-        values = safe_yaml(path.read_text()) or {}
+        if inside is not None:
+            data = read_limited(path, MAX_YAML_BYTES, "the config.yaml training wrote",
+                                inside=inside, error=ConfigError)
+        else:  # the user's own file, which may be a pipe (--config <(...))
+            with path.open("rb") as f:
+                data = f.read(MAX_YAML_BYTES + 1)
+        values = safe_yaml(data.decode()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(values, dict):
@@ -106,14 +117,14 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load(recipe: str | None = None, file: str | None = None, overrides: list[str] = (),
-         data_root: str | None = None) -> Config:
+         data_root: str | None = None, inside: str | Path | None = None) -> Config:
     """Build the configuration of a run: defaults <- recipe or file <- --data <- --set."""
     values: dict = {}
     if recipe:
         values = read_yaml(recipe_path(recipe))
         values.setdefault("name", recipe)
     if file:
-        values = _merge(values, read_yaml(file))
+        values = _merge(values, read_yaml(file, inside))
     if data_root:
         _merge_into(values, ["data", "root"], str(data_root))
     values = apply_overrides(values, list(overrides))
@@ -132,7 +143,7 @@ def for_training(recipe: str | None = None, file: str | None = None,
             raise ConfigError("--resume continues a run with its own config.yaml; drop --recipe "
                               "and --config (change fields with --set)")
         return load(file=str(Path(resume) / "config.yaml"), overrides=overrides,
-                    data_root=data_root)
+                    data_root=data_root, inside=resume)
     if not (recipe or file):
         raise ConfigError("give --recipe NAME or --config FILE (or --resume RUN_DIR)")
     return load(recipe, file, overrides, data_root)

@@ -14,6 +14,7 @@ would replace an input, a file of a run folder, or each other.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -181,3 +182,37 @@ def written_by_unetkit(path: str | Path) -> bool:
     except ValueError:
         return False
     return isinstance(values, dict) and "unetkit_version" in values
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading untrusted files with a bound.
+
+
+def read_limited(path: str | Path, max_bytes: int, what: str, inside: str | Path | None = None,
+                 error: type[Exception] = ValueError) -> bytes:
+    """The bytes of `path` (`what` it should be, e.g. "a unetkit config.json"), read with a
+    bound: more than `max_bytes`, a FIFO, device or folder, or (given `inside`, the folder it
+    belongs to) a symbolic link that leads out of `inside` raise `error` naming the file. A file
+    that does not exist raises FileNotFoundError, for the caller to word."""
+    path = Path(path)
+    real = path.resolve()
+    if inside is not None and not real.is_relative_to(Path(inside).resolve()):
+        raise error(f"{path}: a link to {real}, outside the folder {inside}; replace the link "
+                    f"with a copy of the file ({what})")
+    try:
+        # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc}); replace it with "
+                    f"{what}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{path}: not a regular file (a FIFO, device or folder); replace it "
+                        f"with {what}")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise error(f"{path}: over {max_bytes:,} bytes, too large for {what}; replace it with "
+                    "the file unetkit wrote")
+    return data

@@ -91,6 +91,11 @@ def build_app(page: ModelPage):
         masks = [str(r["mask_path"]) for r in results] or None
         return gallery, stats_markdown(results) if results else "", masks, status
 
+    def held_uploads(files) -> None:
+        for f in files if isinstance(files, list) else [files]:
+            if f:
+                page.files.uploaded(Path(f if isinstance(f, str) else f.name))
+
     def segment_api(file, tta, threshold):
         """One image in; its mask PNG (0/255 for binary models, class indices otherwise) and a
         JSON object with the image size and, per class, area and region count, out."""
@@ -142,6 +147,10 @@ def build_app(page: ModelPage):
                       concurrency_id="model", api_visibility="private")
         run.click(**common)
         uploads.change(**common)  # an upload, a cleared box, or a click on an example
+        # Every upload (an identical one too, which changes nothing) holds its file until a
+        # request on it is answered: an earlier answer's clean-up never removes it.
+        uploads.upload(held_uploads, [uploads], None, queue=False, api_visibility="private",
+                       show_progress="hidden")
         tta.change(**common)
         threshold.release(**common)
 
@@ -165,6 +174,8 @@ def build_app(page: ModelPage):
 
         video_run.click(video_api, [video_in], [video_out, alarms], api_name="video",
                         concurrency_id="model")
+        video_in.upload(held_uploads, [video_in], None, queue=False, api_visibility="private",
+                        show_progress="hidden")
 
         # The programmatic API: hidden components, so the endpoint has typed parameters.
         with gr.Row(visible=False):

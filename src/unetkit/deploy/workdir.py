@@ -1,9 +1,9 @@
 """The web page's working folder: nothing a client sends or receives is kept.
 
 Uploads (Gradio's cache) and results live in one temporary folder per server, named after its
-process id. Uploads are deleted once answered (UPLOAD_GRACE_S later), results once two newer
-requests exist, and the whole folder when the server stops (or, after a SIGKILL, when the next
-server starts).
+process id. Uploads are deleted once no upload or request holds them (UPLOAD_GRACE_S later),
+results once two newer requests exist, and the whole folder when the server stops (or, after a
+SIGKILL, when the next server starts).
 """
 
 from __future__ import annotations
@@ -17,10 +17,21 @@ from pathlib import Path
 
 WORK_PREFIX = "unetkit-serve-"  # + the server's process id: a killed server's folder is found
 # Gradio files an upload under a hash of its content, so requests that send the same file share
-# one path: an upload is deleted this many seconds after its answer, not at once, so that an
-# identical request still in the queue can read it (a request that reads it again postpones its
-# deletion). 0 deletes it at once.
+# one path, and an identical re-upload replaces the file there (a new file renamed over it).
+# Each path is reference-counted: an upload shown on the page and every request reading it hold
+# it; at zero holds it is deleted this many seconds later, so that an identical request still in
+# the queue (not yet holding it) can read it. A newer upload renamed over the path is never
+# deleted for an older answer. 0 deletes at once.
 UPLOAD_GRACE_S = float(os.environ.get("UNETKIT_SERVE_UPLOAD_GRACE_S", "10"))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file a path names now (inode, modification time): a re-upload changes it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 class WorkFolder:
@@ -28,7 +39,11 @@ class WorkFolder:
         remove_abandoned_work_dirs()
         self.path = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
         self.uploads = self.path / "gradio"  # Gradio's upload and result cache (see `serve`)
-        self.lock, self.doomed = threading.Lock(), {}  # upload path -> its deletion timer
+        self.lock = threading.Lock()
+        self.holds: dict[Path, int] = {}  # upload path -> uploads and requests holding it
+        self.shown: dict[Path, int] = {}  # upload path -> uploads not yet answered
+        self.read: dict[Path, tuple[int, int] | None] = {}  # path -> the file requests read
+        self.doomed: dict[Path, threading.Timer] = {}  # path -> its deletion timer
 
     def close(self) -> None:
         with self.lock:
@@ -49,34 +64,68 @@ class WorkFolder:
         out.mkdir()
         return out
 
+    def _ours(self, path: Path) -> bool:
+        """Only Gradio's copies are ever deleted, never a file of this machine given by path,
+        nor an example."""
+        return path.resolve().is_relative_to(self.uploads.resolve())
+
+    def uploaded(self, path: Path) -> None:
+        """An upload reached the page (Gradio's upload event): it is held until a request on it
+        is answered, even when an earlier answer's deletion of the same path is pending."""
+        path = Path(path)
+        if self._ours(path):
+            with self.lock:
+                self.shown[path] = self.shown.get(path, 0) + 1
+            self.hold(path)
+
     def hold(self, path: Path) -> None:
-        """A request reads this upload: its deletion waits until that request is answered."""
+        """A request (or an upload) refers to this file: it is not deleted until released."""
+        path = Path(path)
+        if not self._ours(path):
+            return
         with self.lock:
-            timer = self.doomed.pop(Path(path), None)
+            self.holds[path] = self.holds.get(path, 0) + 1
+            timer = self.doomed.pop(path, None)
+            self.read[path] = _identity(path)
         if timer is not None:
             timer.cancel()
 
     def forget(self, path: Path) -> None:
-        """Delete an uploaded file once it is answered, after UPLOAD_GRACE_S (only Gradio's
-        copy, never a file of this machine given by path, nor an example)."""
+        """A request on this upload is answered: its hold (and that of the upload it answered)
+        is released; the file is deleted UPLOAD_GRACE_S after the last hold goes."""
         path = Path(path)
-        if not path.resolve().is_relative_to(self.uploads.resolve()):
+        if not self._ours(path):
             return
-        if UPLOAD_GRACE_S <= 0:
-            path.unlink(missing_ok=True)
-            return
-        self.hold(path)
-        timer = threading.Timer(UPLOAD_GRACE_S, self._delete, (path,))
-        timer.daemon = True
         with self.lock:
-            self.doomed[path] = timer
-        timer.start()
+            releases = 1 + (self.shown.get(path, 0) > 0)
+            if self.shown.get(path, 0) > 0:
+                self.shown[path] -= 1
+            left = max(0, self.holds.get(path, 0) - releases)
+            self.holds[path] = left
+            if left:
+                return
+            del self.holds[path]
+            self.shown.pop(path, None)
+            answered = self.read.pop(path, None)
+            if UPLOAD_GRACE_S > 0:
+                timer = threading.Timer(UPLOAD_GRACE_S, self._delete, (path, answered))
+                timer.daemon = True
+                self.doomed[path] = timer
+                timer.start()
+                return
+        self._remove(path, answered)
 
-    def _delete(self, path: Path) -> None:
+    def _delete(self, path: Path, answered) -> None:
         with self.lock:
             if self.doomed.get(path) is not threading.current_thread():
                 return  # held again, or re-armed, since this timer started
             del self.doomed[path]
+            self._remove(path, answered)
+
+    @staticmethod
+    def _remove(path: Path, answered) -> None:
+        if answered is not None and _identity(path) != answered:
+            return  # a newer upload was renamed over it: a request still to come reads it
         path.unlink(missing_ok=True)
 
 

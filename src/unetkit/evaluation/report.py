@@ -174,6 +174,11 @@ def _fmt(v, pct: bool = False) -> str:
     return f"{v:.1%}" if pct else f"{v:.4f}"
 
 
+def _md(text: str) -> str:
+    """A name (a data-set folder's) as Markdown text: no raw HTML, no table break."""
+    return html.escape(str(text)).replace("|", "&#124;")
+
+
 def _markdown(run_dir, results, worst) -> str:
     lines = [f"# unetkit report: `{run_dir}`", "",
              "Pixel scores (mDice, mIoU: per image then averaged; dice: from pixel counts summed "
@@ -185,7 +190,8 @@ def _markdown(run_dir, results, worst) -> str:
               "images (with / without foreground) | threshold | min_area |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in results:
-        lines.append(f"| {name} | {_fmt(s['mDice'])} | {_fmt(s['mIoU'])} | {_fmt(s['dice'])} | "
+        lines.append(f"| {_md(name)} | {_fmt(s['mDice'])} | {_fmt(s['mIoU'])} | "
+                     f"{_fmt(s['dice'])} | "
                      f"{_fmt(s['sensitivity'], True)} | {_fmt(s['false_alarm_rate'], True)} | "
                      f"{_fmt(s['auroc'])} | {s['frames_positive']} / {s['frames_negative']} | "
                      f"{s['threshold']:.2f} | {s['min_area']:.4f} |")
@@ -196,7 +202,7 @@ def _markdown(run_dir, results, worst) -> str:
               "Lowest Dice on frames with foreground; largest flagged area on frames without "
               "(frames scored perfectly are never shown).", ""]
     for name, files in worst.items():
-        lines += [f"### {name}", ""] + [f"![{Path(f).stem}]({f})" for f in files] + [""]
+        lines += [f"### {_md(name)}", ""] + [f"![{_md(Path(f).stem)}]({f})" for f in files] + [""]
     lines += ["Not a medical device: these scores describe these data sets only.", ""]
     return "\n".join(lines)
 
@@ -207,7 +213,7 @@ def _html(md: str, run_dir) -> str:
     for line in md.splitlines() + [""]:
         if line.startswith("|"):
             if not set(line) <= set("|-"):
-                cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+                cells = [html.escape(html.unescape(c.strip())) for c in line.strip("|").split("|")]
                 tag = "th" if not table else "td"
                 table.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
             continue
@@ -216,10 +222,12 @@ def _html(md: str, run_dir) -> str:
             table = []
         if line.startswith("!["):
             alt, src = line[2:].split("](", 1)
-            body.append(f'<img src="{html.escape(src[:-1])}" alt="{html.escape(alt)}">')
+            body.append(f'<img src="{html.escape(src[:-1])}" '
+                        f'alt="{html.escape(html.unescape(alt))}">')
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+            title = html.escape(html.unescape(line.lstrip("#").strip()))
+            body.append(f"<h{level}>{title}</h{level}>")
         elif line.strip():
             text = html.escape(line).replace("`", "")
             link = '<a href="per_image.csv">per_image.csv</a>'

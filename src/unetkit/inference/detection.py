@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 OPERATING_POINT_FILE = "operating_point.json"
+MAX_POINT_BYTES = 1_000_000  # a threshold, a min_area and how they were chosen
 SCORE_AREA = 0.005  # the share of the frame whose least probability is the frame's score
 
 
@@ -79,15 +80,22 @@ def resolve_point(cfg, point: OperatingPoint | None, threshold: float | None = N
 
 def read_operating_point(run_dir) -> OperatingPoint | None:
     """The operating point recorded in RUN_DIR/operating_point.json, or None when there is none."""
+    from unetkit.core.files import read_limited
     from unetkit.runs.folder import RunError
 
     path = Path(run_dir) / OPERATING_POINT_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(read_limited(path, MAX_POINT_BYTES, "an operating_point.json",
+                                         inside=run_dir, error=RunError))
         point = OperatingPoint(float(values["threshold"]), float(values["min_area"]))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except FileNotFoundError:
+        raise RunError(f"{path}: a link to a file that does not exist; run `unetkit calibrate` "
+                       "again or delete the file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, RunError):
+            raise
         raise RunError(f"{path}: not a readable operating point ({exc}); run `unetkit calibrate` "
                        "again or delete the file") from None
     try:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from unetkit.core.extras import require
+from unetkit.io import budget
 from unetkit.io.budget import ImageError
 from unetkit.io.plots import save_png
 
@@ -52,10 +53,23 @@ def open_source(source: str):
         container.close()
         raise VideoError(f"{source}: has no video stream")
     stream = container.streams.video[0]
+    try:
+        check_frame_size(source, stream.width, stream.height)  # from the header: nothing decoded
+    except VideoError:
+        container.close()
+        raise
     stream.thread_type = "AUTO"  # FFmpeg's own decoding threads
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate and float(rate) > 0 else FALLBACK_FPS
     return container, stream, fps
+
+
+def check_frame_size(source: str, width: int, height: int) -> None:
+    """Frames are held to the images' pixel budget (`io.budget.MAX_IMAGE_PIXELS`)."""
+    if (width or 0) * (height or 0) > budget.MAX_IMAGE_PIXELS:
+        raise VideoError(f"{source}: frames of {width}x{height} pixels, over the budget of "
+                         f"{budget.MAX_IMAGE_PIXELS:,} pixels a frame; scale the video down "
+                         "first (e.g. ffmpeg -i IN -vf scale=1920:-2 OUT)")
 
 
 def source_frames(container, stream, channels: int, max_frames: int | None = None
@@ -69,6 +83,7 @@ def source_frames(container, stream, channels: int, max_frames: int | None = Non
         for frame in container.decode(stream):
             if max_frames is not None and index >= max_frames:
                 return
+            check_frame_size(container.name, frame.width, frame.height)  # a size that changes
             t = float(frame.time) if frame.time is not None else index / FALLBACK_FPS
             first = t if first is None else first
             last_t = t - first

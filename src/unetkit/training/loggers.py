@@ -48,9 +48,14 @@ def flatten(values: dict, prefix: str = "") -> dict:
 
 
 def _recorded(run_dir: Path) -> dict:
+    from unetkit.core.files import read_limited
+    from unetkit.runs.folder import RunError
+
     try:
-        return json.loads((run_dir / TRACKING_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = read_limited(run_dir / TRACKING_FILE, 1_000_000, "the tracking.json training "
+                            "wrote", inside=run_dir, error=RunError)
+        return json.loads(data)
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
 
 
@@ -97,21 +102,21 @@ class TensorBoardLogger:
 
 
 class MLflowLogger:
-    """MLflow's own settings: MLFLOW_TRACKING_URI (default: MLflow's local store, mlflow.db in
-    the working folder, which `mlflow ui` opens there) and MLFLOW_EXPERIMENT_NAME (default
-    "unetkit"). The run id and store are recorded so a resumed run continues the same run."""
+    """MLflow's own settings: MLFLOW_TRACKING_URI (default: a store in the run folder,
+    RUN_DIR/mlflow.db with artifacts in RUN_DIR/mlartifacts, which `mlflow ui --backend-store-uri
+    sqlite:///RUN_DIR/mlflow.db` opens) and MLFLOW_EXPERIMENT_NAME (default "unetkit"). The run
+    id and store are recorded so a resumed run continues the same run."""
 
     def __init__(self, run_dir: Path, log: Callable):
         self.run_dir, self.log, self.client, self.run_id = run_dir, log, None, None
 
     def start(self, config: dict, first_epoch: int) -> None:
-        import mlflow
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         recorded = _recorded(self.run_dir).get("mlflow", {})
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or recorded.get("tracking_uri") \
-            or mlflow.get_tracking_uri()
+        own = f"sqlite:///{(self.run_dir / 'mlflow.db').resolve()}"  # beside the run's files
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or recorded.get("tracking_uri") or own
         if uri.startswith(("http://", "https://")):  # a server that is down fails here, at
             import requests  # once, rather than after MLflow's minutes of retries
 
@@ -125,7 +130,9 @@ class MLflowLogger:
         else:
             name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "unetkit"
             experiment = self.client.get_experiment_by_name(name)
-            exp_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+            artifacts = (self.run_dir / "mlartifacts").resolve().as_uri() if uri == own else None
+            exp_id = experiment.experiment_id if experiment else \
+                self.client.create_experiment(name, artifact_location=artifacts)
             run = self.client.create_run(exp_id, run_name=self.run_dir.name, tags={
                 "unetkit.run_dir": str(self.run_dir.resolve()), "unetkit.recipe": config["name"]})
             self.run_id, known = run.info.run_id, {}
