@@ -355,3 +355,47 @@ def test_calibrate_warns_when_the_point_it_records_has_sensitivity_0(synthetic_d
                  "--negatives", str(neg), "--max-false-alarm", "0.05", "--quiet")
     assert "warning: sensitivity 0" in res.stderr
     assert "sensitivity 0" in json.loads((run / "operating_point.json").read_text())["warning"]
+
+
+def test_a_folder_whose_images_are_only_in_subfolders_is_an_error_naming_them(run, tmp_path):
+    """`predict RUN folder/` used to write 0 masks and exit 0 when the images sat one level
+    down; `check-data` likewise found nothing. Both now name the subfolders."""
+    write_images(tmp_path / "shots" / "day1", ["a.png", "b.png"])
+    write_images(tmp_path / "shots" / "day2", ["c.png"])
+    proc = capped("predict", str(run), str(tmp_path / "shots"), "--out", str(tmp_path / "o"),
+                  "--quiet")
+    one_line(clean_error(proc, "day1/", "day2/", "give those folders"))
+    assert not (tmp_path / "o").exists()
+    data = tmp_path / "data"
+    write_images(data / "images" / "part1", ["x.png"])
+    write_images(data / "masks", ["x.png"])
+    res = inproc("check-data", str(data), check=False)
+    assert res.returncode != 0 and "part1/" in res.stdout + res.stderr, res  # listed as a problem
+
+
+def test_a_sequence_table_error_names_the_table_not_a_training_key(run, tmp_path):
+    from unetkit.data.folders import DataError
+    from unetkit.data.tables import read_table
+
+    table = tmp_path / "sequences.csv"
+    table.write_text("frame,video\n1.jpg,a\n")
+    with pytest.raises(DataError) as err:
+        read_table(table, "sequence")
+    message = str(err.value)
+    assert str(table) in message and "'sequence'" in message
+    assert "data.split" not in message and "--set" not in message
+
+
+def test_train_predict_evaluate_and_export_print_no_warnings(run, synthetic_data, tmp_path):
+    """What a user sees from the everyday verbs holds no library warnings (torch, timm,
+    ONNX): a warning is either fixed at its source or not a user's business."""
+    out = tmp_path / "run"
+    runs = [capped("train", "--recipe", "demo", "--data", str(synthetic_data), "--out", str(out),
+                   "--set", *TINY, "train.epochs=1", "--quiet"),
+            capped("predict", str(out), str(synthetic_data / "images"), "--out",
+                   str(tmp_path / "pred"), "--overlay", "--probs", "--quiet"),
+            capped("evaluate", str(out), "--data", str(synthetic_data), "--quiet"),
+            capped("export", str(out), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr
+        assert "Warning" not in proc.stderr and "warn(" not in proc.stderr, proc.stderr

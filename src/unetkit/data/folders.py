@@ -65,7 +65,20 @@ def list_images(folder: Path) -> dict[str, Path]:
                 raise DataError(f"{path}: two files share the stem '{path.stem}' "
                                 f"({found[path.stem].name}); keep one")
             found[path.stem] = path
+    if not found:
+        _refuse_nested_images(folder)
     return found
+
+
+def _refuse_nested_images(folder: Path) -> None:
+    """A folder with no images of its own whose subfolders hold some: one level is read, so
+    say which folders to give instead of reading nothing."""
+    nested = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")
+              and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in d.iterdir() if f.is_file())]
+    if nested:
+        names = ", ".join(f"{d.name}/" for d in nested[:5]) + (" ..." if len(nested) > 5 else "")
+        raise DataError(f"{folder}: no images in the folder itself, but its subfolders hold some "
+                        f"({names}); unetkit reads one folder level: give those folders")
 
 
 def pair_items(root: Path, data_cfg, require_masks: bool | None = None
