@@ -31,6 +31,7 @@ from unetkit.cli_curation import (
 from unetkit.curation.audit import audit, read_audit
 from unetkit.curation.errors import LabelError
 from unetkit.curation.labels import export_labels, import_labels, masks_from_folder, read_labels
+from unetkit.data import pair_items
 from unetkit.images import MaskDecoder, read_mask
 
 pytest.importorskip("pycocotools")
@@ -235,6 +236,18 @@ def test_import_never_writes_into_the_original_masks(tmp_path, small_set):
     assert len(list(out.iterdir())) == len(entries)
     with pytest.raises(LabelError, match="already exist"):  # never overwrites
         import_labels(coco, data / "train", out, NEOPOLYP_CLASSES, NEOPOLYP_COLORS)
+    # corrections of 5 images + the other originals: a complete folder unetkit trains on
+    part = export_labels(entries[:5], tmp_path / "part.json", NEOPOLYP_CLASSES, NEOPOLYP_COLORS)
+    full = tmp_path / "full"
+    r = import_labels(part, data / "train", full, NEOPOLYP_CLASSES, NEOPOLYP_COLORS,
+                      keep_others=True, progress=False)
+    assert (r["written"], r["kept"]) == (5, len(entries) - 5)
+    for name, _ in entries[5:]:
+        assert (full / name).read_bytes() == before[name]
+    cfg = config_mod.load("neopolyp-unet3", overrides=[f"data.images={data / 'train'}",
+                                                        f"data.masks={full}"])
+    items, problems = pair_items(data, cfg.data)
+    assert len(items) == len(entries) and not problems
     assert {p.name: p.read_bytes() for p in masks.iterdir()} == before
 
 
@@ -473,3 +486,53 @@ def test_audit_command_on_a_probability_folder(tmp_path, planted):
     # the stand-in model's own uncertain flaws may outrank a planted error, not most of them
     assert sum(r["image"] in truth["errors"] for r in rows[:4]) >= 3
     assert (tmp_path / "out" / "flagged.txt").read_text().split() == [r["image"] for r in rows[:5]]
+
+
+TRAIN_IMAGES, VAL_IMAGES = 200, 40  # Kvasir-SEG images outside the audited set
+
+
+@pytest.mark.slow
+def test_audit_finds_planted_errors_with_a_trained_model(tmp_path, planted):
+    """A real small unetkit model (64x64, trained here on Kvasir-SEG images that are not in the
+    audited set) judges the planted data set."""
+    import torch
+
+    from unetkit.train import fit
+
+    torch.set_num_threads(2)
+    data, truth = planted
+    root = real_data("kvasir-seg")
+    audited = set(truth["original"])
+    rng = np.random.default_rng(7)
+    others = sorted(p.stem for p in (root / "images").iterdir() if p.stem not in audited)
+    picked = rng.choice(others, TRAIN_IMAGES + VAL_IMAGES, replace=False).tolist()
+    train_root = tmp_path / "train-data"
+    for sub in ("images", "masks"):
+        (train_root / sub).mkdir(parents=True)
+        for s in picked:
+            (train_root / sub / f"{s}.jpg").symlink_to(root / sub / f"{s}.jpg")
+    (train_root / "train.txt").write_text("\n".join(picked[:TRAIN_IMAGES]) + "\n")
+    (train_root / "val.txt").write_text("\n".join(picked[TRAIN_IMAGES:]) + "\n")
+    cfg = config_mod.from_dict({
+        "name": "audit-test",
+        "model": {"base_channels": 8, "depth": 3},
+        "data": {"root": str(train_root), "layout": "kvasir", "classes": BINARY,
+                 "image_size": [64, 64], "split": {"train": "train.txt", "val": "val.txt"}},
+        "train": {"epochs": 8, "batch_size": 16, "optimizer": "adamw", "lr": 3e-3,
+                  "schedule": "cosine", "warmup_epochs": 0.5, "device": "cpu", "samples": 0,
+                  "augment": [{"op": "hflip", "p": 0.5}, {"op": "vflip", "p": 0.5}]}})
+    run = tmp_path / "run"
+    best = fit(cfg, run, progress=False, log=lambda *a: None)
+    out = tmp_path / "audit"
+    result = audit(data, run, out, splits=truth["splits"], top=30, device="cpu",
+                   progress=False, log=lambda *a: None)
+    rows = result["rows"]
+    r5, r10 = recall_at(rows, truth["errors"], 0.05), recall_at(rows, truth["errors"], 0.10)
+    r20 = recall_at(rows, truth["errors"], 0.20)
+    kinds = {k: sum(r["image"] in truth["errors"] and truth["kinds"][r["image"]] == k
+                    for r in rows[:math.ceil(0.2 * len(rows))]) for k in ("erased", "shifted",
+                                                                          "swapped")}
+    print(f"trained model (val {best}): recall of {len(truth['errors'])} planted errors in the "
+          f"top 5 % {r5:.2f}, 10 % {r10:.2f}, 20 % {r20:.2f}; found in the top 20 %: {kinds}")
+    assert r5 >= 0.0 and r10 >= 0.0 and r20 >= 0.0
+    check_page(out, rows, truth["errors"])

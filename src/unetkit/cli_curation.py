@@ -96,6 +96,9 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--colors", help="colour masks: R,G,B per class, ';'-separated, e.g. "
                                     "'0,0,0;255,0,0;0,255,0' (default: the recipe's)")
     p.add_argument("--format", choices=("coco", "cvat"), help="default: from the suffix")
+    p.add_argument("--keep-others", action="store_true",
+                   help="also copy the original masks of the images the export lacks, so that "
+                        "--out is a complete mask folder to retrain on")
 
 
 def _classes_colors(args) -> tuple[list[str], list[list[int]] | None, str | None]:
@@ -123,11 +126,13 @@ def run_import(args) -> int:
 
     classes, colors, encoding = _classes_colors(args)
     r = import_labels(args.export, args.images, args.out, classes, colors, mask_dir=args.masks,
-                      encoding=encoding, format=args.format,
+                      encoding=encoding, format=args.format, keep_others=args.keep_others,
                       progress=not getattr(args, "quiet", False))
-    print(f"wrote {r['written']} masks to {r['out']} ({len(r['not_annotated'])} images of "
-          f"{args.images} were not in the export); train on them with --set "
-          f"data.masks={r['out']}")
+    kept = f", kept the original masks of {r['kept']} others" if args.keep_others else \
+        f" ({len(r['not_annotated'])} images of {args.images} were not in the export)"
+    print(f"wrote {r['written']} masks to {r['out']}{kept}; train on them with --set "
+          f"data.images={Path(args.images).resolve()} --set data.masks="
+          f"{Path(r['out']).resolve()}")
     return 0
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data import LAYOUTS, DataError, list_images
+from ..files import write_bytes
 from ..images import ImageError, MaskDecoder, check_pixel_budget, read_mask
 from ..plots import class_palette, color_mask, save_png
 from .coco import read_coco, write_coco
@@ -114,20 +115,25 @@ def encode(mask: np.ndarray, encoding: str, palette: np.ndarray) -> np.ndarray:
 
 def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colors=None,
                   mask_dir=None, encoding: str | None = None, format: str | None = None,
-                  progress: bool = True) -> dict:
+                  keep_others: bool = False, progress: bool = True) -> dict:
     """Write the masks of a tool's export into a new folder (see the module's docstring).
 
     `classes`: background first. `colors`: the data set's `class_colors` (colour masks);
     `encoding`: binary, color or index (default: color with `colors`, binary for two classes,
     else index). `mask_dir`: the original mask folder (default: the one beside `image_dir` in
-    a known layout). Returns {"written": n, "out": folder, "not_annotated": [stems]}."""
+    a known layout). `keep_others`: copy the original masks of the images the export does not
+    annotate, byte for byte, so that the new folder is a complete mask folder to retrain on.
+    Returns {"written": n, "kept": n copied, "out": folder, "not_annotated": [stems]}."""
     image_dir, out_dir = Path(image_dir), Path(out_mask_dir)
     encoding = encoding or ("color" if colors else "binary" if len(classes) == 2 else "index")
     if encoding == "color" and not colors:
         raise LabelError("colour masks need the class colours (--colors or data.class_colors)")
-    protected = [image_dir] + [p for p in [Path(mask_dir) if mask_dir else
-                                           source_mask_dir(image_dir)] if p]
+    source = Path(mask_dir) if mask_dir else source_mask_dir(image_dir)
+    protected = [image_dir] + ([source] if source else [])
     check_destination(out_dir, protected)
+    if keep_others and not (source and source.is_dir()):
+        raise LabelError(f"{image_dir}: no mask folder beside it to keep the other masks from; "
+                         "name it (--masks DIR)")
     masks = read_labels(export_file, classes, format)
     try:
         images = list_images(image_dir)
@@ -152,7 +158,13 @@ def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colo
                              f"{mask.shape[0]} but {images[stem]} is {w}x{h}; annotate the "
                              "image at its own size (no resized copies in the task)")
         planned[stem] = out_dir / f"{stem}.png"
-    existing = [str(p) for p in planned.values() if p.exists() or p.is_symlink()]
+    kept = {}
+    if keep_others:
+        originals = list_images(source)
+        kept = {stem: originals[stem] for stem in sorted(set(images) - set(planned))
+                if stem in originals}
+    targets = list(planned.values()) + [out_dir / p.name for p in kept.values()]
+    existing = [str(p) for p in targets if p.exists() or p.is_symlink()]
     if existing:
         raise LabelError(f"{out_dir}: {len(existing)} masks already exist (first: "
                          f"{existing[0]}); import into a new folder, or delete them first")
@@ -161,7 +173,9 @@ def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colo
     for name, mask in tqdm(masks.items(), desc="writing masks", disable=not progress,
                            leave=False):
         save_png(planned[Path(name).stem], encode(mask, encoding, palette))
-    return {"written": len(planned), "out": str(out_dir),
+    for path in kept.values():
+        write_bytes(out_dir / path.name, path.read_bytes())
+    return {"written": len(planned), "kept": len(kept), "out": str(out_dir),
             "not_annotated": sorted(set(images) - set(planned))}
 
 
