@@ -534,5 +534,35 @@ def test_audit_finds_planted_errors_with_a_trained_model(tmp_path, planted):
                                                                           "swapped")}
     print(f"trained model (val {best}): recall of {len(truth['errors'])} planted errors in the "
           f"top 5 % {r5:.2f}, 10 % {r10:.2f}, 20 % {r20:.2f}; found in the top 20 %: {kinds}")
-    assert r5 >= 0.0 and r10 >= 0.0 and r20 >= 0.0
+    # Measured (val mDice 0.41: a weak model, 8 epochs at 64x64): 0.14, 0.29, 0.48 (chance:
+    # 0.05, 0.10, 0.20). Its own misses and false polyps look like label errors, and it finds
+    # moved masks best (all 5 in the top 20 %), erased halves less, swapped masks least. 190 s
+    # on 2 cores shared with other work.
+    assert r5 >= 1 / 21 and r10 >= 0.19 and r20 >= 0.33
     check_page(out, rows, truth["errors"])
+
+
+@pytest.mark.slow
+def test_out_of_fold_audit_never_judges_an_image_by_a_model_that_trained_on_it(tmp_path,
+                                                                               synthetic_data):
+    """folds=2 trains two fold runs (unetkit's --folds) and judges each image by the other."""
+    cfg = config_mod.load("demo", overrides=["train.epochs=1", "model.base_channels=4",
+                                             "model.depth=2", "data.image_size=[32,32]",
+                                             "train.device=cpu", "train.samples=0"])
+    out = tmp_path / "audit"
+    result = audit(synthetic_data, None, out, cfg=cfg, folds=2, top=5, device="cpu",
+                   progress=False, log=lambda *a: None)
+    rows = result["rows"]
+    assert len(rows) == 48
+    for i in (1, 2):
+        trained = (out / "folds" / "folds" / f"fold-{i}-train.txt").read_text().split()
+        held = set((out / "folds" / "folds" / f"fold-{i}-val.txt").read_text().split())
+        for row in rows:
+            if row["image"] in trained:
+                assert row["judged_by"] != f"fold-{i} (held out)"
+            elif row["image"] in held:
+                assert row["judged_by"] == f"fold-{i} (held out)"
+    # (an image in no fold, e.g. of a test split, would be judged by the two folds together)
+    assert all(r["judged_by"] in ("fold-1 (held out)", "fold-2 (held out)",
+                                  "2 folds (none trained on it)") for r in rows)
+    assert (out / "audit.html").exists() and (out / "folds" / "ensemble.json").exists()

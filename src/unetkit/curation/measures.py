@@ -159,12 +159,14 @@ def reasons(r: dict) -> str:
         found.append(f"the model sees {n} polyp{'s' if n > 1 else ''} the mask lacks "
                      f"({r['extra_area']:.1%} of the image): a polyp missed by the mask?")
     ratio = r["area_ratio"]
-    if 1.5 <= ratio < math.inf:
+    if r["missed_polyps"] or r["extra_polyps"]:
+        pass  # the polyps in one and not the other say it; their areas need no second reason
+    elif 1.5 <= ratio < math.inf:
         found.append(f"the model's polyp area is {ratio:.1f}x the mask's: part of the polyp "
                      "missing from the mask?")
     elif 0 < ratio <= 1 / 1.5:
         found.append(f"the mask is {1 / ratio:.1f}x the model's polyp area: mask too large?")
-    if r["boundary_p95"] > 0.05:
+    if r["boundary_p95"] > 0.05 and r["dice"] >= 0.5:  # overlapping, but outlines apart
         found.append(f"outlines up to {r['boundary_p95']:.0%} of the image diagonal apart "
                      "(95th percentile)")
     if r["confident_missing"] > 0.2:
