@@ -566,3 +566,51 @@ def test_out_of_fold_audit_never_judges_an_image_by_a_model_that_trained_on_it(t
     assert all(r["judged_by"] in ("fold-1 (held out)", "fold-2 (held out)",
                                   "2 folds (none trained on it)") for r in rows)
     assert (out / "audit.html").exists() and (out / "folds" / "ensemble.json").exists()
+
+
+def test_audit_of_colour_masks_flags_the_wrong_class(tmp_path, small_set):
+    """NeoPolyp: (K, H, W) probability arrays (stand-ins made from the original masks) that give
+    two images' polyps the other class; the audit ranks those two first and says why."""
+    data, entries, _ = small_set
+    probs = tmp_path / "probs"
+    probs.mkdir()
+    swapped = {Path(entries[i][0]).stem for i in (2, 7)}
+    for name, mask in entries:
+        labels = mask.copy()
+        if Path(name).stem in swapped:
+            labels = np.where(mask > 0, 3 - mask, 0).astype(np.uint8)
+        p = np.full((3, *mask.shape), 0.05, np.float32)
+        np.put_along_axis(p, labels[None].astype(np.int64), 0.9, axis=0)
+        np.save(probs / f"{Path(name).stem}_probs.npy", p.astype(np.float16))
+    cfg = config_mod.load("neopolyp-unet3")
+    result = audit(data, probs, tmp_path / "audit", cfg=cfg, top=4, progress=False,
+                   log=lambda *a: None)
+    rows = result["rows"]
+    assert {r["image"] for r in rows[:2]} == swapped
+    assert all("another class" in r["reasons"] for r in rows[:2])
+    assert all(r["class_mismatch"] == 0 for r in rows[2:])
+    assert "another class" in html.unescape((tmp_path / "audit" / "audit.html").read_text())
+
+
+def test_a_run_says_which_audited_images_it_trained_on(tmp_path, planted):
+    from unetkit.models import build_model
+    from unetkit.runs import save_weights, write_model_card
+
+    data, truth = planted
+    cfg = config_mod.load("kvasir-binary", overrides=[
+        "model.base_channels=4", "model.depth=2", "data.image_size=[32,32]",
+        "data.mean=[0.5,0.5,0.5]", "data.std=[0.5,0.5,0.5]", f"data.root={data}",
+        "data.split.train=splits/train.txt", "data.split.val=splits/test.txt"])
+    run = tmp_path / "run"
+    run.mkdir()
+    save_weights(build_model(cfg), run / "model.safetensors")
+    write_model_card(run, cfg)
+    train = truth["splits"]["train"].read_text().split()[:3]
+    test = truth["splits"]["test"].read_text().split()[:3]
+    said = []
+    result = audit(data, run, tmp_path / "audit", stems=train + test, device="cpu",
+                   progress=False, log=said.append)
+    judged = {r["image"]: r["judged_by"] for r in result["rows"]}
+    assert all(judged[s] == "run (trained on it)" for s in train)
+    assert all(judged[s] == "run (held out)" for s in test)
+    assert any("3 of 6 images were in the run's training split" in m for m in said)

@@ -37,7 +37,13 @@ from ..plots import class_palette
 from .duplicates import HASH_DISTANCE, near_duplicates, perceptual_hash, write_duplicates
 from .measures import measure, predicted_labels
 from .page import FILES, image_thumbnail, write_page, write_thumbnails
-from .sources import FolderSource, PredictorSource, out_of_fold_source, run_source
+from .sources import (
+    FolderSource,
+    PredictorSource,
+    out_of_fold_source,
+    run_source,
+    training_names,
+)
 
 COLUMNS = ["rank", "image", "suspicion", "reasons", "dice", "boundary_mean", "boundary_p95",
            "mask_polyps", "predicted_polyps", "missed_polyps", "extra_polyps", "missed_area",
@@ -73,6 +79,8 @@ def resolve_source(predictions, data_dir: Path, out_dir: Path, cfg, folds: int |
     if (path / "config.json").exists() or (path / "ensemble.json").exists() \
             or str(predictions).startswith("hf://"):
         src = run_source(predictions, device)
+        if not (path / "ensemble.json").exists():  # a run: did it train on these images?
+            src.trained = training_names(src.cfg, data_dir)
         return src, cfg or src.cfg
     return FolderSource(path, cfg), cfg or config_mod.from_dict({})
 
@@ -158,6 +166,10 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
             names.append(it.name)
         bar.update(len(items[start:start + batch_size]))
     bar.close()
+    seen = sum(r["judged_by"].endswith("(trained on it)") for r in rows)
+    if seen:
+        log(f"{seen} of {len(rows)} images were in the run's training split: a model repeats the "
+            "labels it trained on, wrong ones included; audit out of fold (folds=K) to judge them")
     pairs = near_duplicates(names, np.array(hashes), split_of, hash_distance)
     dups: dict[str, list[str]] = {}
     for d in pairs:

@@ -33,8 +33,8 @@ class SourceError(DataError):
 
 
 class PredictorSource:
-    def __init__(self, predictor, label: str = "run"):
-        self.predictor, self.label = predictor, label
+    def __init__(self, predictor, label: str = "run", trained: set[str] | None = None):
+        self.predictor, self.label, self.trained = predictor, label, trained
         self.cfg = predictor.cfg
 
     def probabilities(self, items: list[Item], images: list[np.ndarray],
@@ -43,7 +43,23 @@ class PredictorSource:
         return [p.float().cpu().numpy() for p in probs]
 
     def judged_by(self, item: Item) -> str:
-        return self.label
+        if self.trained is None:
+            return self.label
+        return f"{self.label} ({'trained on it' if item.name in self.trained else 'held out'})"
+
+
+def training_names(cfg, root: Path) -> set[str] | None:
+    """The stems a run trained on, when it trained on the data folder `root` (None: another
+    folder, or unknown)."""
+    from ..data import pair_items, split_items
+
+    try:
+        if not cfg.data.root or Path(cfg.data.root).resolve() != Path(root).resolve():
+            return None
+        items, _ = pair_items(Path(root), cfg.data)
+        return {it.name for it in split_items(items, Path(root), cfg.data.split)["train"]}
+    except (DataError, OSError):
+        return None
 
 
 class FoldSource:
