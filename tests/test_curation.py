@@ -292,6 +292,28 @@ def test_import_and_export_commands(tmp_path, small_set):
         assert np.array_equal(back[name], mask)
     predicted = read_labels(tmp_path / "pre" / "labels.json", NEOPOLYP_CLASSES)
     assert [Path(n).stem for n in predicted] == [Path(n).stem for n, _ in entries[:5]]
+    # CVAT's export is a ZIP holding annotations.xml, with polygons where the curator drew them
+    import zipfile
+
+    xml = (tmp_path / "pre" / "annotations.xml").read_text()
+    name = entries[0][0]
+    xml = xml.replace(f'name="{name}" width', f'name="images/{name}" width', 1)
+    xml = re.sub(rf'(<image [^>]*name="images/{re.escape(name)}"[^>]*>)',
+                 r'\1<polygon label="non_neoplastic" source="manual" occluded="0" '
+                 r'points="10,10;50,10;50,40;10,40" z_order="1" />', xml, count=1)
+    with zipfile.ZipFile(tmp_path / "task.zip", "w") as z:
+        z.writestr("annotations.xml", xml)
+    p = argparse.ArgumentParser()
+    add_import_arguments(p)
+    args = p.parse_args([str(tmp_path / "task.zip"), "--images", str(data / "train"), "--out",
+                         str(tmp_path / "from-zip"), "--classes", ",".join(NEOPOLYP_CLASSES),
+                         "--colors", "0,0,0;255,0,0;0,255,0", "--keep-others"])
+    assert run_import(args) == 0
+    got = read_mask(tmp_path / "from-zip" / f"{Path(name).stem}.png", decoder)
+    expected = entries[0][1].copy()
+    expected[10:41, 10:51] = 2  # the polygon, its outline included, drawn over the mask
+    assert np.array_equal(got, expected)
+    assert len(list((tmp_path / "from-zip").iterdir())) == len(entries)
 
 
 # ---------------------------------------------------------------------------------------------
