@@ -50,7 +50,8 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
                         "default: the config's split)")
     p.add_argument("--stems", help="audit only the images of this file of stems")
     p.add_argument("--hash-distance", type=int, default=None,
-                   help="near-duplicates: at most this many of 64 hash bits differ (default 4)")
+                   help="near-duplicates: at most this many of 64 bits differ in both the phash "
+                        "and the dhash (default 4)")
     p.add_argument("--threshold", type=float, help="probability threshold of a binary model")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
 

@@ -114,7 +114,8 @@ def write_page(path: Path, title: str, rows: list[dict], thumbs: list[dict[str, 
                          f"<td><img src='{e(tb)}' alt='{e(d['image_b'])}'></td><td class='why'>"
                          f"<b>{e(d['image_a'])}</b> ({e(d['split_a'])}) and <b>"
                          f"{e(d['image_b'])}</b> ({e(d['split_b'])}): perceptual hashes "
-                         f"{d['distance']} of 64 bits apart: near-duplicate frames in the "
+                         f"{d['distance']} and {d['dhash_distance']} of 64 bits apart (phash, "
+                         "dhash): near-duplicate frames in the "
                          f"{e(d['split_a'])} and {e(d['split_b'])} splits</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
