@@ -1,0 +1,199 @@
+"""Pre-labels out to an annotation tool, corrected labels back in as a mask folder.
+
+Out: masks (a data set's own, or a model's predictions) as COCO JSON with RLE masks (see
+coco.py: one annotation per connected component of each class) or as CVAT for images 1.1 XML
+(see cvat.py for why CVAT: its masks round-trip pixel for pixel). The format follows the file's
+suffix: `.json` is COCO, `.xml` is CVAT.
+
+In: `import_labels(export_file, image_dir, out_mask_dir, classes)` reads a COCO file or a CVAT
+XML (or the ZIP CVAT exports) and writes one mask per annotated image, `<image stem>.png`, in
+the data set's own encoding, so unetkit trains on the folder as it did on the original
+(`--set data.masks=DIR`): 0/255 grey PNG for binary masks, the declared `class_colors` as an RGB
+PNG for colour masks (NeoPolyp), class indices otherwise. An annotated image with no shape is
+all background. It never writes into the original masks: an `out_mask_dir` that is, or lies
+inside, the source mask folder or the image folder is refused, and so is any existing file it
+would replace. Every problem is a `LabelError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from unetkit.core.files import write_bytes
+from unetkit.curation.coco import read_coco, write_coco
+from unetkit.curation.cvat import read_cvat, write_cvat
+from unetkit.curation.errors import LabelError
+from unetkit.data.folders import LAYOUTS, DataError, list_images
+from unetkit.io.budget import ImageError
+from unetkit.io.images import MaskDecoder, check_pixel_budget, read_mask
+from unetkit.io.plots import class_palette, color_mask, save_png
+
+FORMATS = {".json": "coco", ".xml": "cvat", ".zip": "cvat"}
+
+
+def label_format(path: str | Path, format: str | None = None) -> str:
+    if format:
+        if format not in ("coco", "cvat"):
+            raise LabelError(f"unknown label format '{format}'; use coco or cvat")
+        return format
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise LabelError(f"{path}: cannot tell the format from '{suffix}'; name the file .json "
+                         "(COCO) or .xml (CVAT for images 1.1), or give the format")
+    return FORMATS[suffix]
+
+
+def export_labels(entries: list[tuple[str, np.ndarray]], out_file: str | Path,
+                  classes: list[str], colors=None, format: str | None = None) -> Path:
+    """Write (image file name, (H, W) class-index mask) pairs as COCO or CVAT pre-labels."""
+    out_file = Path(out_file)
+    fmt = label_format(out_file, format)
+    if fmt == "coco":
+        write_coco(out_file, entries, classes)
+    else:
+        write_cvat(out_file, entries, classes, class_palette(len(classes), colors))
+    return out_file
+
+
+def masks_from_folder(image_dir, mask_dir, decoder: MaskDecoder,
+                      stems: list[str] | None = None, progress: bool = True
+                      ) -> list[tuple[str, np.ndarray]]:
+    """(image file name, class-index mask) for the images of a data set with masks, optionally
+    only `stems` (e.g. the flagged.txt of an audit)."""
+    images, masks = list_images(Path(image_dir)), list_images(Path(mask_dir))
+    chosen = list(images) if stems is None else [s for s in stems if s in images]
+    missing = [s for s in (stems or []) if s not in images]
+    if missing:
+        raise LabelError(f"{image_dir}: no images for {missing[:3]} ({len(missing)} stems); "
+                         "check the list of stems belongs to this data set")
+    out = []
+    for stem in tqdm(chosen, desc="reading masks", disable=not progress, leave=False):
+        if stem not in masks:
+            raise LabelError(f"{images[stem]}: no mask '{stem}.*' in {mask_dir}")
+        out.append((images[stem].name, read_mask(masks[stem], decoder)))
+    return out
+
+
+def read_labels(export_file: str | Path, classes: list[str],
+                format: str | None = None) -> dict[str, np.ndarray]:
+    """{image name: (H, W) class-index mask} from a COCO or CVAT file."""
+    path = Path(export_file)
+    if not path.is_file():
+        raise LabelError(f"{path}: no such label file; give the file the tool exported")
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise LabelError(f"classes {classes}: give background first, then each class once")
+    fmt = label_format(path, format)
+    return read_coco(path, classes) if fmt == "coco" else read_cvat(path, classes)
+
+
+def source_mask_dir(image_dir: Path) -> Path | None:
+    """The mask folder beside an image folder in a known layout (data.py's LAYOUTS)."""
+    for images, masks, _ in LAYOUTS.values():
+        if image_dir.name == images and (image_dir.parent / masks).is_dir():
+            return image_dir.parent / masks
+    return None
+
+
+def check_destination(out_dir: Path, protected: list[Path]) -> None:
+    real = out_dir.resolve()
+    for folder in protected:
+        if real == folder.resolve() or real.is_relative_to(folder.resolve()):
+            raise LabelError(f"{out_dir} is {'' if real == folder.resolve() else 'inside '}"
+                             f"{folder}: imported masks never replace the originals; choose a "
+                             "new folder, e.g. masks-curated beside it")
+
+
+def encode(mask: np.ndarray, encoding: str, palette: np.ndarray) -> np.ndarray:
+    if encoding == "binary":
+        return (mask > 0).astype(np.uint8) * 255
+    if encoding == "color":
+        return color_mask(mask, palette)
+    return mask
+
+
+def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colors=None,
+                  mask_dir=None, encoding: str | None = None, format: str | None = None,
+                  keep_others: bool = False, progress: bool = True) -> dict:
+    """Write the masks of a tool's export into a new folder (see the module's docstring).
+
+    `classes`: background first. `colors`: the data set's `class_colors` (colour masks);
+    `encoding`: binary, color or index (default: color with `colors`, binary for two classes,
+    else index). `mask_dir`: the original mask folder (default: the one beside `image_dir` in
+    a known layout). `keep_others`: copy the original masks of the images the export does not
+    annotate, byte for byte, so that the new folder is a complete mask folder to retrain on.
+    Returns {"written": n, "kept": n copied, "out": folder, "not_annotated": [stems]}."""
+    image_dir, out_dir = Path(image_dir), Path(out_mask_dir)
+    encoding = encoding or ("color" if colors else "binary" if len(classes) == 2 else "index")
+    if encoding == "color" and not colors:
+        raise LabelError("colour masks need the class colours (--colors or data.class_colors)")
+    source = Path(mask_dir) if mask_dir else source_mask_dir(image_dir)
+    protected = [image_dir] + ([source] if source else [])
+    check_destination(out_dir, protected)
+    if keep_others and not (source and source.is_dir()):
+        raise LabelError(f"{image_dir}: no mask folder beside it to keep the other masks from; "
+                         "name it (--masks DIR)")
+    masks = read_labels(export_file, classes, format)
+    try:
+        images = list_images(image_dir)
+    except DataError as exc:
+        raise LabelError(str(exc)) from None
+    unknown = [n for n in masks if Path(n).stem not in images]
+    if unknown:
+        raise LabelError(f"{export_file}: {len(unknown)} annotated images are not in "
+                         f"{image_dir} (first: {unknown[:3]}); give the image folder the task "
+                         "was made from")
+    planned = {}
+    for name, mask in masks.items():
+        stem = Path(name).stem
+        if stem in planned:
+            raise LabelError(f"{export_file}: two annotated images share the stem '{stem}'")
+        try:
+            w, h = check_pixel_budget(images[stem])
+        except ImageError as exc:
+            raise LabelError(str(exc)) from None
+        if mask.shape != (h, w):
+            raise LabelError(f"{export_file}: the mask of {name} is {mask.shape[1]}x"
+                             f"{mask.shape[0]} but {images[stem]} is {w}x{h}; annotate the "
+                             "image at its own size (no resized copies in the task)")
+        planned[stem] = out_dir / f"{stem}.png"
+    kept = {}
+    if keep_others:
+        originals = list_images(source)
+        kept = {stem: originals[stem] for stem in sorted(set(images) - set(planned))
+                if stem in originals}
+    targets = list(planned.values()) + [out_dir / p.name for p in kept.values()]
+    existing = [str(p) for p in targets if p.exists() or p.is_symlink()]
+    if existing:
+        raise LabelError(f"{out_dir}: {len(existing)} masks already exist (first: "
+                         f"{existing[0]}); import into a new folder, or delete them first")
+    palette = class_palette(len(classes), colors)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, mask in tqdm(masks.items(), desc="writing masks", disable=not progress,
+                           leave=False):
+        save_png(planned[Path(name).stem], encode(mask, encoding, palette))
+    for path in kept.values():
+        write_bytes(out_dir / path.name, path.read_bytes())
+    return {"written": len(planned), "kept": len(kept), "out": str(out_dir),
+            "not_annotated": sorted(set(images) - set(planned))}
+
+
+def export_predictions(run_dir, inputs: list[str], out_file, format: str | None = None,
+                       stems: list[str] | None = None, device: str | None = None,
+                       progress: bool = True, **predictor_kwargs) -> Path:
+    """A run's predictions on image files or folders as pre-labels (COCO or CVAT)."""
+    from unetkit.inference.predict import collect_inputs
+    from unetkit.inference.predictor import Predictor
+
+    predictor = Predictor.from_run(run_dir, device, **predictor_kwargs)
+    files = collect_inputs(inputs)
+    if stems is not None:
+        wanted = set(stems)
+        files = [f for f in files if f.stem in wanted]
+    entries = []
+    for path in tqdm(files, desc="predicting", unit="image", disable=not progress):
+        entries.append((path.name, predictor.predict([predictor.read(path)])[0]))
+    cfg = predictor.cfg
+    return export_labels(entries, out_file, cfg.data.classes, cfg.data.class_colors, format)
