@@ -12,9 +12,9 @@ from PIL import Image, ImageFilter
 
 from conftest import real_data
 from unetkit import cli_score
+from unetkit.evaluation.distance import distance_transform
 from unetkit.evaluation.field_metrics import (
     FieldMetrics,
-    distance_transform,
     image_scores,
     resize_map,
     to_uint8_map,

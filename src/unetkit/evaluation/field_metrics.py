@@ -22,8 +22,11 @@ import math
 
 import numpy as np
 
+from .distance import distance_transform
+
 EPS = np.spacing(1)  # MATLAB's eps, as the reference uses
 LEVELS = 256
+FAR = 100  # pixels: beyond, the weighted F-measure's weight B is 2 (see weighted_fmeasure)
 METRICS = ("mDice", "mIoU", "wFm", "Sm", "meanEm", "maxEm", "MAE", "maxDice", "adpEm")
 
 
@@ -175,55 +178,6 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(den.shape), where=den != 0)  # 0/0 counts as 0
 
 
-def _column_nearest(fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel, the row of the nearest truth pixel in its column and the distance (huge when
-    the column has none)."""
-    h = fg.shape[0]
-    big = 4 * (h + fg.shape[1])
-    rows = np.arange(h)[:, None]
-    above = np.maximum.accumulate(np.where(fg, rows, -big), axis=0)
-    below = np.minimum.accumulate(np.where(fg, rows, big)[::-1], axis=0)[::-1]
-    near = np.where(rows - above <= below - rows, above, below)
-    return near, np.abs(rows - near)
-
-
-def distance_transform(fg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact squared Euclidean distance of every pixel to the nearest True pixel, with that
-    pixel's row and column (fg must hold at least one True)."""
-    if fg.shape[1] > fg.shape[0] and fg.any(0).sum() > fg.any(1).sum():
-        d2, r, c = distance_transform(fg.T)  # loop over the shorter extent of the truth
-        return d2.T, c.T, r.T
-    near_row, g = _column_nearest(fg)
-    h, w = fg.shape
-    f = g.astype(np.float64) ** 2
-    cand = np.flatnonzero(fg.any(0))  # columns without truth never win (their f is huge)
-    idx = np.arange(h)
-    v = np.zeros((h, len(cand)), dtype=np.int64)  # lower envelope of parabolas, per row
-    z = np.full((h, len(cand) + 1), np.inf)
-    v[:, 0], z[:, 0], k = cand[0], -np.inf, np.zeros(h, dtype=np.int64)
-    fq_all = f + (np.arange(w) ** 2)[None, :]
-    for q in cand[1:]:
-        fq = fq_all[:, q]
-        while True:
-            vk = v[idx, k]
-            s = (fq - fq_all[idx, vk]) / (2 * (q - vk))
-            pop = s <= z[idx, k]
-            if not pop.any():
-                break
-            k -= pop
-        k += 1
-        v[idx, k], z[idx, k] = q, s
-        z[idx, k + 1] = np.inf
-    # Pixel j takes the last parabola whose left boundary is < j: count boundaries below j.
-    start = np.floor(z[:, 1:]).clip(-1, w - 1).astype(np.int64) + 1  # first j of parabola k
-    valid = np.arange(1, z.shape[1])[None, :] <= k[:, None]
-    flat = (idx[:, None] * (w + 1) + start)[valid]
-    seg = np.cumsum(np.bincount(flat, minlength=h * (w + 1)).reshape(h, w + 1)[:, :w], axis=1)
-    col = v[idx[:, None], seg]
-    d2 = (np.arange(w)[None, :] - col) ** 2 + g[idx[:, None], col].astype(np.int64) ** 2
-    return d2, near_row[idx[:, None], col], col
-
-
 _IMPORTANCE: dict[int, np.ndarray] = {}
 
 
@@ -253,24 +207,32 @@ def _filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     return sum(k[i] * rows[i:i + h] for i in range(len(k)))
 
 def weighted_fmeasure(pred: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> float:
-    """Margolin et al.'s weighted F-measure as the reference's MATLAB port computes it."""
+    """Margolin et al.'s weighted F-measure as the reference's MATLAB port computes it.
+
+    Pixels more than FAR pixels from the truth get the weight B = 2 (exactly 2 - 0.5^(d/5),
+    less than 2^-20 away), so the distance transform runs on the truth's box + FAR only."""
     nfg = int(np.count_nonzero(gt))
     if nfg == 0:
         return 0.0
     err = np.abs(pred - gt)
-    d2, near_r, near_c = distance_transform(gt)
-    bg = ~gt
-    fp_w = float(np.sum(err[bg] * _importance(d2[bg])))  # B = 1 inside the truth
-    # EA (the blurred error) is only used on truth pixels: filter the truth's box + 3 pixels.
+    h, w = gt.shape
     rows, cols = np.flatnonzero(gt.any(1)), np.flatnonzero(gt.any(0))
-    r0, r1 = max(rows[0] - 3, 0), min(rows[-1] + 4, gt.shape[0])
-    c0, c1 = max(cols[0] - 3, 0), min(cols[-1] + 4, gt.shape[1])
-    box = (slice(r0, r1), slice(c0, c1))
-    et = np.where(gt[box], err[box], err[near_r[box], near_c[box]])  # edge pixels' own error
+    y0, y1 = max(rows[0] - FAR, 0), min(rows[-1] + FAR + 1, h)
+    x0, x1 = max(cols[0] - FAR, 0), min(cols[-1] + FAR + 1, w)
+    d2, near_r, near_c = distance_transform(gt[y0:y1, x0:x1])
+    err_c = err[y0:y1, x0:x1]
+    # EA (the blurred error) is only used on truth pixels: filter the truth's box + 3 pixels.
+    r0, r1 = max(rows[0] - 3, 0) - y0, min(rows[-1] + 4, h) - y0
+    c0, c1 = max(cols[0] - 3, 0) - x0, min(cols[-1] + 4, w) - x0
+    box, truth = (slice(r0, r1), slice(c0, c1)), gt[y0:y1, x0:x1][r0:r1, c0:c1]
+    et = np.where(truth, err_c[box], err_c[near_r[box], near_c[box]])  # edges: their own error
     # Windows of truth pixels stay inside the box or leave the image (zeros, as the reference).
     ea = _filter(et, _gauss_kernel())
-    e_in = err[box][gt[box]]
-    ew_in = np.minimum(ea[gt[box]], e_in)
+    e_in = err_c[box][truth]
+    ew_in = np.minimum(ea[truth], e_in)
+    # B = 1 on the truth (d = 0), 2 - 0.5^(d/5) around it, 2 beyond the crop.
+    inside = float(np.dot(err_c.ravel(), _importance(d2).ravel()))
+    fp_w = inside - e_in.sum() + 2 * (err.sum() - err_c.sum())
     tp_w = nfg - ew_in.sum()
     recall = 1 - ew_in.mean()
     precision = tp_w / (tp_w + fp_w + EPS)
