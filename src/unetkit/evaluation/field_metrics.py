@@ -124,15 +124,16 @@ def _s_object(h: np.ndarray, v: np.ndarray) -> float:
     return 2 * mean / (mean ** 2 + 1 + std + EPS)
 
 
-def s_measure(pred: np.ndarray, gt: np.ndarray, p: np.ndarray, key: np.ndarray,
+def s_measure(pred: np.ndarray, gt: np.ndarray, p: np.ndarray, key: np.ndarray, mean: float,
               alpha: float = 0.5) -> float:
-    """S-measure; `pred` the normalised map, `p` its 256 level values, `key` = u + 256*truth."""
+    """S-measure of the uint8 map `pred`: `p` its 256 normalised level values, `key` =
+    pred + 256*truth, `mean` the mean normalised value."""
     h, w = gt.shape
     nfg = int(np.count_nonzero(gt))
     if nfg == 0:
-        return float(1 - np.mean(pred))
+        return float(1 - mean)
     if nfg == gt.size:
-        return float(np.mean(pred))
+        return float(mean)
     rows, cols = np.count_nonzero(gt, axis=1), np.count_nonzero(gt, axis=0)
     cy = int(np.round((rows @ np.arange(h)) / nfg)) + 1  # centroid, +1 as MATLAB's 1:X
     cx = int(np.round((cols @ np.arange(w)) / nfg)) + 1
@@ -144,7 +145,7 @@ def s_measure(pred: np.ndarray, gt: np.ndarray, p: np.ndarray, key: np.ndarray,
         hq = np.bincount(key[r0:r1, c0:c1].ravel(), minlength=2 * LEVELS)
         total += hq
         if np.count_nonzero(hq) == 1:  # constant quadrant: exact zeros decide, so do as it does
-            score = _ssim(pred[r0:r1, c0:c1], gt[r0:r1, c0:c1])
+            score = _ssim(p[pred[r0:r1, c0:c1]], gt[r0:r1, c0:c1])
         else:
             score = _ssim_hist(hq.reshape(2, LEVELS), p)
         region += score * (r1 - r0) * (c1 - c0) / gt.size
@@ -206,21 +207,22 @@ def _filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     rows = sum(k[i] * pad[:, i:i + w] for i in range(len(k)))
     return sum(k[i] * rows[i:i + h] for i in range(len(k)))
 
-def weighted_fmeasure(pred: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> float:
-    """Margolin et al.'s weighted F-measure as the reference's MATLAB port computes it.
+def weighted_fmeasure(key: np.ndarray, gt: np.ndarray, err: np.ndarray, err_sum: float,
+                      beta2: float = 1.0) -> float:
+    """Margolin et al.'s weighted F-measure as the reference's MATLAB port computes it; `err`
+    is |p - truth| for each key (grey level + 256*truth), `err_sum` its total over the image.
 
     Pixels more than FAR pixels from the truth get the weight B = 2 (exactly 2 - 0.5^(d/5),
     less than 2^-20 away), so the distance transform runs on the truth's box + FAR only."""
     nfg = int(np.count_nonzero(gt))
     if nfg == 0:
         return 0.0
-    err = np.abs(pred - gt)
     h, w = gt.shape
     rows, cols = np.flatnonzero(gt.any(1)), np.flatnonzero(gt.any(0))
     y0, y1 = max(rows[0] - FAR, 0), min(rows[-1] + FAR + 1, h)
     x0, x1 = max(cols[0] - FAR, 0), min(cols[-1] + FAR + 1, w)
     d2, near_r, near_c = distance_transform(gt[y0:y1, x0:x1])
-    err_c = err[y0:y1, x0:x1]
+    err_c = err[key[y0:y1, x0:x1]]
     # EA (the blurred error) is only used on truth pixels: filter the truth's box + 3 pixels.
     r0, r1 = max(rows[0] - 3, 0) - y0, min(rows[-1] + 4, h) - y0
     c0, c1 = max(cols[0] - 3, 0) - x0, min(cols[-1] + 4, w) - x0
@@ -232,7 +234,7 @@ def weighted_fmeasure(pred: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> f
     ew_in = np.minimum(ea[truth], e_in)
     # B = 1 on the truth (d = 0), 2 - 0.5^(d/5) around it, 2 beyond the crop.
     inside = float(np.dot(err_c.ravel(), _importance(d2).ravel()))
-    fp_w = inside - e_in.sum() + 2 * (err.sum() - err_c.sum())
+    fp_w = inside - e_in.sum() + 2 * (err_sum - err_c.sum())
     tp_w = nfg - ew_in.sum()
     recall = 1 - ew_in.mean()
     precision = tp_w / (tp_w + fp_w + EPS)
@@ -247,7 +249,6 @@ def image_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[dict, dict]:
     key[gt] += LEVELS
     hist = np.bincount(key.ravel(), minlength=2 * LEVELS).reshape(2, LEVELS)
     p = _normalised_levels(hist.sum(0))
-    values = p[pred]
     # Thresholds act on floor(p*255) (the reference's uint8 cast), counted from the histogram.
     level = (p * 255).astype(np.uint8)
     by_level = np.stack([np.bincount(level, weights=hist[i], minlength=LEVELS) for i in (0, 1)])
@@ -256,15 +257,28 @@ def image_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[dict, dict]:
     dice = _divide(2 * tp, 2 * tp + fp + fn)
     iou = _divide(tp, tp + fp + fn)
     em = e_measure_curve(tp, fp, nfg, size)
-    mean = float(np.mean(values))
-    above = p >= min(2 * mean, 1)  # the adaptive threshold, on the same float values
+    mean = float(hist.sum(0) @ p) / size
+    above = p >= min(2 * mean, 1)  # the adaptive threshold
     adp = float(e_measure_curve(hist[1][above].sum(), hist[0][above].sum(), nfg, size))
-    mae = float(hist[0] @ p + hist[1] @ (1 - p)) / size
+    err = np.concatenate([p, 1 - p])  # |p - truth| by key
+    err_sum = float(hist.ravel() @ err)
     scores = {"mDice": float(dice.mean()), "mIoU": float(iou.mean()),
-              "wFm": weighted_fmeasure(values, gt), "Sm": s_measure(values, gt, p, key),
-              "meanEm": float(em.mean()), "maxEm": float(em.max()), "MAE": mae,
-              "maxDice": float(dice.max()), "adpEm": adp}
+              "wFm": weighted_fmeasure(key, gt, err, err_sum),
+              "Sm": s_measure(pred, gt, p, key, mean), "meanEm": float(em.mean()),
+              "maxEm": float(em.max()), "MAE": err_sum / size, "maxDice": float(dice.max()),
+              "adpEm": adp}
     return scores, {"dice": dice, "iou": iou, "em": em}
+
+
+def score_pair(pred: np.ndarray, mask: np.ndarray) -> tuple[dict, dict]:
+    """`image_scores` for any accepted map and mask (see FieldMetrics.add), the scores with
+    "resized" and "empty_truth" flags."""
+    gt, pred = to_truth(mask), to_uint8_map(pred)
+    resized = pred.shape != gt.shape
+    if resized:
+        pred = resize_map(pred, gt.shape)
+    scores, curves = image_scores(pred, gt)
+    return dict(scores, resized=resized, empty_truth=not gt.any()), curves
 
 
 class FieldMetrics:
@@ -282,20 +296,18 @@ class FieldMetrics:
         """Score one map: uint8/uint16/bool grey map or float probabilities in [0, 1] (made the
         field's uint8 map first); mask bool or grey (> 128). A map of another size than the mask
         is resized to the mask's (see resize_map) and counted."""
-        gt = to_truth(mask)
-        pred = to_uint8_map(pred)
-        resized = pred.shape != gt.shape
-        if resized:
-            pred = resize_map(pred, gt.shape)
-            self.resized += 1
-        scores, curves = image_scores(pred, gt)
+        return self.record(*score_pair(pred, mask))
+
+    def record(self, scores: dict, curves: dict) -> dict:
+        """Add one image's `score_pair` result (computed elsewhere, e.g. in a worker)."""
         self.count += 1
-        self.empty_truth += not gt.any()
-        for name, value in scores.items():
-            self._sums[name] += value
+        self.resized += scores["resized"]
+        self.empty_truth += scores["empty_truth"]
+        for name in METRICS:
+            self._sums[name] += scores[name]
         for name, curve in curves.items():
             self._curves[name] += curve
-        return dict(scores, resized=resized)
+        return scores
 
     def results(self) -> dict:
         """Data-set scores: per-image scores averaged; maxDice and maxEm are the maximum over
