@@ -144,6 +144,19 @@ def test_map_of_another_size_is_resized_and_counted():
     assert_close(scores, ref.step(resize_map(small, gt.shape), gt), "resized map")
 
 
+def test_resize_is_torchs_bilinear():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    for shape, size in (((30, 40), (61, 83)), ((100, 90), (37, 45))):
+        grey = rng.integers(0, 256, shape, dtype=np.uint8)
+        ref = torch.nn.functional.interpolate(torch.from_numpy(grey / 255)[None, None], size=size,
+                                              mode="bilinear", align_corners=False)[0, 0]
+        ref = ref.clamp(0, 1).numpy()
+        diff = resize_map(grey, size).astype(int) - to_uint8_map(ref)
+        halves = np.abs(ref * 255 % 1 - 0.5) < 1e-9  # x.5: float noise may round either way
+        assert np.abs(diff).max() <= 1 and not diff[~halves].any()
+
+
 def test_float_probabilities_become_the_fields_uint8_map():
     rng = np.random.default_rng(4)
     prob = rng.random((40, 50))
@@ -224,6 +237,13 @@ def test_score_folders_agrees_with_pysodmetrics(tmp_path, sixteen, tiff_masks):
     rows = (tmp_path / "out" / "scores.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("stem,map,mask,resized,mDice")
     assert json.loads((tmp_path / "out" / "scores.json").read_text())["images"] == 4
+
+
+def test_worker_processes_give_the_same_result(tmp_path):
+    maps, masks, _ = write_set(tmp_path, count=40)
+    one = score_folders(maps, masks, progress=False, workers=1)
+    two = score_folders(maps, masks, progress=False, workers=2)
+    assert one == two and one["images"] == 40
 
 
 def test_unpaired_files_give_one_error_listing_them(tmp_path):

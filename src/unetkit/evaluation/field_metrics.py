@@ -56,14 +56,18 @@ def to_uint8_map(pred: np.ndarray) -> np.ndarray:
 
 
 def resize_map(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A uint8 map resized to (H, W) as PraNet's test scripts do: bilinear on the 0-1 map
-    (torch, align_corners=False, no antialiasing), then round(p*255)."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(pred.astype(np.float64) / 255)[None, None]
-    y = F.interpolate(x, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0]
-    return to_uint8_map(y.clamp(0, 1).numpy())
+    """A uint8 map resized to (H, W) as PraNet's test scripts do (torch's bilinear
+    interpolate, align_corners=False, no antialiasing) on the 0-1 map, then round(p*255).
+    In numpy, so that worker processes need no torch."""
+    out = pred.astype(np.float64) / 255
+    for axis, size in enumerate(shape):
+        n = out.shape[axis]
+        src = np.maximum((np.arange(size) + 0.5) * (n / size) - 0.5, 0)
+        i0 = np.minimum(src.astype(np.int64), n - 1)
+        i1 = np.minimum(i0 + 1, n - 1)
+        lam = (src - i0).reshape([-1 if a == axis else 1 for a in range(2)])
+        out = out.take(i0, axis) * (1 - lam) + out.take(i1, axis) * lam
+    return to_uint8_map(out.clip(0, 1))
 
 
 def to_truth(mask: np.ndarray) -> np.ndarray:

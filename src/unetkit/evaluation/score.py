@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..images import IMAGE_EXTENSIONS, SIXTEEN_BIT, ImageError, open_image
-from .field_metrics import METRICS, FieldMetrics, to_uint8_map
+from .field_metrics import METRICS, FieldMetrics, score_pair, to_uint8_map
 
 OUTPUT_FILES = ("scores.json", "scores.csv", "table.md", "table.csv")
 # The papers' column order (PraNet, Polyp-PVT...), then the extras.
@@ -23,6 +26,7 @@ COLUMNS = (("mDice", "mDice"), ("mIoU", "mIoU"), ("wFm", "wFβ"), ("Sm", "Sα"),
            ("meanEm", "mean Eφ"), ("maxEm", "max Eφ"), ("MAE", "MAE"),
            ("maxDice", "max Dice"), ("adpEm", "adaptive Eφ"))
 SHOW = 10  # files named in an error before "... and N more"
+MIN_PARALLEL = 32  # fewer images are scored in this process (starting workers costs more)
 
 
 class ScoreError(ValueError):
@@ -76,6 +80,28 @@ def read_truth(path: str | Path) -> np.ndarray:
     return read_map(path) > 128
 
 
+def _score_files(item: tuple[str, Path, Path]):
+    """One pair's (scores, curves), or the reading error's message (run in a worker)."""
+    _, map_path, mask_path = item
+    try:
+        return score_pair(read_map(map_path), read_truth(mask_path))
+    except ImageError as exc:
+        return str(exc)
+
+
+def _scored(items: list, workers: int):
+    if workers <= 1 or len(items) < MIN_PARALLEL:
+        yield from map(_score_files, items)
+        return
+    # fork: workers start at once (no re-import); they use numpy and Pillow only.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    try:
+        yield from pool.map(_score_files, items, chunksize=8)
+    finally:  # an error stops the rest at once
+        pool.shutdown(cancel_futures=True)
+
+
 def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
     out_r = out.resolve()
     for folder, what in ((maps_dir, "maps"), (masks_dir, "masks")):
@@ -89,12 +115,15 @@ def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
 
 
 def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "all",
-                  out: str | Path | None = None, progress: bool = True) -> dict:
+                  out: str | Path | None = None, progress: bool = True,
+                  workers: int | None = None) -> dict:
     """Score every map against the mask of the same stem.
 
     pairs="all": a map without a mask or a mask without a map is a `ScoreError` listing them;
     pairs="existing": only the pairs that exist are scored, the others are named in the result.
     out: a folder for scores.json, scores.csv (per image), table.md and table.csv.
+    workers: processes scoring images (default: the CPU count, at most 4); the result is the
+    same for any number (images are added in stem order).
     Returns {"metrics": data-set scores, "images", "resized", "per_image": [...],
     "maps_without_mask": [...], "masks_without_map": [...], ...}.
     """
@@ -118,13 +147,17 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
     if not stems:
         raise ScoreError(f"no map in {maps_dir} has a mask of the same stem in {masks_dir}")
     metrics, rows = FieldMetrics(), []
-    for stem in tqdm(stems, desc="score", unit="image", disable=not progress or len(stems) < 50):
-        try:
-            pred, truth = read_map(maps[stem]), read_truth(masks[stem])
-        except ImageError as exc:
-            raise ScoreError(str(exc)) from None
-        scores = metrics.add(pred, truth)
-        rows.append({"stem": stem, "map": maps[stem].name, "mask": masks[stem].name, **scores})
+    workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+    items = [(stem, maps[stem], masks[stem]) for stem in stems]
+    bar = tqdm(total=len(items), desc="score", unit="image",
+               disable=not progress or len(items) < 50)
+    for (stem, map_path, mask_path), done in zip(items, _scored(items, workers), strict=True):
+        if isinstance(done, str):
+            raise ScoreError(done)
+        scores = metrics.record(*done)
+        rows.append({"stem": stem, "map": map_path.name, "mask": mask_path.name, **scores})
+        bar.update()
+    bar.close()
     total = metrics.results()
     result = {"metrics": {name: total[name] for name in METRICS}, "images": total["images"],
               "resized": total["resized"], "empty_truth": total["empty_truth"],
