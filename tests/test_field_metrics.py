@@ -246,6 +246,17 @@ def test_worker_processes_give_the_same_result(tmp_path):
     assert one == two and one["images"] == 40
 
 
+def test_suffix_scores_the_probability_maps_predict_writes(tmp_path):
+    maps, masks, _ = write_set(tmp_path)
+    plain = score_folders(maps, masks, progress=False)
+    for path in sorted(maps.iterdir()):  # predict's layout: NAME.png mask, NAME_prob.png map
+        path.rename(maps / f"{path.stem}_prob.png")
+        Image.new("L", (80, 60)).save(path)
+    (maps / "summary.json").write_text("{}")
+    result = score_folders(maps, masks, progress=False, suffix="_prob")
+    assert result["metrics"] == plain["metrics"] and result["per_image"][0]["map"] == "0_prob.png"
+
+
 def test_unpaired_files_give_one_error_listing_them(tmp_path):
     maps, masks, _ = write_set(tmp_path)
     (masks / "0.jpg").unlink()

@@ -1,5 +1,6 @@
-"""`unetkit score MAPS --masks MASKS [--out DIR] [--existing-only] [--json FILE]`: the polyp
-literature's metrics for a folder of prediction maps (see evaluation/score.py)."""
+"""`unetkit score MAPS --masks MASKS [--out DIR] [--existing-only] [--json FILE] [--suffix S]
+[--workers N]`: the polyp literature's metrics for a folder of prediction maps (see
+evaluation/score.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "scores.csv (per image), table.md and table.csv")
     parser.add_argument("--existing-only", action="store_true", help="score only the maps "
                         "that have a mask (and masks that have a map); the rest are listed")
+    parser.add_argument("--suffix", default="", help="only maps named STEM+SUFFIX count, e.g. "
+                        "_prob for the STEM_prob.png maps of `unetkit predict --probs`")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes scoring images (default: CPU count, at most 4)")
     parser.add_argument("--json", type=Path, default=None, help="write the result (data-set "
                         "and per-image scores) to this JSON file")
 
@@ -30,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
               "another --json file or delete it", file=sys.stderr)
         return 2
     try:
-        result = score_folders(args.maps, args.masks, out=args.out,
-                               pairs="existing" if args.existing_only else "all")
+        result = score_folders(args.maps, args.masks, out=args.out, suffix=args.suffix,
+                               pairs="existing" if args.existing_only else "all",
+                               workers=args.workers)
     except ScoreError as exc:
         print(f"unetkit score: {exc}", file=sys.stderr)
         return 2

@@ -38,8 +38,9 @@ def _listing(names: list[str]) -> str:
     return shown + (f" ... and {len(names) - SHOW} more" if len(names) > SHOW else "")
 
 
-def _images(folder: Path, what: str) -> dict[str, Path]:
-    """Stem -> file of the images in a folder; other files are an error naming them."""
+def _images(folder: Path, what: str, suffix: str = "") -> dict[str, Path]:
+    """Stem -> file of the images in a folder; other files are an error naming them. With a
+    suffix, only files whose stem ends with it count (stem without it); the rest is ignored."""
     if not folder.is_dir():
         raise ScoreError(f"{folder}: no such folder of {what}")
     found: dict[str, Path] = {}
@@ -47,12 +48,17 @@ def _images(folder: Path, what: str) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.is_dir():
             continue  # hidden files (.DS_Store) and subfolders are not part of the set
+        stem = path.stem
+        if suffix:
+            if not stem.endswith(suffix) or stem == suffix:
+                continue  # e.g. the masks and summaries `unetkit predict` writes beside maps
+            stem = stem[:-len(suffix)]
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             others.append(path.name)
-        elif path.stem in found:
-            twice.append(f"{found[path.stem].name} / {path.name}")
+        elif stem in found:
+            twice.append(f"{found[stem].name} / {path.name}")
         else:
-            found[path.stem] = path
+            found[stem] = path
     if others:
         raise ScoreError(f"{folder}: {len(others)} file(s) that are not images: "
                          f"{_listing(others)}; move them out of the {what} folder")
@@ -116,12 +122,14 @@ def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
 
 def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "all",
                   out: str | Path | None = None, progress: bool = True,
-                  workers: int | None = None) -> dict:
+                  workers: int | None = None, suffix: str = "") -> dict:
     """Score every map against the mask of the same stem.
 
     pairs="all": a map without a mask or a mask without a map is a `ScoreError` listing them;
     pairs="existing": only the pairs that exist are scored, the others are named in the result.
     out: a folder for scores.json, scores.csv (per image), table.md and table.csv.
+    suffix: only maps named STEM + suffix count, e.g. "_prob" for the STEM_prob.png maps
+    `unetkit predict --probs` writes beside its masks.
     workers: processes scoring images (default: the CPU count, at most 4); the result is the
     same for any number (images are added in stem order).
     Returns {"metrics": data-set scores, "images", "resized", "per_image": [...],
@@ -132,7 +140,7 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
     maps_dir, masks_dir = Path(maps_dir), Path(masks_dir)
     if out is not None:
         _check_out(Path(out), maps_dir, masks_dir)
-    maps, masks = _images(maps_dir, "maps"), _images(masks_dir, "masks")
+    maps, masks = _images(maps_dir, "maps", suffix), _images(masks_dir, "masks")
     no_mask = sorted(maps[s].name for s in maps.keys() - masks.keys())
     no_map = sorted(masks[s].name for s in masks.keys() - maps.keys())
     if pairs == "all" and (no_mask or no_map):
