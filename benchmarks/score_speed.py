@@ -2,10 +2,12 @@
 
 Makes N 576x720 prediction maps (smooth, shifted, noisy maps made from real Kvasir-SEG masks
 resized to 576x720, or synthetic ellipses when the data set is missing), scores them with
-unetkit at 250 and at N images (peak memory after each: it must not grow with N), then with
-PySODMetrics (if installed) on the same files, read the same way.
+unetkit in one process at 250 and at N images (peak memory after each: it must not grow with
+N), then with worker processes, then with PySODMetrics (if installed, one process) on the same
+files, read the same way. --work DIR keeps the maps (a second run reuses them).
 
-    python benchmarks/score_speed.py [--count 1000] [--reference-count 1000] [--work DIR]
+    python benchmarks/score_speed.py [--count 1000] [--reference-count N] [--workers W]
+                                     [--work DIR]
 """
 
 from __future__ import annotations
@@ -59,13 +61,26 @@ def make_set(root: Path, count: int, rng) -> tuple[Path, Path]:
     return maps, masks
 
 
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def cpu_s() -> float:
+    """CPU seconds used so far by this process and its finished worker processes (the machine
+    may be shared: CPU time is what the work costs, wall time what it took)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def peak_mib() -> str:
+    """Peak resident memory of this process and of the largest worker process so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return f"{own:.0f} MiB (largest worker {child:.0f} MiB)"
 
 
 def subset(root: Path, maps: Path, masks: Path, count: int) -> tuple[Path, Path]:
     """The first `count` pairs, as links in their own folders."""
     sub_maps, sub_masks = root / f"maps{count}", root / f"masks{count}"
+    if sub_maps.is_dir():
+        return sub_maps, sub_masks
     sub_maps.mkdir(), sub_masks.mkdir()
     for path in sorted(maps.iterdir())[:count]:
         (sub_maps / path.name).symlink_to(path)
@@ -73,20 +88,20 @@ def subset(root: Path, maps: Path, masks: Path, count: int) -> tuple[Path, Path]
     return sub_maps, sub_masks
 
 
-def reference(maps: Path, masks: Path, count: int) -> tuple[float, dict]:
+def reference(maps: Path, masks: Path, count: int) -> tuple[float, float, dict]:
     import py_sod_metrics as sod
 
     fm = sod.FmeasureV2({"dice": sod.DICEHandler(True, False),
                          "iou": sod.IOUHandler(True, False)})
     metrics = [fm, sod.Smeasure(), sod.Emeasure(), sod.WeightedFmeasure(), sod.MAE()]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_s()
     for path in sorted(maps.iterdir())[:count]:
         pred, gt = read_map(path), read_truth(masks / path.name).astype(np.uint8) * 255
         for metric in metrics:
             metric.step(pred, gt)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_s() - cpu
     dice = fm.get_results()["dice"]["dynamic"]
-    return elapsed, {"mDice": float(dice.mean()), "Sm": float(metrics[1].get_results()["sm"]),
+    return elapsed, cpu, {"mDice": float(dice.mean()), "Sm": float(metrics[1].get_results()["sm"]),
                      "wFm": float(metrics[3].get_results()["wfm"])}
 
 
@@ -95,21 +110,30 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--reference-count", type=int, default=None,
                         help="images PySODMetrics scores (default: all)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes for the last unetkit run (default: the CPU count)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the maps")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     root = Path(args.work or tempfile.mkdtemp(prefix="score_speed_"))
     start = time.perf_counter()
-    maps, masks = make_set(root, args.count, rng)
-    print(f"made {args.count} maps of {W}x{H} in {time.perf_counter() - start:.1f} s ({root})")
-    print(f"peak memory before scoring: {peak_mib():.0f} MiB")
-    for count in sorted({min(250, args.count), args.count}):
-        m, k = (maps, masks) if count == args.count else subset(root, maps, masks, count)
-        start = time.perf_counter()
-        result = score_folders(m, k, progress=False)
-        elapsed = time.perf_counter() - start
-        print(f"unetkit      {count:5d} images: {elapsed:6.1f} s ({1e3 * elapsed / count:.1f} "
-              f"ms/image), peak memory {peak_mib():.0f} MiB; mDice "
+    if (root / "maps").is_dir():  # reuse the maps of an earlier run
+        maps, masks = root / "maps", root / "masks"
+    else:
+        maps, masks = make_set(root, args.count, rng)
+    print(f"{args.count} maps of {W}x{H} (width x height) ready in "
+          f"{time.perf_counter() - start:.1f} s ({root})")
+    print(f"peak memory before scoring: {peak_mib()}")
+    small = subset(root, maps, masks, min(250, args.count))
+    for workers, count in ((1, len(list(small[0].iterdir()))), (1, args.count),
+                           (args.workers, args.count)):
+        m, k = (maps, masks) if count == args.count else small
+        start, cpu = time.perf_counter(), cpu_s()
+        result = score_folders(m, k, progress=False, workers=workers)
+        elapsed, cpu = time.perf_counter() - start, cpu_s() - cpu
+        print(f"unetkit      {count:5d} images, {workers} process(es): {elapsed:6.1f} s "
+              f"({1e3 * elapsed / count:.1f} ms/image, CPU {1e3 * cpu / count:.1f} ms/image), "
+              f"peak memory {peak_mib()}; mDice "
               f"{result['metrics']['mDice']:.4f} Sm {result['metrics']['Sm']:.4f} "
               f"wFm {result['metrics']['wFm']:.4f}")
     try:
@@ -118,9 +142,10 @@ def main() -> None:
         print("pysodmetrics is not installed: no reference timing")
         return
     count = args.reference_count or args.count
-    elapsed, scores = reference(maps, masks, count)
-    print(f"pysodmetrics {count:5d} images: {elapsed:6.1f} s ({1e3 * elapsed / count:.1f} "
-          f"ms/image); " + " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    elapsed, cpu, scores = reference(maps, masks, count)
+    print(f"pysodmetrics {count:5d} images, 1 process:    {elapsed:6.1f} s "
+          f"({1e3 * elapsed / count:.1f} ms/image, CPU {1e3 * cpu / count:.1f} ms/image); "
+          + " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
 
 if __name__ == "__main__":
