@@ -23,17 +23,20 @@ def _column_nearest(fg: np.ndarray, big: int) -> tuple[np.ndarray, np.ndarray]:
     return near, np.abs(rows - near)
 
 
-def distance_transform(fg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def distance_transform(fg: np.ndarray, region: tuple[slice, slice] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(d2, rows, cols) for a bool mask with at least one True: the squared distance of every
-    pixel to the nearest True pixel, and that pixel's row and column."""
+    pixel to the nearest True pixel, and that pixel's row and column (only for the pixels of
+    `region`, a pair of slices with steps of 1, when given)."""
     if fg.any(1).sum() < fg.any(0).sum():  # loop over the shorter extent of the truth
-        d2, rows, cols = distance_transform(fg.T)
+        d2, rows, cols = distance_transform(fg.T, region and region[::-1])
         return d2.T, cols.T, rows.T
     h, w = fg.shape
     near, g = _column_nearest(fg, 4 * (h + w))
-    cols = np.flatnonzero(fg.any(0))
-    col, d2 = _envelope(g, cols)
-    return d2, near[np.arange(h)[:, None], col], col
+    col, d2 = _envelope(g, np.flatnonzero(fg.any(0)))
+    ys, xs = region or (slice(None), slice(None))
+    col_r = col[ys, xs]
+    return d2, near[np.arange(h)[ys][:, None], col_r], col_r
 
 
 def _envelope(g: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -211,6 +211,7 @@ def _filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     rows = sum(k[i] * pad[:, i:i + w] for i in range(len(k)))
     return sum(k[i] * rows[i:i + h] for i in range(len(k)))
 
+
 def weighted_fmeasure(key: np.ndarray, gt: np.ndarray, err: np.ndarray, err_sum: float,
                       beta2: float = 1.0) -> float:
     """Margolin et al.'s weighted F-measure as the reference's MATLAB port computes it; `err`
@@ -225,19 +226,20 @@ def weighted_fmeasure(key: np.ndarray, gt: np.ndarray, err: np.ndarray, err_sum:
     rows, cols = np.flatnonzero(gt.any(1)), np.flatnonzero(gt.any(0))
     y0, y1 = max(rows[0] - FAR, 0), min(rows[-1] + FAR + 1, h)
     x0, x1 = max(cols[0] - FAR, 0), min(cols[-1] + FAR + 1, w)
-    d2, near_r, near_c = distance_transform(gt[y0:y1, x0:x1])
-    err_c = err[key[y0:y1, x0:x1]]
     # EA (the blurred error) is only used on truth pixels: filter the truth's box + 3 pixels.
     r0, r1 = max(rows[0] - 3, 0) - y0, min(rows[-1] + 4, h) - y0
     c0, c1 = max(cols[0] - 3, 0) - x0, min(cols[-1] + 4, w) - x0
-    box, truth = (slice(r0, r1), slice(c0, c1)), gt[y0:y1, x0:x1][r0:r1, c0:c1]
-    et = np.where(truth, err_c[box], err_c[near_r[box], near_c[box]])  # edges: their own error
+    box = (slice(r0, r1), slice(c0, c1))
+    d2, near_r, near_c = distance_transform(gt[y0:y1, x0:x1], box)
+    err_c = err[key[y0:y1, x0:x1]]
+    truth = gt[y0:y1, x0:x1][box]
+    et = np.where(truth, err_c[box], err_c[near_r, near_c])  # edges: their own error
     # Windows of truth pixels stay inside the box or leave the image (zeros, as the reference).
     ea = _filter(et, _gauss_kernel())
     e_in = err_c[box][truth]
     ew_in = np.minimum(ea[truth], e_in)
     # B = 1 on the truth (d = 0), 2 - 0.5^(d/5) around it, 2 beyond the crop.
-    inside = float(np.dot(err_c.ravel(), _importance(d2).ravel()))
+    inside = float(np.sum(err_c * _importance(d2)))
     fp_w = inside - e_in.sum() + 2 * (err_sum - err_c.sum())
     tp_w = nfg - ew_in.sum()
     recall = 1 - ew_in.mean()
