@@ -170,6 +170,20 @@ def test_float_probabilities_become_the_fields_uint8_map():
         to_uint8_map(prob * 2)
 
 
+def test_a_0_1_label_mask_is_refused_not_read_as_empty(tmp_path):
+    labels = np.zeros((20, 20), np.uint8)
+    labels[5:9, 5:9] = 1
+    with pytest.raises(ValueError, match="0/1"):
+        FieldMetrics().add(labels * 200, labels)
+    assert FieldMetrics().add(labels * 200, labels.astype(bool))["mDice"] > 0.9
+    maps, masks = tmp_path / "maps", tmp_path / "masks"
+    maps.mkdir(), masks.mkdir()
+    Image.fromarray(labels * 200).save(maps / "a.png")
+    Image.fromarray(labels).save(masks / "a.png")
+    with pytest.raises(ScoreError, match=r"a\.png.*0/1"):
+        score_folders(maps, masks, progress=False)
+
+
 def test_polyp_on_the_last_row_is_finite_where_the_reference_gives_nan():
     # The S-measure's centroid on the last row leaves two quadrants without pixels: the
     # reference averages an empty array (NaN); unetkit counts them 0 (their weight is 0).

@@ -13,7 +13,7 @@ A quadrant of the S-measure's region score with no pixel counts 0 (the reference
 
 Everything but the weighted F-measure comes from one histogram of (quadrant, truth, grey level),
 so an image costs a few passes; the weighted F-measure needs an exact Euclidean distance
-transform with nearest-pixel indices (written here, separable, Felzenszwalb & Huttenlocher).
+transform with nearest-pixel indices (distance.py), on the truth's box + FAR pixels.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def resize_map(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def to_truth(mask: np.ndarray) -> np.ndarray:
-    """A bool truth mask: bool as it is, grey values binarised as > 128 (16-bit: > 128*257)."""
+    """A bool truth mask: bool as it is, else the grey map (see to_uint8_map) > 128. A 0/1
+    integer mask (class indices) is refused: as grey values it would be empty."""
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[..., 0]
@@ -79,7 +80,10 @@ def to_truth(mask: np.ndarray) -> np.ndarray:
         raise ValueError(f"a mask must be (H, W), got shape {mask.shape}")
     if mask.dtype == np.bool_:
         return mask
-    return to_uint8_map(mask) > 128 if mask.dtype == np.uint16 else mask > 128
+    if np.issubdtype(mask.dtype, np.integer) and mask.max(initial=0) == 1:
+        raise ValueError("a 0/1 integer mask reads as grey values 0 and 1 (all background "
+                         "at > 128): pass mask.astype(bool), or 0/255")
+    return to_uint8_map(mask) > 128
 
 
 def _normalised_levels(hist: np.ndarray) -> np.ndarray:

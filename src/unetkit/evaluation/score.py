@@ -82,8 +82,14 @@ def read_map(path: str | Path) -> np.ndarray:
 
 
 def read_truth(path: str | Path) -> np.ndarray:
-    """A mask as bool: grey value > 128 (16-bit masks: > 128 after round(v/257))."""
-    return read_map(path) > 128
+    """A mask as bool: grey value > 128 (16-bit masks: > 128 after round(v/257)). A mask whose
+    values are 0 and 1 only (class indices) is an error: it would read as empty (JPEG masks
+    excepted: an empty one may carry such noise)."""
+    grey = read_map(path)
+    if grey.max() == 1 and Path(path).suffix.lower() not in (".jpg", ".jpeg"):
+        raise ImageError(f"{path}: a 0/1 mask (class indices); the field's masks are 0/255 "
+                         "with foreground > 128: save it as 0/255 (value * 255)")
+    return grey > 128
 
 
 def _score_files(item: tuple[str, Path, Path]):
