@@ -120,6 +120,8 @@ def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
         if out_r == folder.resolve():
             raise ScoreError(f"{out}: this is the {what} folder; write the scores to another "
                              "folder (--out DIR)")
+    if out.exists() and not out.is_dir():
+        raise ScoreError(f"{out}: a file, not a folder; --out names a folder for the scores")
     taken = [name for name in OUTPUT_FILES if (out / name).exists()]
     if taken:
         raise ScoreError(f"{out}: already holds {', '.join(taken)}; unetkit does not write "
