@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"not scored ({len(skipped)} without a partner): {', '.join(skipped[:10])}"
               + (" ..." if len(skipped) > 10 else ""))
     if result["resized"]:
-        print(f"{result['resized']} map(s) resized to their mask's size ({result['resize_rule']})")
+        print(f"{result['resized']} map(s) resized: {result['resize_rule']}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
