@@ -187,17 +187,13 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(den.shape), where=den != 0)  # 0/0 counts as 0
 
 
-_IMPORTANCE: dict[int, np.ndarray] = {}
+# B = 2 - 0.5^(d/5) by squared distance d^2 up to FAR^2; beyond, B is within 2^-20 of 2.
+_IMPORTANCE = 2 - np.exp(np.log(0.5) / 5 * np.sqrt(np.arange(FAR * FAR + 1)))
 
 
 def _importance(d2: np.ndarray) -> np.ndarray:
-    """B = 2 - 0.5^(dist/5) for squared distances (a table, kept for the largest seen)."""
-    top = int(d2.max(initial=0))
-    table = _IMPORTANCE.get(0)
-    if table is None or len(table) <= top:
-        table = 2 - np.exp(np.log(0.5) / 5 * np.sqrt(np.arange(max(top + 1, 1 << 16))))
-        _IMPORTANCE[0] = table
-    return table[d2]
+    """B for squared distances; those beyond FAR take B at FAR (both within 2^-20 of B)."""
+    return _IMPORTANCE[np.minimum(d2, FAR * FAR)]
 
 
 def _gauss_kernel(size: int = 7, sigma: float = 5) -> np.ndarray:
@@ -222,7 +218,8 @@ def weighted_fmeasure(key: np.ndarray, gt: np.ndarray, err: np.ndarray, err_sum:
     is |p - truth| for each key (grey level + 256*truth), `err_sum` its total over the image.
 
     Pixels more than FAR pixels from the truth get the weight B = 2 (exactly 2 - 0.5^(d/5),
-    less than 2^-20 away), so the distance transform runs on the truth's box + FAR only."""
+    less than 2^-20 away), so the distance transform runs on the truth's box + FAR only (and
+    the pixels of that box farther than FAR take B at FAR, also within 2^-20)."""
     nfg = int(np.count_nonzero(gt))
     if nfg == 0:
         return 0.0
