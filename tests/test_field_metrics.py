@@ -103,6 +103,22 @@ def test_cvc_colondb_maps_agree_with_pysodmetrics():
     compare(real_pairs("cvc", masks), "CVC-ColonDB")
 
 
+def test_cvc_colondb_tiff_masks_score_like_their_png_copies(tmp_path):
+    root = real_data("cvc-colondb")
+    tiffs = sorted((root / "tiff-originals" / "masks").glob("*.tiff"))
+    if not tiffs:
+        pytest.skip(f"no TIFF masks in {root / 'tiff-originals' / 'masks'}")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    ref = Reference()
+    for stem, pred, gt in real_pairs("cvc", [root / "masks" / f"{p.stem}.png" for p in tiffs]):
+        Image.fromarray(pred).save(maps / f"{stem}.png")
+        ref.step(pred, gt)
+    result = score_folders(maps, tiffs[0].parent, progress=False)
+    assert result["images"] == len(tiffs)
+    assert_close(result["metrics"], ref.results(), "CVC-ColonDB TIFF masks")
+
+
 def edge_cases():
     rng = np.random.default_rng(7)
     h, w = 48, 64
