@@ -1,0 +1,215 @@
+"""`score_folders`: a folder of prediction maps against a folder of masks, with the polyp
+literature's metrics (field_metrics), one image at a time (only per-image numbers are kept).
+
+Maps: PNG/JPEG/BMP/TIFF..., 8-bit as they are, 16-bit as round(v/257), probability or binary.
+Masks: any image format (TIFF through tifffile), binarised as > 128. Stems pair them up.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from unetkit.evaluation.field_metrics import METRICS, FieldMetrics, score_pair, to_uint8_map
+from unetkit.io.budget import ImageError
+from unetkit.io.images import IMAGE_EXTENSIONS, SIXTEEN_BIT, open_image
+
+OUTPUT_FILES = ("scores.json", "scores.csv", "table.md", "table.csv")
+# The papers' column order (PraNet, Polyp-PVT...), then the extras.
+COLUMNS = (("mDice", "mDice"), ("mIoU", "mIoU"), ("wFm", "wFβ"), ("Sm", "Sα"),
+           ("meanEm", "mean Eφ"), ("maxEm", "max Eφ"), ("MAE", "MAE"),
+           ("maxDice", "max Dice"), ("adpEm", "adaptive Eφ"))
+SHOW = 10  # files named in an error before "... and N more"
+MIN_PARALLEL = 32  # fewer images are scored in this process (starting workers costs more)
+
+
+class ScoreError(ValueError):
+    """Maps and masks that cannot be scored; the message names the files and the fix."""
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:SHOW])
+    return shown + (f" ... and {len(names) - SHOW} more" if len(names) > SHOW else "")
+
+
+def _images(folder: Path, what: str, suffix: str = "") -> dict[str, Path]:
+    """Stem -> file of the images in a folder; other files are an error naming them. With a
+    suffix, only files whose stem ends with it count (stem without it); the rest is ignored."""
+    if not folder.is_dir():
+        raise ScoreError(f"{folder}: no such folder of {what}")
+    found: dict[str, Path] = {}
+    others, twice = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue  # hidden files (.DS_Store) and subfolders are not part of the set
+        stem = path.stem
+        if suffix:
+            if not stem.endswith(suffix) or stem == suffix:
+                continue  # e.g. the masks and summaries `unetkit predict` writes beside maps
+            stem = stem[:-len(suffix)]
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            others.append(path.name)
+        elif stem in found:
+            twice.append(f"{found[stem].name} / {path.name}")
+        else:
+            found[stem] = path
+    if others:
+        raise ScoreError(f"{folder}: {len(others)} file(s) that are not images: "
+                         f"{_listing(others)}; move them out of the {what} folder")
+    if twice:
+        raise ScoreError(f"{folder}: {len(twice)} stem(s) with two files: {_listing(twice)}; "
+                         f"keep one file per stem in the {what} folder")
+    return found
+
+
+def read_map(path: str | Path) -> np.ndarray:
+    """A prediction map as the field's uint8 0-255 grey map (16-bit: round(v/257))."""
+    img = open_image(path)
+    if img.mode in SIXTEEN_BIT:
+        arr = np.asarray(img)
+        if arr.dtype != np.uint16:
+            arr = arr.clip(0, 65535).astype(np.uint16)
+        return to_uint8_map(arr)
+    if img.mode == "F":
+        raise ImageError(f"{path}: a float image; save maps as 8- or 16-bit PNG")
+    return np.asarray(img.convert("L"))
+
+
+def read_truth(path: str | Path) -> np.ndarray:
+    """A mask as bool: grey value > 128 (16-bit masks: > 128 after round(v/257)). A mask whose
+    values are 0 and 1 only (class indices) is an error: it would read as empty (JPEG masks
+    excepted: an empty one may carry such noise)."""
+    grey = read_map(path)
+    if grey.max() == 1 and Path(path).suffix.lower() not in (".jpg", ".jpeg"):
+        raise ImageError(f"{path}: a 0/1 mask (class indices); the field's masks are 0/255 "
+                         "with foreground > 128: save it as 0/255 (value * 255)")
+    return grey > 128
+
+
+def _score_files(item: tuple[str, Path, Path]):
+    """One pair's (scores, curves), or the reading error's message (run in a worker)."""
+    _, map_path, mask_path = item
+    try:
+        return score_pair(read_map(map_path), read_truth(mask_path))
+    except ImageError as exc:
+        return str(exc)
+
+
+def _scored(items: list, workers: int):
+    if workers <= 1 or len(items) < MIN_PARALLEL:
+        yield from map(_score_files, items)
+        return
+    # fork: workers start at once (no re-import); they use numpy and Pillow only.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    try:
+        yield from pool.map(_score_files, items, chunksize=8)
+    finally:  # an error stops the rest at once
+        pool.shutdown(cancel_futures=True)
+
+
+def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
+    out_r = out.resolve()
+    for folder, what in ((maps_dir, "maps"), (masks_dir, "masks")):
+        if out_r == folder.resolve():
+            raise ScoreError(f"{out}: this is the {what} folder; write the scores to another "
+                             "folder (--out DIR)")
+    if out.exists() and not out.is_dir():
+        raise ScoreError(f"{out}: a file, not a folder; --out names a folder for the scores")
+    taken = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if taken:
+        raise ScoreError(f"{out}: already holds {', '.join(taken)}; unetkit does not write "
+                         "over them: choose another --out folder or delete them")
+
+
+def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "all",
+                  out: str | Path | None = None, progress: bool = True,
+                  workers: int | None = None, suffix: str = "") -> dict:
+    """Score every map against the mask of the same stem.
+
+    pairs="all": a map without a mask or a mask without a map is a `ScoreError` listing them;
+    pairs="existing": only the pairs that exist are scored, the others are named in the result.
+    out: a folder for scores.json, scores.csv (per image), table.md and table.csv.
+    suffix: only maps named STEM + suffix count, e.g. "_prob" for the STEM_prob.png maps
+    `unetkit predict --probs` writes beside its masks.
+    workers: processes scoring images (default: the CPU count, at most 4); the result is the
+    same for any number (images are added in stem order).
+    Returns {"metrics": data-set scores, "images", "resized", "per_image": [...],
+    "maps_without_mask": [...], "masks_without_map": [...], ...}.
+    """
+    if pairs not in ("all", "existing"):
+        raise ValueError(f"pairs must be 'all' or 'existing', not {pairs!r}")
+    maps_dir, masks_dir = Path(maps_dir), Path(masks_dir)
+    if out is not None:
+        _check_out(Path(out), maps_dir, masks_dir)
+    maps, masks = _images(maps_dir, "maps", suffix), _images(masks_dir, "masks")
+    no_mask = sorted(maps[s].name for s in maps.keys() - masks.keys())
+    no_map = sorted(masks[s].name for s in masks.keys() - maps.keys())
+    if pairs == "all" and (no_mask or no_map):
+        parts = [f"{len(no_mask)} map(s) in {maps_dir} without a mask: {_listing(no_mask)}"
+                 if no_mask else "",
+                 f"{len(no_map)} mask(s) in {masks_dir} without a map: {_listing(no_map)}"
+                 if no_map else ""]
+        raise ScoreError("maps and masks do not pair up by stem: " + "; ".join(p for p in parts
+                         if p) + ". Rename them to match, or score only the existing pairs "
+                         "(pairs='existing', `unetkit score --existing-only`)")
+    stems = sorted(maps.keys() & masks.keys())
+    if not stems:
+        raise ScoreError(f"no map in {maps_dir} has a mask of the same stem in {masks_dir}")
+    metrics, rows = FieldMetrics(), []
+    workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+    items = [(stem, maps[stem], masks[stem]) for stem in stems]
+    bar = tqdm(total=len(items), desc="score", unit="image",
+               disable=not progress or len(items) < 50)
+    for (stem, map_path, mask_path), done in zip(items, _scored(items, workers), strict=True):
+        if isinstance(done, str):
+            raise ScoreError(done)
+        scores = metrics.record(*done)
+        rows.append({"stem": stem, "map": map_path.name, "mask": mask_path.name, **scores})
+        bar.update()
+    bar.close()
+    total = metrics.results()
+    result = {"metrics": {name: total[name] for name in METRICS}, "images": total["images"],
+              "resized": total["resized"], "empty_truth": total["empty_truth"],
+              "resize_rule": "bilinear on the 0-1 map (align_corners=False) to the mask's size",
+              "maps_dir": str(maps_dir), "masks_dir": str(masks_dir),
+              "maps_without_mask": no_mask, "masks_without_map": no_map,
+              "curves": total["curves"], "per_image": rows}
+    if out is not None:
+        write_outputs(result, Path(out))
+    return result
+
+
+def table_markdown(result: dict, name: str | None = None) -> str:
+    """The papers' table: one row of the data-set scores (3 decimals)."""
+    name = name or Path(result["maps_dir"]).name
+    head = ["maps", *(title for _, title in COLUMNS), "images"]
+    cells = [name, *(f"{result['metrics'][key]:.3f}" for key, _ in COLUMNS),
+             str(result["images"])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|",
+             "| " + " | ".join(cells) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores.json").write_text(json.dumps(result, indent=1) + "\n")
+    fields = ["stem", "map", "mask", "resized", *METRICS]
+    with open(out / "scores.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result["per_image"])
+    (out / "table.md").write_text(table_markdown(result))
+    with open(out / "table.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["maps", *(title for _, title in COLUMNS), "images"])
+        writer.writerow([Path(result["maps_dir"]).name,
+                         *(f"{result['metrics'][key]:.6f}" for key, _ in COLUMNS),
+                         result["images"]])
