@@ -282,7 +282,7 @@ def test_import_and_export_commands(tmp_path, small_set):
     p.add_argument("inputs", nargs="+")
     p.add_argument("--out", required=True)
     add_export_arguments(p)
-    for fmt, masks in (("cvat", ["--masks", str(data / "train_gt")]), ("coco", [])):
+    for fmt, masks in (("cvat", ["--label-masks", str(data / "train_gt")]), ("coco", [])):
         args = p.parse_args([str(run), str(data / "train"), "--out", str(tmp_path / "pre"),
                              "--format", fmt, "--stems", str(stems), *masks])
         assert run_export(args) == 0

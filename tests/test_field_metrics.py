@@ -330,3 +330,54 @@ def test_nothing_is_written_over_an_input(tmp_path):
     with pytest.raises(ScoreError, match="does not write over"):
         score_folders(maps, masks, out=tmp_path / "out", progress=False)
     assert {p: p.read_bytes() for p in (*maps.iterdir(), *masks.iterdir())} == before
+
+
+def test_evaluate_gives_the_same_columns_as_score_on_the_maps_predict_writes(synthetic_data,
+                                                                              tmp_path):
+    """For unetkit's own models: `evaluate`'s field columns equal `score` on the probability
+    maps `predict --probs` writes (a trained fixture model, 48 synthetic images)."""
+    from pathlib import Path
+
+    from unetkit.evaluation.evaluate import evaluate
+    from unetkit.inference.predict import predict_files
+
+    run = Path(__file__).parent / "fixtures" / "run-0.1.0"
+    ours = evaluate(run, synthetic_data, "all", progress=False)["field"]
+    predict_files(run, [str(synthetic_data / "images")], tmp_path / "pred", probs=True,
+                  progress=False, log=lambda *a: None)
+    theirs = score_folders(tmp_path / "pred", synthetic_data / "masks", suffix="_prob",
+                           progress=False, workers=1)
+    assert ours["images"] == theirs["images"] == 48
+    assert 0.3 < ours["mDice"] < 1  # a model that learnt something: the columns mean it
+    for key in KEYS:
+        assert ours[key] == pytest.approx(theirs["metrics"][key], abs=TOL), key
+
+
+def test_report_prints_the_papers_table_with_published_rows_marked(synthetic_data, tmp_path):
+    """One row per model, a block of columns per set, the unseen mean; published rows carry
+    '*' and their source, and are never given values the papers did not print."""
+    import shutil
+    from pathlib import Path
+
+    from unetkit.evaluation.evaluate import evaluate
+    from unetkit.evaluation.paper_table import PUBLISHED, published_key
+    from unetkit.evaluation.report import write_report
+
+    fixture = Path(__file__).parent / "fixtures" / "run-0.1.0"
+    run = tmp_path / "ours"
+    shutil.copytree(fixture, run)
+    kvasir = tmp_path / "kvasir-seg"  # named as the data set, so the published rows match
+    shutil.copytree(synthetic_data, kvasir)
+    out = write_report(run, [str(kvasir)], [], tmp_path / "rep", progress=False,
+                       compare=[str(fixture)], published=True)
+    md = (out / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    header, rows = table[0], {line.split(" | ")[0][2:]: line for line in table[1:]}
+    assert "kvasir-seg mDice" in header and "unseen mean MAE" in header
+    field = evaluate(run, kvasir, "all", progress=False)["field"]
+    assert f"| {field['mDice']:.3f} | {field['mIoU']:.3f} | {field['wFm']:.3f} |" in rows["ours"]
+    assert "run-0.1.0" in rows
+    assert published_key("kvasir-seg") == "kvasir" and published_key("CVC-ColonDB") == "colondb"
+    dice, iou = PUBLISHED["PraNet"]["kvasir"]
+    assert rows["PraNet *"].startswith(f"| PraNet * | {dice:.3f} | {iou:.3f} | – |")
+    assert "published figures, not measured here" in md and "arXiv:2401.11734" in md

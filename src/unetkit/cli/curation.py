@@ -15,15 +15,7 @@ import argparse
 from pathlib import Path
 
 from unetkit import config as config_mod
-
-
-def _config_args(p: argparse.ArgumentParser) -> None:
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--recipe", help="the data's recipe (layout, classes, mask encoding); "
-                                        "with --folds, the recipe the folds train")
-    group.add_argument("--config", help="a YAML config file, in place of --recipe")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                   metavar="KEY=VALUE", help="change one config field (repeatable)")
+from unetkit.cli.options import config_args
 
 
 def _config(args):
@@ -43,7 +35,7 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
                         "by a model that did not train on it")
     p.add_argument("--folds-dir", help="where the fold runs go (default: OUT/folds); finished "
                                        "folds there are reused")
-    _config_args(p)
+    config_args(p, required=False)  # the data's recipe: layout, classes, mask encoding
     p.add_argument("--top", type=int, default=40, help="images shown on the page (default 40)")
     p.add_argument("--split", dest="splits", action="append", default=[], metavar="NAME=FILE",
                    help="a split's stems file, for near-duplicates across splits (repeatable; "
@@ -91,7 +83,7 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
                    help="a NEW folder for the masks (never the original mask folder)")
     p.add_argument("--masks", help="the original mask folder, protected (default: the one "
                                    "beside --images in a known layout)")
-    _config_args(p)
+    config_args(p, required=False)  # the data's recipe: layout, classes, mask encoding
     p.add_argument("--classes", help="class names, background first, comma-separated (default: "
                                      "the recipe's, or background,polyp)")
     p.add_argument("--colors", help="colour masks: R,G,B per class, ';'-separated, e.g. "
@@ -144,7 +136,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "coco (JSON, RLE masks) or cvat (CVAT for images 1.1 XML) in --out")
     p.add_argument("--stems", help="only the images of this file of stems (e.g. an audit's "
                                    "flagged.txt)")
-    p.add_argument("--masks", dest="label_masks", metavar="MASK_DIR",
+    p.add_argument("--label-masks", dest="label_masks", metavar="MASK_DIR",
                    help="export these masks (decoded as the run's data config says) instead of "
                         "the run's predictions, e.g. the flagged masks to correct")
 
@@ -176,8 +168,8 @@ def run_export(args) -> int:
     if getattr(args, "label_masks", None):
         cfg = run_config(args.run_dir)
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
-            raise config_mod.ConfigError("--masks exports a data set's masks: give its image "
-                                         "folder as the one INPUT")
+            raise config_mod.ConfigError("--label-masks exports a data set's masks: give its "
+                                         "image folder as the one INPUT")
         entries = masks_from_folder(args.inputs[0], args.label_masks,
                                     MaskDecoder.from_config(cfg), stems, progress)
         export_labels(entries, out, cfg.data.classes, cfg.data.class_colors, args.format)

@@ -6,7 +6,16 @@ import argparse
 import sys
 
 from unetkit import config as config_mod
+from unetkit.cli.curation import (
+    add_audit_arguments,
+    add_export_arguments,
+    add_import_arguments,
+    run_audit,
+    run_import,
+)
 from unetkit.cli.options import add_smoothing_args, add_video_args, config_args, frame_args
+from unetkit.cli.score import add_arguments as add_score_arguments
+from unetkit.cli.score import run as run_score
 from unetkit.cli.verbs import (
     cmd_calibrate,
     cmd_check_data,
@@ -82,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average predictions over flips")
     p.add_argument("--threshold", type=float, help="override the run's operating point threshold")
     p.add_argument("--min-area", type=float, help="override the run's operating point min_area")
+    p.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
+                   help="more runs (or ensembles): a row each in the papers' table")
+    p.add_argument("--published", action="store_true",
+                   help="add published rows (U-Net, PraNet, HarDNet-MSEG, Polyp-PVT) to the "
+                        "papers' table, marked as such, with their source")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="write masks for images, or overlays and alarms for videos")
@@ -107,7 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: torch for images; for videos the fastest the run has)")
 
     add_video_args(p)
+    add_export_arguments(p)  # --format coco|cvat: pre-labels for an annotation tool
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("score", help="the polyp literature's metrics for a folder of prediction "
+                                     "maps made by any model")
+    add_score_arguments(p)
+    p.set_defaults(func=run_score)
+
+    p = sub.add_parser("audit", help="rank a data set's masks by how much a model disagrees "
+                                     "with them: audit.csv, audit.html, near-duplicate frames")
+    add_audit_arguments(p)
+    p.set_defaults(func=run_audit)
+
+    p = sub.add_parser("import-labels", help="turn an annotation tool's export (COCO, CVAT) "
+                                             "into a new mask folder")
+    add_import_arguments(p)
+    p.set_defaults(func=run_import)
 
     p = sub.add_parser("submit", help="write a competition submission CSV")
     p.add_argument("run_dir")

@@ -77,12 +77,18 @@ def print_sequences(scores: dict) -> None:
 
 
 def print_scores(split: str, scores: dict, tta: bool) -> None:
+    from unetkit.evaluation.paper_table import COLUMNS
     from unetkit.evaluation.report import format_frames
 
     keys = ("mDice", "mIoU", "dice", "iou", "precision", "recall", "accuracy")
     if scores["images"]:
-        print(f"{split} ({scores['images']} images with foreground{', TTA' if tta else ''}): "
-              + "  ".join(f"{k} {scores[k]:.4f}" for k in keys))
+        print(f"{split} ({scores['images']} images with foreground{', TTA' if tta else ''}), "
+              "at the operating point: "
+              + "  ".join(f"{k}@point {scores[k]:.4f}" if k in ("mDice", "mIoU")
+                          else f"{k} {scores[k]:.4f}" for k in keys))
+    if scores.get("field"):
+        print("the polyp literature's columns (256 thresholds, as PraNet's evaluation): "
+              + "  ".join(f"{title} {scores['field'][k]:.3f}" for k, title in COLUMNS))
     print(f"frames: {format_frames(scores)}")
 
 
@@ -109,12 +115,16 @@ def cmd_report(args) -> int:
 
     out = write_report(args.run_dir, args.data, args.negatives, args.out, tta=args.tta,
                        progress=not args.quiet, threshold=args.threshold,
-                       min_area=args.min_area)
+                       min_area=args.min_area, compare=args.compare, published=args.published)
     print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {out / 'per_image.csv'}")
     return 0
 
 
 def cmd_predict(args) -> int:
+    if args.format != "masks":  # pre-labels for an annotation tool (cli.curation)
+        from unetkit.cli.curation import run_export
+
+        return run_export(args)
     from unetkit.clinical.temporal import Smoothing
     from unetkit.clinical.video import is_video, predict_videos, video_name
     from unetkit.inference.predict import predict_files

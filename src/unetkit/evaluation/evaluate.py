@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from unetkit.evaluation.field_metrics import FieldMetrics
 from unetkit.evaluation.frames import frame_row, predicted_frames, scoring_items
 from unetkit.evaluation.metrics import SegmentationMetrics
-from unetkit.inference.detection import frame_summary
+from unetkit.inference.detection import foreground, frame_summary
 from unetkit.inference.predictor import Predictor
 from unetkit.io.images import MaskDecoder
 
@@ -22,7 +23,10 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     The split is resolved with the run's own data settings (layout, mask encoding, split files
     or seed), so `--split val` is the run's validation set, its negative frames included.
     `negatives`: folders of frames without foreground, scored too. Pixel scores count the frames
-    with foreground only. Predictions use the run's operating point unless `threshold` or
+    with foreground only. `field` holds the polyp literature's columns on those frames (mDice
+    and mIoU over 256 thresholds, wF, S, E, MAE: see `field_metrics`), from the foreground
+    probability map at the image's size; the top-level mDice and mIoU are at the operating
+    point. Predictions use the run's operating point unless `threshold` or
     `min_area` is given, and are compared with the masks at full resolution. Every pair is
     checked as `check-data` checks it; a bad one stops the scoring with the list of problems.
     `rows`, when given, receives every frame's scores (see `frames.frame_row`);
@@ -51,6 +55,7 @@ def evaluate_predictor(predictor: Predictor, data_dir, split: str = "val", batch
     ignore = cfg.data.ignore_index
     if metrics is None:
         metrics = SegmentationMetrics(cfg.num_classes, cfg.data.classes, ignore)
+    field = FieldMetrics()  # the literature's columns, on the foreground probability map
     frames = [] if rows is None else rows
     for it, image, truth, probs in predicted_frames(predictor, items, decoder, batch_size,
                                                     progress, f"evaluating {split}"):
@@ -61,9 +66,17 @@ def evaluate_predictor(predictor: Predictor, data_dir, split: str = "val", batch
             on_frame(row, image, truth, probs, labels)
         if row["positive"]:
             metrics.update(torch.from_numpy(labels)[None], torch.from_numpy(truth)[None])
+            field.add(foreground(probs).clip(0, 1), truth > 0)
     pixel = metrics.compute()
     if not metrics.images:  # no frame with foreground: pixel scores would be 0/0
         pixel = {k: None for k in pixel}
         pixel["images"] = 0
-    return {**pixel, **frame_summary(frames),
+    return {**pixel, **frame_summary(frames), "field": field_columns(field),
             "threshold": predictor.threshold, "min_area": predictor.min_area}
+
+
+def field_columns(field: FieldMetrics) -> dict | None:
+    """The papers' columns (see evaluation.field_metrics), None without a frame to score."""
+    if not field.count:
+        return None
+    return {k: v for k, v in field.results().items() if k != "curves"}

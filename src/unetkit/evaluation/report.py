@@ -25,6 +25,7 @@ import numpy as np
 
 from unetkit.core.files import atomic_write, write_text
 from unetkit.data.negatives import folder_label
+from unetkit.evaluation.paper_table import paper_table
 from unetkit.inference.detection import foreground
 from unetkit.io.plots import class_palette, panel, save_png
 
@@ -80,7 +81,11 @@ class Collector:
 
 def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool = False,
                  progress: bool = True, threshold: float | None = None,
-                 min_area: float | None = None) -> Path:
+                 min_area: float | None = None, compare: list = (),
+                 published: bool = False) -> Path:
+    """report.md, report.html, per_image.csv and the pictures of `run_dir`; the papers' table
+    has a row for it and for each run of `compare` (scored on the same --data sets), and, with
+    `published`, the published rows of `paper_table.PUBLISHED`."""
     from unetkit.evaluation.evaluate import evaluate
     from unetkit.runs.check import run_config
 
@@ -105,10 +110,34 @@ def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool 
     out.mkdir(parents=True, exist_ok=True)
     pictures = _pictures(out, collectors)
     write_text(out / "per_image.csv", _csv(rows))
-    md = _markdown(run_dir, results, pictures)
+    data_sets = [(name, folder, split) for name, folder, split, negs in sets if not negs]
+    table = _paper(run_dir, dict(results), data_sets, compare, tta, progress, published)
+    md = _markdown(run_dir, results, pictures, table)
     write_text(out / "report.md", md)
     write_text(out / "report.html", _html(md, run_dir))
     return out
+
+
+def _paper(run_dir, first: dict, data_sets: list, compare: list, tta: bool, progress: bool,
+           published: bool) -> str:
+    """The papers' table (see paper_table): the report's run, then each run of `compare`."""
+    from unetkit.evaluation.evaluate import evaluate
+    from unetkit.evaluation.frames import same_folder
+    from unetkit.runs.check import run_config
+
+    names = [name for name, _, _ in data_sets]
+    measured, unseen = [], {}
+    for i, run in enumerate([run_dir, *compare]):
+        label = Path(run).name if Path(run).name not in [m for m, _ in measured] else str(run)
+        scores = {}
+        for name, folder, split in data_sets:
+            result = first[name] if i == 0 else evaluate(run, folder, split, tta,
+                                                         progress=progress)
+            scores[name] = result["field"]
+        root = run_config(run).data.root
+        unseen[label] = [name for name, folder, _ in data_sets if not same_folder(folder, root)]
+        measured.append((label, scores))
+    return paper_table(measured, names, unseen, published)
 
 
 def _csv(rows: list[dict]) -> str:
@@ -179,14 +208,24 @@ def _md(text: str) -> str:
     return html.escape(str(text)).replace("|", "&#124;")
 
 
-def _markdown(run_dir, results, worst) -> str:
+def _markdown(run_dir, results, worst, paper: str = "") -> str:
     lines = [f"# unetkit report: `{run_dir}`", "",
-             "Pixel scores (mDice, mIoU: per image then averaged; dice: from pixel counts summed "
-             "over the set) count the frames with foreground only. A frame is flagged when its "
+             "Pixel scores (the papers' columns; mDice@point, mIoU@point: per image then "
+             "averaged; dice: from pixel counts summed over the set) count the frames with "
+             "foreground only. A frame is flagged when its "
              "predicted foreground covers more than min_area of it; sensitivity is the share of "
              "frames with foreground that are flagged, false alarms the share of frames without "
              "foreground that are flagged, AUROC ranks the per-frame score between the two.", ""]
-    lines += ["| data set | mDice | mIoU | dice | sensitivity | false alarms | AUROC | "
+    lines += ["## The polyp literature's columns", "",
+              "mDice and mIoU here are the papers': per image, averaged over 256 thresholds of "
+              "the foreground probability map, then over images (frames with foreground only); "
+              "wFβ, Sα, Eφ and MAE as PraNet's evaluation computes them. The unseen mean "
+              "averages the sets from other folders than the one the model trained on.", "",
+              _md_table(paper), "## At the operating point", "",
+              "mDice@point and mIoU@point: Dice and IoU of the thresholded masks, per image "
+              "then averaged.", ""]
+    lines += ["| data set | mDice@point | mIoU@point | dice | sensitivity | false alarms | "
+              "AUROC | "
               "images (with / without foreground) | threshold | min_area |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in results:
@@ -205,6 +244,13 @@ def _markdown(run_dir, results, worst) -> str:
         lines += [f"### {_md(name)}", ""] + [f"![{_md(Path(f).stem)}]({f})" for f in files] + [""]
     lines += ["Not a medical device: these scores describe these data sets only.", ""]
     return "\n".join(lines)
+
+
+def _md_table(table: str) -> str:
+    """paper_table's Markdown with its data-set names made safe (see _md)."""
+    return "\n".join(line if not line.startswith("| ") else "| " + " | ".join(
+        _md(c.strip()) for c in line.strip().strip("|").split("|")) + " |"
+        for line in table.splitlines()) + "\n"
 
 
 def _html(md: str, run_dir) -> str:
