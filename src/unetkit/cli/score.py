@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from unetkit.core.files import write_text
 from unetkit.evaluation.score import ScoreError, score_folders, table_markdown
 
 
@@ -49,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
     if result["resized"]:
         print(f"{result['resized']} map(s) resized: {result['resize_rule']}")
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0

@@ -8,6 +8,7 @@ Masks: any image format (TIFF through tifffile), binarised as > 128. Stems pair 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from unetkit.core.files import write_text
 from unetkit.evaluation.field_metrics import METRICS, FieldMetrics, score_pair, to_uint8_map
 from unetkit.io.budget import ImageError
 from unetkit.io.images import IMAGE_EXTENSIONS, SIXTEEN_BIT, open_image
@@ -199,17 +201,19 @@ def table_markdown(result: dict, name: str | None = None) -> str:
 
 
 def write_outputs(result: dict, out: Path) -> None:
+    """scores.json, scores.csv, table.md and table.csv, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scores.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out / "scores.json", json.dumps(result, indent=1) + "\n")
     fields = ["stem", "map", "mask", "resized", *METRICS]
-    with open(out / "scores.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(result["per_image"])
-    (out / "table.md").write_text(table_markdown(result))
-    with open(out / "table.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["maps", *(title for _, title in COLUMNS), "images"])
-        writer.writerow([Path(result["maps_dir"]).name,
-                         *(f"{result['metrics'][key]:.6f}" for key, _ in COLUMNS),
-                         result["images"]])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(result["per_image"])
+    write_text(out / "scores.csv", buf.getvalue())
+    write_text(out / "table.md", table_markdown(result))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["maps", *(title for _, title in COLUMNS), "images"])
+    writer.writerow([Path(result["maps_dir"]).name,
+                     *(f"{result['metrics'][key]:.6f}" for key, _ in COLUMNS), result["images"]])
+    write_text(out / "table.csv", buf.getvalue())
