@@ -22,7 +22,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 import test_curation  # noqa: E402  (the planting of the tests, one definition)
-
 from unetkit.curation.audit import audit  # noqa: E402
 from unetkit.data.folders import read_stems  # noqa: E402
 
