@@ -30,14 +30,19 @@ FAR = 100  # pixels: beyond, the weighted F-measure's weight B is 2 (see weighte
 METRICS = ("mDice", "mIoU", "wFm", "Sm", "meanEm", "maxEm", "MAE", "maxDice", "adpEm")
 
 
+def _plane(a: np.ndarray, what: str) -> np.ndarray:
+    """An (H, W) array, from (H, W) or (H, W, 1)."""
+    a = np.asarray(a)
+    a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+    if a.ndim != 2:
+        raise ValueError(f"a {what} must be (H, W), got shape {a.shape}")
+    return a
+
+
 def to_uint8_map(pred: np.ndarray) -> np.ndarray:
     """The field's 0-255 grey map: uint8 as it is, bool as 0/255, uint16 as round(v/257),
     float probabilities in [0, 1] as round(p*255) (halves up)."""
-    pred = np.asarray(pred)
-    if pred.ndim == 3 and pred.shape[2] == 1:
-        pred = pred[..., 0]
-    if pred.ndim != 2:
-        raise ValueError(f"a map must be (H, W), got shape {pred.shape}")
+    pred = _plane(pred, "map")
     if pred.dtype == np.uint8:
         return pred
     if pred.dtype == np.bool_:
@@ -73,11 +78,7 @@ def resize_map(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def to_truth(mask: np.ndarray) -> np.ndarray:
     """A bool truth mask: bool as it is, else the grey map (see to_uint8_map) > 128. A 0/1
     integer mask (class indices) is refused: as grey values it would be empty."""
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        mask = mask[..., 0]
-    if mask.ndim != 2:
-        raise ValueError(f"a mask must be (H, W), got shape {mask.shape}")
+    mask = _plane(mask, "mask")
     if mask.dtype == np.bool_:
         return mask
     if np.issubdtype(mask.dtype, np.integer) and mask.max(initial=0) == 1:
