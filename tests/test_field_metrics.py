@@ -381,3 +381,25 @@ def test_report_prints_the_papers_table_with_published_rows_marked(synthetic_dat
     dice, iou = PUBLISHED["PraNet"]["kvasir"]
     assert rows["PraNet *"].startswith(f"| PraNet * | {dice:.3f} | {iou:.3f} | – |")
     assert "published figures, not measured here" in md and "arXiv:2401.11734" in md
+
+
+@pytest.mark.parametrize("name", ["kvasir-seg", "cvc-colondb"])
+def test_a_trained_models_maps_on_real_images_agree_with_pysodmetrics(name):
+    """The maps of a trained unetkit model (tests/fixtures/run-0.1.0, trained on synthetic
+    polyps) on 10 real images of each set, made the field's 0-255 maps, then scored by both."""
+    from pathlib import Path
+
+    from unetkit.inference.detection import foreground
+    from unetkit.inference.predictor import Predictor
+
+    root = real_data(name)
+    masks = sorted((root / "masks").iterdir())[::37][:10]
+    images = {p.stem: p for p in (root / "images").iterdir()}
+    predictor = Predictor.from_run(Path(__file__).parent / "fixtures" / "run-0.1.0", "cpu")
+    pairs = []
+    for mask in masks:
+        probs = predictor.probabilities([predictor.read(images[mask.stem])])[0]
+        pred = to_uint8_map(foreground(probs).clip(0, 1))
+        pairs.append((mask.stem, pred, np.asarray(Image.open(mask).convert("L")) > 128))
+    assert len({p.tobytes() for _, p, _ in pairs}) == len(pairs)  # real, differing maps
+    compare(pairs, f"{name}, a trained model's maps")
