@@ -1,0 +1,1 @@
+"""The run folder: writing it, reading it as untrusted input, rebuilding its model, ensembles."""
