@@ -17,17 +17,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-import torch
-
 from unetkit import config as config_mod
+from unetkit.core.extras import require
 from unetkit.models.size import MAX_PARAMETERS, check_model_size, meta_model
 from unetkit.runs.ensemble import ensemble_card, is_ensemble
 from unetkit.runs.folder import RunError, read_run_card
-from unetkit.core.extras import require
 
 HUB_PREFIX = "hf://"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

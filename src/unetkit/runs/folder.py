@@ -18,15 +18,14 @@ import io
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
-import torch
 from torch import nn
 
+from unetkit.core.files import atomic_write, read_limited, write_text
 from unetkit.core.version import __version__
-from unetkit.core.files import atomic_write, read_limited, write_bytes, write_text
 from unetkit.data.preprocess import Preprocess
-
 
 MAX_CARD_BYTES = 10_000_000  # a config.json is a few KB
 MAX_METRICS_BYTES = 50_000_000  # metrics.csv: a few hundred bytes an epoch
