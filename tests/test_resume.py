@@ -47,7 +47,7 @@ def train_args(data, out) -> list[str]:
 KILL_AFTER_STEP = """
 import os, signal, sys
 from torch.optim.optimizer import register_optimizer_step_post_hook
-from unetkit.cli import main
+from unetkit.cli.main import main
 steps, kill_at = [0], int(sys.argv[1])
 def count(optimizer, args, kwargs):
     steps[0] += 1
