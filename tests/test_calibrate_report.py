@@ -83,6 +83,7 @@ def test_evaluate_calibrate_predict_and_report(run, synthetic_data, tmp_path):
     assert {r["set"] for r in rows} == {f"{synthetic_data.name}:val", "free"}
 
 
+@pytest.mark.slow
 def test_calibrate_refuses_bad_input_with_exit_code_2(run, synthetic_data, tmp_path):
     out, _ = run
     proc = run_cli("calibrate", str(out), "--data", str(synthetic_data), "--split", "all",

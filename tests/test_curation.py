@@ -457,6 +457,7 @@ def check_page(out: Path, rows: list[dict], errors: set[str]) -> None:
     assert "Near-duplicate frames across splits" in page and "zz-copy-0" in page
 
 
+@pytest.mark.slow
 def test_audit_finds_planted_errors_with_stand_in_predictions(tmp_path, planted):
     data, truth = planted
     probs = tmp_path / "probs"

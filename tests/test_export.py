@@ -48,6 +48,7 @@ def test_onnx_matches_pytorch_on_real_images(tmp_path):
         assert (a - b).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_predict_backend_onnx_writes_the_same_masks(tmp_path):
     run = make_run(tmp_path / "run", TINY)
     rng = np.random.default_rng(0)

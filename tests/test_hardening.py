@@ -359,6 +359,7 @@ def small_data(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("resume"), count=16, size=32)
 
 
+@pytest.mark.slow
 def test_run_killed_during_its_first_epoch_resumes_with_one_command(small_data, tmp_path):
     """It used to be neither resumable ("nothing to resume from") nor restartable."""
     out = tmp_path / "run"

@@ -386,6 +386,7 @@ def test_a_sequence_table_error_names_the_table_not_a_training_key(run, tmp_path
     assert "data.split" not in message and "--set" not in message
 
 
+@pytest.mark.slow
 def test_train_predict_evaluate_and_export_print_no_warnings(run, synthetic_data, tmp_path):
     """What a user sees from the everyday verbs holds no library warnings (torch, timm,
     ONNX): a warning is either fixed at its source or not a user's business."""

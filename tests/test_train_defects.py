@@ -51,6 +51,7 @@ def small_cfg(data, *sets):
         "train.epochs=2", "train.batch_size=4", *sets], data_root=str(data))
 
 
+@pytest.mark.slow
 def test_validation_loss_does_not_depend_on_the_eval_batch_size(synthetic_data, tmp_path):
     """Soft Dice summed over a batch differs from its per-image value: the validation loss is
     each image's loss on its own, averaged over images, whatever train.eval_batch_size is."""
