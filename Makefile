@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 # torch and torchvision first, pinned, so that nothing else pulls in another build of them.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
+# The suite on every core (pytest-xdist), at most 8 workers: each holds torch and a model or two
+# in memory. `make test XDIST=` runs it in one process.
+XDIST ?= -n auto --maxprocesses 8
+
 .PHONY: install browser demo lint test test-fast
 
 install: $(VENV)/.installed
@@ -31,7 +35,7 @@ lint: install
 	$(BIN)/lint-imports
 
 test: install browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: install browser
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
 SHARED_DATA = Path(os.environ.get("UNETKIT_DATA", REPO.parent / "shared" / "data"))
 SRC = REPO / "src"
+
+# `make test` runs the suite on every core (pytest-xdist), one test per core: each worker, and
+# each process it starts, computes on one thread. On small models two one-thread trainings side
+# by side finish sooner than the same two one after the other on two threads each, and
+# oversubscribed cores (two workers of two threads on two cores) are slower than either.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The real-data trainings (test_*_real.py, minutes each) first, then the other slow tests,
+    then the rest, so the suite does not end on one long test on one core while the others
+    wait. The order is otherwise kept; every test is independent of the others."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 not item.path.stem.endswith("_real")))
 
 
 def real_data(name: str) -> Path:
@@ -22,16 +44,45 @@ def real_data(name: str) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, check: bool = True,
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True, process: bool = False,
             timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real `unetkit` command (as `python -m unetkit`, from this checkout's sources)."""
-    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "unetkit", *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    """`unetkit ARGS`: its exit code and what it printed.
+
+    By default in this process, through the same `main` the command calls: a fresh interpreter
+    spends about 3 s importing torch, and the suite makes some seventy such calls. An exception
+    that `main` does not turn into an error line becomes exit code 1 with its traceback on
+    stderr, as it would in a process. `process=True` runs the real command (`python -m unetkit`
+    from this checkout's sources) for what only a process shows: the entry point, the warnings
+    printed at start-up, a process killed or limited from outside.
+    """
+    if process:
+        env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run([sys.executable, "-m", "unetkit", *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    else:
+        proc = _run_here(list(args), cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"unetkit {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _run_here(args: list[str], cwd: Path | None) -> subprocess.CompletedProcess:
+    from unetkit.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        try:
+            rc = main(args)
+        except SystemExit as exc:  # argparse's usage errors, and `raise SystemExit(msg)`
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # noqa: BLE001 - what a process would print before exiting with 1
+            traceback.print_exc()
+            rc = 1
+    return subprocess.CompletedProcess(["unetkit", *args], rc, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def run(synthetic_data, tmp_path_factory):
 
 
 def test_version_and_recipes():
-    proc = run_cli("--version")
+    proc = run_cli("--version", process=True)  # the real entry point
     assert proc.stdout.strip() == f"unetkit {__version__}"
     proc = run_cli("recipes")
     names = [line.split()[0] for line in proc.stdout.splitlines()]

@@ -66,7 +66,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, monkeypatc
     config.write_text(TINY)
     one, two = tmp_path / "one", tmp_path / "two"
     run_cli("train", "--config", str(config), "--data", str(data), "--out", str(one), "--quiet",
-            cwd=tmp_path)
+            cwd=tmp_path, process=True)
     first = torchrun("train", "--config", str(config), "--data", str(data), "--out", str(two),
                      "--set", "train.epochs=2", "--quiet", cwd=tmp_path)
     assert first.stdout.count("training unet on 16 images") == 1  # rank 0 alone logs

@@ -3,8 +3,6 @@ real files, the real `unetkit` command in a subprocess, memory capped where a bo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import resource
@@ -13,7 +11,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -43,19 +40,6 @@ def capped(*args: str, mb: int = MEMORY_CAP_MB, fsize: int | None = None,
     env = dict(os.environ, PYTHONPATH=str(SRC))
     return subprocess.run([sys.executable, "-m", "unetkit", *args], env=env, cwd=cwd,
                           preexec_fn=limit, capture_output=True, text=True, timeout=600)
-
-
-def inproc(*args: str, check: bool = True) -> SimpleNamespace:
-    """The same command line in this process (faster than a subprocess, for the cases beside
-    each reproduction): its exit code and what it printed."""
-    from unetkit.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(args))
-    if check:
-        assert rc == 0, f"unetkit {' '.join(args)} failed ({rc}):\n{out.getvalue()}{err.getvalue()}"
-    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def clean_error(proc, *words: str) -> str:
@@ -99,17 +83,17 @@ def test_predict_never_writes_over_its_inputs_or_the_run_folder(run, tmp_path):
     before = snapshot(imgs)
     clean_error(run_cli("predict", str(run), str(imgs), "--out", str(imgs), check=False),
                 "would replace the input", "choose another --out")
-    clean_error(inproc("predict", str(run), str(imgs), "--out", str(imgs / "masks"),
+    clean_error(run_cli("predict", str(run), str(imgs), "--out", str(imgs / "masks"),
                         check=False), "inside the input folder")
-    clean_error(inproc("predict", str(run), str(imgs / "a.png"), "--out", str(imgs),
+    clean_error(run_cli("predict", str(run), str(imgs / "a.png"), "--out", str(imgs),
                         check=False), "would replace the input")
     assert snapshot(imgs) == before
     # An input named like a run-folder file, predicted into the run folder.
     curves = write_images(tmp_path / "other", ["curves.jpg"])[0]
     run_before = snapshot(run)
-    clean_error(inproc("predict", str(run), str(curves), "--out", str(run), check=False),
+    clean_error(run_cli("predict", str(run), str(curves), "--out", str(run), check=False),
                 "a file of the run folder")
-    clean_error(inproc("export", str(run), "--format", "hub", "--out", str(run), check=False),
+    clean_error(run_cli("export", str(run), "--format", "hub", "--out", str(run), check=False),
                 "a file of the run folder")
     assert snapshot(run) == run_before
 
@@ -125,10 +109,10 @@ def test_outputs_with_the_same_name_are_refused_before_anything_is_written(run, 
     assert not out.exists()
     c = tmp_path / "c"
     write_images(c, ["x.png", "x_overlay.png"])
-    clean_error(inproc("predict", str(run), str(c), "--out", str(out), "--overlay",
+    clean_error(run_cli("predict", str(run), str(c), "--out", str(out), "--overlay",
                         check=False), "x_overlay.png would be written for both")
     assert not out.exists()
-    inproc("predict", str(run), str(c), "--out", str(out), "--quiet")  # distinct without it
+    run_cli("predict", str(run), str(c), "--out", str(out), "--quiet")  # distinct without it
     assert sorted(p.name for p in out.glob("*.png")) == ["x.png", "x_overlay.png"]
     assert len(json.loads((out / "summary.json").read_text())) == 2
 
@@ -162,7 +146,7 @@ def test_full_disk_and_unwritable_folder_are_one_line_errors_that_keep_earlier_o
         run, tmp_path):
     img = write_images(tmp_path / "imgs", ["scan.png"], size=(300, 400))[0]
     out = tmp_path / "out"
-    inproc("predict", str(run), str(img), "--out", str(out), "--quiet")
+    run_cli("predict", str(run), str(img), "--out", str(out), "--quiet")
     before = snapshot(out)
     # A "full disk": no file may grow past 200 bytes (RLIMIT_FSIZE), as on a full volume.
     err = clean_error(capped("predict", str(run), str(img), "--out", str(out), "--quiet",
@@ -171,7 +155,7 @@ def test_full_disk_and_unwritable_folder_are_one_line_errors_that_keep_earlier_o
     assert snapshot(out) == before  # nothing replaced, no temporary file left
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    err = clean_error(inproc("predict", str(run), str(img), "--out", str(blocker / "masks"),
+    err = clean_error(run_cli("predict", str(run), str(img), "--out", str(blocker / "masks"),
                               check=False), str(blocker))
     assert len(err.strip().splitlines()) == 1, err
 
@@ -268,14 +252,14 @@ def test_config_json_is_validated_before_any_allocation(run, tmp_path, capsys):
 def test_onnx_model_must_match_config_json(run, tmp_path):
     pytest.importorskip("onnxruntime")
     folder = damaged_copy(run, tmp_path / "run")
-    inproc("export", str(folder), "--format", "onnx", "--out", str(folder / "model.onnx"))
+    run_cli("export", str(folder), "--format", "onnx", "--out", str(folder / "model.onnx"))
     card = json.loads((folder / "config.json").read_text())
     card["config"]["data"]["classes"] = ["background", "polyp", "other"]
     card["config"]["data"]["mask_encoding"] = "index"
     card.update(classes=card["config"]["data"]["classes"], out_channels=3)
     (folder / "config.json").write_text(json.dumps(card))
     img = write_images(tmp_path / "imgs", ["a.png"])[0]
-    clean_error(inproc("predict", str(folder), str(img), "--out", str(tmp_path / "o"),
+    clean_error(run_cli("predict", str(folder), str(img), "--out", str(tmp_path / "o"),
                         "--backend", "onnx", check=False), "output channels")
 
 
@@ -290,7 +274,7 @@ def test_mistyped_run_folder_and_run_folder_encoders_never_reach_the_network(
                                             "data.image_size=[32,32]"])
     hostile = damaged_copy(timm_run, tmp_path / "hostile", lambda c: c["config"]["model"].update(
         encoder="hf-hub:someone/model", encoder_weights="imagenet"))
-    clean_error(inproc("predict", str(hostile), str(img), "--out", str(tmp_path / "o"),
+    clean_error(run_cli("predict", str(hostile), str(img), "--out", str(tmp_path / "o"),
                         check=False), "hf-hub:someone/model", "never downloads")
     # In this process, with every download function of huggingface_hub replaced by a spy.
     hub = pytest.importorskip("huggingface_hub")
@@ -318,7 +302,7 @@ def test_evaluate_checks_masks_like_check_data(tmp_path):
     for i in range(4):
         Image.fromarray(rng.integers(0, 3, (40, 48), dtype=np.uint8)).save(
             data / "masks" / f"im{i}.png")
-    ok = inproc("evaluate", str(run), "--data", str(data), "--split", "all", "--quiet")
+    ok = run_cli("evaluate", str(run), "--data", str(data), "--split", "all", "--quiet")
     assert "mDice" in ok.stdout
     wide = np.zeros((40, 48), np.uint16)
     wide[:4] = 257  # wraps to 1 in 8 bits: a silently wrong class without the check
@@ -369,7 +353,7 @@ def test_run_killed_during_its_first_epoch_resumes_with_one_command(small_data, 
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (out / "config.yaml").exists() and not (out / "checkpoints").exists()
     (out / f".model.safetensors.k1ll3d{TMP_SUFFIX}").write_bytes(b"half a file")
-    clean_error(inproc("train", "--recipe", "demo", "--data", str(small_data), "--out", str(out),
+    clean_error(run_cli("train", "--recipe", "demo", "--data", str(small_data), "--out", str(out),
                         "--set", *TRAIN, check=False), "already holds a run", "--resume")
     done = run_cli("train", "--resume", str(out), "--quiet")
     assert "stopped before its first checkpoint" in done.stdout
@@ -379,7 +363,7 @@ def test_run_killed_during_its_first_epoch_resumes_with_one_command(small_data, 
 
 def test_checkpoint_that_does_not_fit_falls_back_or_says_what_differs(small_data, tmp_path):
     out = tmp_path / "run"
-    inproc("train", "--recipe", "demo", "--data", str(small_data), "--out", str(out), "--quiet",
+    run_cli("train", "--recipe", "demo", "--data", str(small_data), "--out", str(out), "--quiet",
             "--set", *TRAIN)
     from unetkit import config as config_mod
     from unetkit.models.unet import build_model
@@ -387,11 +371,11 @@ def test_checkpoint_that_does_not_fit_falls_back_or_says_what_differs(small_data
     state = read_checkpoint(out / "checkpoints" / "last.pt")
     wider = build_model(config_mod.load(overrides=[*TINY, "model.base_channels=8"]))
     torch.save({**state, "model": wider.state_dict()}, out / "checkpoints" / "last.pt")
-    done = inproc("train", "--resume", str(out), "--set", "train.epochs=3")
+    done = run_cli("train", "--resume", str(out), "--set", "train.epochs=3")
     assert "resuming from" in done.stdout and "previous.pt" in done.stdout
     assert "differ in shape" in done.stdout
     # Neither fits a configuration changed on the command line: the error says what differs.
-    clean_error(inproc("train", "--resume", str(out), "--set", "train.epochs=4",
+    clean_error(run_cli("train", "--resume", str(out), "--set", "train.epochs=4",
                         "model.base_channels=6", check=False), "differ in shape",
                 "nothing to resume from")
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from run_fixtures import make_run
-from test_hardening import TINY, capped, clean_error, inproc, write_images
+from test_hardening import TINY, capped, clean_error, write_images
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_video_budget_check_comes_before_any_frame_is_decoded(run, tmp_path, mon
         raise AssertionError("a frame was decoded")
 
     monkeypatch.setattr(av.container.InputContainer, "decode", no_decode)
-    res = inproc("predict", str(run), str(path), "--out", str(tmp_path / "out"), "--quiet",
+    res = run_cli("predict", str(run), str(path), "--out", str(tmp_path / "out"), "--quiet",
                  check=False)
     assert "64x48" in clean_error(res, "clip.mp4")
     assert not (tmp_path / "out" / "clip").exists()
@@ -100,7 +101,7 @@ def test_run_folder_files_special_outside_or_large_are_one_line_errors(run, tmp_
     else:
         target.write_bytes(b" " * 20_000_001)
     img = write_images(tmp_path / "imgs", ["a.png"])[0]
-    res = inproc("predict", str(bad), str(img), "--out", str(tmp_path / "out"), "--quiet",
+    res = run_cli("predict", str(bad), str(img), "--out", str(tmp_path / "out"), "--quiet",
                  check=False)
     err = one_line(clean_error(res, name))
     assert {"fifo": "not a regular file", "outside": "outside the folder",
@@ -123,7 +124,7 @@ def test_metrics_csv_and_resumed_config_yaml_are_read_with_a_bound(run, tmp_path
     (bad / "config.yaml").write_text("a: 1\n" * 300_000)
     with pytest.raises(config_mod.ConfigError, match="config.yaml"):
         config_mod.for_training(resume=bad)
-    res = inproc("train", "--resume", str(bad), check=False)
+    res = run_cli("train", "--resume", str(bad), check=False)
     one_line(clean_error(res, "config.yaml"))
 
 
@@ -242,7 +243,7 @@ def test_imagenet_weights_with_the_connection_refused_fail_at_once_naming_the_fi
     msg = str(caught.value)
     assert "\n" not in msg and "Connection refused" in msg
     assert "model.encoder_weights=imagenet-local" in msg and "encoder_weights=PATH" in msg
-    res = inproc("train", "--recipe", "demo", "--data", str(synthetic_data), "--out",
+    res = run_cli("train", "--recipe", "demo", "--data", str(synthetic_data), "--out",
                  str(synthetic_data.parent / "no-run"), "--quiet", "--set", "model.arch=timm-unet",
                  "model.encoder=tf_efficientnet_lite0", "model.encoder_weights=imagenet",
                  check=False)
@@ -327,7 +328,7 @@ def test_mlflow_store_defaults_to_the_run_folder_not_the_working_folder(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    inproc("train", "--recipe", "demo", "--data", str(synthetic_data), "--out", str(run),
+    run_cli("train", "--recipe", "demo", "--data", str(synthetic_data), "--out", str(run),
            "--quiet", "--set", *TINY, "train.epochs=1", "train.loggers=[mlflow]")
     assert (run / "mlflow.db").exists()
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
@@ -351,7 +352,7 @@ def test_calibrate_warns_when_the_point_it_records_has_sensitivity_0(synthetic_d
     run = make_run(tmp_path / "run", TINY, model=model)
     neg = tmp_path / "neg"
     write_images(neg, ["n1.png", "n2.png"], size=(64, 64))
-    res = inproc("calibrate", str(run), "--data", str(synthetic_data), "--split", "all",
+    res = run_cli("calibrate", str(run), "--data", str(synthetic_data), "--split", "all",
                  "--negatives", str(neg), "--max-false-alarm", "0.05", "--quiet")
     assert "warning: sensitivity 0" in res.stderr
     assert "sensitivity 0" in json.loads((run / "operating_point.json").read_text())["warning"]
@@ -369,7 +370,7 @@ def test_a_folder_whose_images_are_only_in_subfolders_is_an_error_naming_them(ru
     data = tmp_path / "data"
     write_images(data / "images" / "part1", ["x.png"])
     write_images(data / "masks", ["x.png"])
-    res = inproc("check-data", str(data), check=False)
+    res = run_cli("check-data", str(data), check=False)
     assert res.returncode != 0 and "part1/" in res.stdout + res.stderr, res  # listed as a problem
 
 

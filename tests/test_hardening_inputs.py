@@ -5,14 +5,12 @@ silent wrong result."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
 import shutil
+import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -35,15 +33,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-def inproc(*args: str) -> SimpleNamespace:
-    """`unetkit ARGS` in this process: its exit code and what it printed (an exception that
-    the command does not turn into an error line propagates: a traceback for a user)."""
-    from unetkit.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(args))
-    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+def inproc(*args: str) -> subprocess.CompletedProcess:
+    """`unetkit ARGS` in this process, whatever its exit code."""
+    return run_cli(*args, check=False)
 
 
 def clean_error(proc, *words: str, lines: int = 1) -> str:

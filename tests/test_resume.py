@@ -68,7 +68,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, monke
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same reduction order in every process
     data = write_dataset(tmp_path / "data", count=40, size=32)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    run_cli(*train_args(data, whole), cwd=tmp_path)
+    run_cli(*train_args(data, whole), cwd=tmp_path, process=True)
 
     # Killed in the middle of epoch 2, once epoch 1's checkpoint is on disk.
     kill_at = STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2
@@ -81,7 +81,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, monke
     rows_before = (killed / "metrics.csv").read_text().splitlines()
     assert len(rows_before) == 2  # the header and epoch 1
 
-    out = run_cli("train", "--resume", str(killed), "--quiet", cwd=tmp_path)
+    out = run_cli("train", "--resume", str(killed), "--quiet", cwd=tmp_path, process=True)
     assert f"after epoch {stopped_after}" in out.stdout
 
     # Bit-identical: same data order, augmentation draws, schedule and optimiser moments.

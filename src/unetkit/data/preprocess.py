@@ -100,7 +100,8 @@ class Preprocess:
                  device: str | torch.device = "cpu") -> torch.Tensor:
         """uint8 (B, H, W, C) images (already at the size wanted) -> the network's input."""
         if isinstance(images, np.ndarray):
-            images = torch.from_numpy(np.ascontiguousarray(images))
+            # A read-only array (a memory-mapped cache) is copied: torch cannot share it.
+            images = torch.from_numpy(np.require(images, requirements=["C", "W"]))
         return self.normalise(self.to_unit(images.to(device)))
 
 
