@@ -7,9 +7,10 @@ Trains `--folds` fold models of the recipe (`unetkit train --folds K`: each imag
 by exactly one fold, so each mask is judged by a model that never trained on it), then writes
 WORK/audit/audit.csv, audit.html and duplicates.csv, with the near-duplicate frames between
 the Medico 2020 train and validation splits and between PraNet's train and test splits. The
-training is long (the kvasir-binary recipe: about half an hour per epoch on 2 CPU cores; use a
-GPU, or a lighter recipe such as `--set model.base_channels=16 --set data.image_size=[128,128]`
-for a first look). Finished folds are kept: run the same command again to continue.
+training is long (the kvasir-binary recipe: about half an hour per epoch on 2 CPU cores). On a
+CPU, `--recipe polyp-sota-cpu --set train.epochs=6` takes about 8 minutes a fold on 2 cores
+(fold models at val mDice 0.84-0.86; benchmarks/RESULTS.md). Finished folds are kept: run the
+same command again to continue.
 """
 
 from __future__ import annotations
