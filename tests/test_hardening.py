@@ -84,9 +84,9 @@ def test_predict_never_writes_over_its_inputs_or_the_run_folder(run, tmp_path):
     clean_error(run_cli("predict", str(run), str(imgs), "--out", str(imgs), check=False),
                 "would replace the input", "choose another --out")
     clean_error(run_cli("predict", str(run), str(imgs), "--out", str(imgs / "masks"),
-                        check=False), "inside the input folder")
+                         check=False), "inside the input folder")
     clean_error(run_cli("predict", str(run), str(imgs / "a.png"), "--out", str(imgs),
-                        check=False), "would replace the input")
+                         check=False), "would replace the input")
     assert snapshot(imgs) == before
     # An input named like a run-folder file, predicted into the run folder.
     curves = write_images(tmp_path / "other", ["curves.jpg"])[0]
@@ -110,7 +110,7 @@ def test_outputs_with_the_same_name_are_refused_before_anything_is_written(run, 
     c = tmp_path / "c"
     write_images(c, ["x.png", "x_overlay.png"])
     clean_error(run_cli("predict", str(run), str(c), "--out", str(out), "--overlay",
-                        check=False), "x_overlay.png would be written for both")
+                         check=False), "x_overlay.png would be written for both")
     assert not out.exists()
     run_cli("predict", str(run), str(c), "--out", str(out), "--quiet")  # distinct without it
     assert sorted(p.name for p in out.glob("*.png")) == ["x.png", "x_overlay.png"]
@@ -156,7 +156,7 @@ def test_full_disk_and_unwritable_folder_are_one_line_errors_that_keep_earlier_o
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     err = clean_error(run_cli("predict", str(run), str(img), "--out", str(blocker / "masks"),
-                              check=False), str(blocker))
+                               check=False), str(blocker))
     assert len(err.strip().splitlines()) == 1, err
 
 
@@ -260,7 +260,7 @@ def test_onnx_model_must_match_config_json(run, tmp_path):
     (folder / "config.json").write_text(json.dumps(card))
     img = write_images(tmp_path / "imgs", ["a.png"])[0]
     clean_error(run_cli("predict", str(folder), str(img), "--out", str(tmp_path / "o"),
-                        "--backend", "onnx", check=False), "output channels")
+                         "--backend", "onnx", check=False), "output channels")
 
 
 def test_mistyped_run_folder_and_run_folder_encoders_never_reach_the_network(
@@ -275,7 +275,7 @@ def test_mistyped_run_folder_and_run_folder_encoders_never_reach_the_network(
     hostile = damaged_copy(timm_run, tmp_path / "hostile", lambda c: c["config"]["model"].update(
         encoder="hf-hub:someone/model", encoder_weights="imagenet"))
     clean_error(run_cli("predict", str(hostile), str(img), "--out", str(tmp_path / "o"),
-                        check=False), "hf-hub:someone/model", "never downloads")
+                         check=False), "hf-hub:someone/model", "never downloads")
     # In this process, with every download function of huggingface_hub replaced by a spy.
     hub = pytest.importorskip("huggingface_hub")
     calls = []
@@ -354,7 +354,7 @@ def test_run_killed_during_its_first_epoch_resumes_with_one_command(small_data, 
     assert (out / "config.yaml").exists() and not (out / "checkpoints").exists()
     (out / f".model.safetensors.k1ll3d{TMP_SUFFIX}").write_bytes(b"half a file")
     clean_error(run_cli("train", "--recipe", "demo", "--data", str(small_data), "--out", str(out),
-                        "--set", *TRAIN, check=False), "already holds a run", "--resume")
+                         "--set", *TRAIN, check=False), "already holds a run", "--resume")
     done = run_cli("train", "--resume", str(out), "--quiet")
     assert "stopped before its first checkpoint" in done.stdout
     assert [r.split(",")[0] for r in (out / "metrics.csv").read_text().split()[1:]] == ["1", "2"]
@@ -376,7 +376,7 @@ def test_checkpoint_that_does_not_fit_falls_back_or_says_what_differs(small_data
     assert "differ in shape" in done.stdout
     # Neither fits a configuration changed on the command line: the error says what differs.
     clean_error(run_cli("train", "--resume", str(out), "--set", "train.epochs=4",
-                        "model.base_channels=6", check=False), "differ in shape",
+                         "model.base_channels=6", check=False), "differ in shape",
                 "nothing to resume from")
 
 

@@ -62,7 +62,7 @@ def test_video_budget_check_comes_before_any_frame_is_decoded(run, tmp_path, mon
 
     monkeypatch.setattr(av.container.InputContainer, "decode", no_decode)
     res = run_cli("predict", str(run), str(path), "--out", str(tmp_path / "out"), "--quiet",
-                 check=False)
+                  check=False)
     assert "64x48" in clean_error(res, "clip.mp4")
     assert not (tmp_path / "out" / "clip").exists()
 
@@ -102,7 +102,7 @@ def test_run_folder_files_special_outside_or_large_are_one_line_errors(run, tmp_
         target.write_bytes(b" " * 20_000_001)
     img = write_images(tmp_path / "imgs", ["a.png"])[0]
     res = run_cli("predict", str(bad), str(img), "--out", str(tmp_path / "out"), "--quiet",
-                 check=False)
+                  check=False)
     err = one_line(clean_error(res, name))
     assert {"fifo": "not a regular file", "outside": "outside the folder",
             "large": "too large"}[kind] in err
@@ -244,9 +244,9 @@ def test_imagenet_weights_with_the_connection_refused_fail_at_once_naming_the_fi
     assert "\n" not in msg and "Connection refused" in msg
     assert "model.encoder_weights=imagenet-local" in msg and "encoder_weights=PATH" in msg
     res = run_cli("train", "--recipe", "demo", "--data", str(synthetic_data), "--out",
-                 str(synthetic_data.parent / "no-run"), "--quiet", "--set", "model.arch=timm-unet",
-                 "model.encoder=tf_efficientnet_lite0", "model.encoder_weights=imagenet",
-                 check=False)
+                  str(synthetic_data.parent / "no-run"), "--quiet", "--set", "model.arch=timm-unet",
+                  "model.encoder=tf_efficientnet_lite0", "model.encoder_weights=imagenet",
+                  check=False)
     one_line(clean_error(res, "imagenet-local"))
 
 
@@ -329,7 +329,7 @@ def test_mlflow_store_defaults_to_the_run_folder_not_the_working_folder(
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     run_cli("train", "--recipe", "demo", "--data", str(synthetic_data), "--out", str(run),
-           "--quiet", "--set", *TINY, "train.epochs=1", "train.loggers=[mlflow]")
+            "--quiet", "--set", *TINY, "train.epochs=1", "train.loggers=[mlflow]")
     assert (run / "mlflow.db").exists()
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
@@ -353,7 +353,7 @@ def test_calibrate_warns_when_the_point_it_records_has_sensitivity_0(synthetic_d
     neg = tmp_path / "neg"
     write_images(neg, ["n1.png", "n2.png"], size=(64, 64))
     res = run_cli("calibrate", str(run), "--data", str(synthetic_data), "--split", "all",
-                 "--negatives", str(neg), "--max-false-alarm", "0.05", "--quiet")
+                  "--negatives", str(neg), "--max-false-alarm", "0.05", "--quiet")
     assert "warning: sensitivity 0" in res.stderr
     assert "sensitivity 0" in json.loads((run / "operating_point.json").read_text())["warning"]
 
