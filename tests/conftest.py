@@ -44,6 +44,12 @@ def real_data(name: str) -> Path:
     return path
 
 
+def process_env(**extra: str) -> dict[str, str]:
+    """The environment of a process a test starts: this checkout's sources first on its path."""
+    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **extra)
+
+
 def run_cli(*args: str, cwd: Path | None = None, check: bool = True, process: bool = False,
             timeout: float = 900) -> subprocess.CompletedProcess:
     """`unetkit ARGS`: its exit code and what it printed.
@@ -56,8 +62,7 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = True, process: bo
     printed at start-up, a process killed or limited from outside.
     """
     if process:
-        env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.run([sys.executable, "-m", "unetkit", *args], cwd=cwd, env=env,
+        proc = subprocess.run([sys.executable, "-m", "unetkit", *args], cwd=cwd, env=process_env(),
                               capture_output=True, text=True, timeout=timeout)
     else:
         proc = _run_here(list(args), cwd)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, SRC
+from conftest import REPO, process_env
 
 
 @pytest.mark.slow  # ~30-60 s on two CPU cores: three models train a few steps each
 def test_quick_benchmark_writes_results(tmp_path):
     out = tmp_path / "speed.json"
-    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    env = process_env(OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--quick", "--device", "cpu",
          "--data", str(tmp_path / "absent"), "--skip", "timm,smp", "--json", str(out)],
@@ -43,7 +42,7 @@ def test_training_rows_time_the_models_they_name(tmp_path):
     swapped smp's model in while the step still ran unetkit's)."""
     pytest.importorskip("segmentation_models_pytorch")
     out = tmp_path / "speed.json"
-    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    env = process_env(OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--quick", "--device", "cpu",
          "--data", str(tmp_path / "absent"), "--skip", "writeups,augment,inference,e2e",

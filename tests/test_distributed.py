@@ -4,7 +4,6 @@ and resumes the same way."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SRC, run_cli
+from conftest import process_env, run_cli
 from unetkit.data.synthetic import write_dataset
 
 # Equal by construction, up to float rounding: BCE only (a mean over pixels, so the mean of two
@@ -45,7 +44,7 @@ LOSS_RTOL, METRIC_ATOL, WEIGHT_ATOL = 2e-4, 2e-3, 1e-3
 
 
 def torchrun(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    env = process_env(OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node", "2", "-m", "unetkit", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

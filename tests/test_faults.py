@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import SRC
+from conftest import process_env
 from unetkit import config as config_mod
 from unetkit.core.files import write_text
 from unetkit.data.synthetic import write_dataset
@@ -106,7 +106,7 @@ except Exception as exc:
     print("failed:", type(exc).__name__, exc)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(SRC)), timeout=120)
+                          env=process_env(), timeout=120)
     assert "failed:" in proc.stdout, proc.stdout + proc.stderr
     assert (folder / "last.pt").read_bytes() == old
     assert sorted(p.name for p in folder.iterdir()) == ["last.pt"]  # no partial file left

@@ -4,7 +4,6 @@ real files, the real `unetkit` command in a subprocess, memory capped where a bo
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import signal
@@ -17,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SRC, run_cli
+from conftest import process_env, run_cli
 from run_fixtures import make_run
 from unetkit.core.files import TMP_SUFFIX, OutputError, atomic_write, remove_temp_files, write_text
 
@@ -37,7 +36,7 @@ def capped(*args: str, mb: int = MEMORY_CAP_MB, fsize: int | None = None,
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    env = dict(os.environ, PYTHONPATH=str(SRC))
+    env = process_env()
     return subprocess.run([sys.executable, "-m", "unetkit", *args], env=env, cwd=cwd,
                           preexec_fn=limit, capture_output=True, text=True, timeout=600)
 
@@ -348,7 +347,7 @@ def test_run_killed_during_its_first_epoch_resumes_with_one_command(small_data, 
     """It used to be neither resumable ("nothing to resume from") nor restartable."""
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", KILL_IN_FIRST_EPOCH, str(small_data), str(out),
-                           *TRAIN], env=dict(os.environ, PYTHONPATH=str(SRC)),
+                           *TRAIN], env=process_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (out / "config.yaml").exists() and not (out / "checkpoints").exists()
@@ -389,7 +388,7 @@ def test_random_damaged_run_folders_give_a_clear_error_or_the_right_mask(run, tm
     with the command line, all in one process under the memory cap: exit 2 with a one-line
     message, or exit 0 with exactly the mask the configuration gives; never anything else."""
     img = write_images(tmp_path / "imgs", ["probe.png"], size=(37, 53))[0]
-    env = dict(os.environ, PYTHONPATH=str(SRC))
+    env = process_env()
     script = Path(__file__).with_name("damage_cases.py")
 
     def limit():
@@ -473,7 +472,7 @@ def test_web_page_deletes_uploads_once_answered_and_everything_at_exit(run, tmp_
     with socket.socket() as s:  # a free port, chosen by the OS
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(SRC), TMPDIR=str(tmp), GRADIO_ANALYTICS_ENABLED="False",
+    env = process_env(TMPDIR=str(tmp), GRADIO_ANALYTICS_ENABLED="False",
                UNETKIT_SERVE_UPLOAD_GRACE_S="0.5")  # uploads go half a second after answered
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "unetkit", "serve", str(run), "--port",

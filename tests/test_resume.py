@@ -3,7 +3,6 @@ was never interrupted (deterministic mode, CPU)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SRC, run_cli
+from conftest import process_env, run_cli
 from unetkit.data.synthetic import write_dataset
 
 # Augmentation and a warm-up + cosine schedule on, so every saved generator and scheduler state
@@ -33,7 +32,7 @@ train:
 
 
 def env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(SRC))
+    return process_env()
 
 
 def train_args(data, out) -> list[str]:

@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SRC, run_cli
+from conftest import process_env, run_cli
 from unetkit import config as config_mod
 from unetkit.core.extras import MissingExtra
 from unetkit.data.preprocess import resolve_normalisation
@@ -184,7 +184,7 @@ def served(tmp_path_factory):
     with socket.socket() as s:  # a free port, chosen by the OS
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(SRC), GRADIO_ANALYTICS_ENABLED="False")
+    env = process_env(GRADIO_ANALYTICS_ENABLED="False")
     log = (root / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "unetkit", "serve", str(run_dir), "--port",
                              str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)

