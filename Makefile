@@ -9,14 +9,14 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 # in memory. `make test XDIST=` runs it in one process.
 XDIST ?= -n auto --maxprocesses 8
 
-.PHONY: install browser demo lint test test-fast
+.PHONY: install browser demo docs lint test test-fast
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,onnx,serve,serve-test,video,tensorboard,mlflow,wandb]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,onnx,serve,serve-test,video,tensorboard,mlflow,wandb,docs]'
 	touch $@
 
 # The browser test of `unetkit serve` drives Debian's Chromium (browsers are not downloadable
@@ -33,6 +33,13 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
+
+# The documentation site (docs/, mkdocs.yml) into site/: the command line and configuration
+# references are generated from the code first; strict mode fails on a broken link, a missing
+# page or an API name that does not exist. Offline: nothing is fetched.
+docs: install
+	$(BIN)/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test: install browser
 	$(BIN)/python -m pytest -q $(XDIST)
