@@ -36,6 +36,10 @@ def pytest_collection_modifyitems(config, items):
                                  not item.path.stem.endswith("_real")))
 
 
+# Under CI a skip other than a GPU-only one fails the run (tests/skip_guard.py).
+pytest_plugins = ["skip_guard"]
+
+
 def real_data(name: str) -> Path:
     """The path of a real data set, or a skip that says where it was looked for."""
     path = SHARED_DATA / name

@@ -76,7 +76,10 @@ def test_evaluate_calibrate_predict_and_report(run, synthetic_data, tmp_path):
     assert f"| {synthetic_data.name}:val |" in md and "| free |" in md
     assert "<table>" in (rep / "report.html").read_text()
     for name in ("dice_histograms.png", "reliability.png"):
-        assert Image.open(rep / name).size[0] > 100
+        picture = np.asarray(Image.open(rep / name).convert("RGB"))
+        assert min(picture.shape[:2]) > 100, name
+        # something is drawn: not one flat colour, and more than the axes' black and white
+        assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 20, name
     with (rep / "per_image.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == before["frames_positive"] + before["frames_negative"] + 20

@@ -205,6 +205,7 @@ def test_compile_mode_is_checked(synthetic_data):
         small_cfg(synthetic_data, **{"train.compile_mode": "fastest"})
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 + channels_last path)")
 def test_cuda_bf16_path_matches_float32_loop(synthetic_data, tmp_path):
     trainer, init = make_trainer(synthetic_data, tmp_path, **{"train.device": "cuda"})

@@ -242,7 +242,10 @@ def test_page_in_a_browser_shows_the_model_the_mask_and_the_numbers_of_unetkit_p
             page.screenshot(path=str(tmp_path / "serve_page.png"), full_page=True)
         finally:
             browser.close()
-    assert (tmp_path / "serve_page.png").stat().st_size > 10_000
+    shot = np.asarray(Image.open(tmp_path / "serve_page.png").convert("RGB"))
+    assert shot.shape[1] == 1200 and shot.shape[0] >= 900  # the whole page, as laid out
+    # the page shows pictures (the input, the mask, the overlay), not only text on a background
+    assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 200
     assert shown >= 3  # input, mask and overlay
     assert any(href.endswith("/polyp.png") for href in downloads), downloads  # mask offered
     assert "notes.txt" in status and "not an image unetkit can read" in status

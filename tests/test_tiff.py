@@ -21,8 +21,11 @@ RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
 def test_rgb_as_three_minisblack_samples_beyond_pillow(tmp_path):
     path = tmp_path / "minisblack.tiff"
     tifffile.imwrite(path, RGB, photometric="minisblack", planarconfig="contig")
-    with pytest.raises(Exception):  # noqa: B017 - what Pillow makes of it is not an RGB image
-        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), RGB)
+    try:  # Pillow either refuses the file or reads something that is not the RGB image
+        pillow = np.asarray(Image.open(path).convert("RGB"))
+    except (OSError, ValueError):
+        pillow = None
+    assert pillow is None or not np.array_equal(pillow, RGB)
     assert np.array_equal(read_image(path), RGB)
 
 
