@@ -136,6 +136,30 @@ def test_no_module_is_longer_than_one_sitting():
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
+def requirement_names(specs) -> set[str]:
+    import re
+
+    return {re.split(r"[<>=!~;\[ ]", s, maxsplit=1)[0].lower().replace("-", "_") for s in specs}
+
+
+def test_no_extra_pins_what_a_dependency_already_brings():
+    """`hf://` models need no extra (timm, a core dependency, brings huggingface_hub) and
+    `unetkit[serve]` lists Gradio alone (Gradio brings its client)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert "hub" not in extras
+    assert "huggingface_hub" not in requirement_names(s for e in extras.values() for s in e)
+    assert requirement_names(extras["serve"]) == {"gradio"}
+    for package, brings in (("timm", "huggingface_hub"), ("gradio", "gradio_client")):
+        try:
+            assert brings in requirement_names(requires(package) or [])
+        except PackageNotFoundError:
+            pass  # an optional package not installed here
+    assert "timm" in requirement_names(project["dependencies"])
+
+
 def test_the_public_names_are_where_users_look():
     import unetkit
     from unetkit import Predictor, TimmUNet, Trainer, UNet, build_model, load_model

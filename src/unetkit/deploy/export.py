@@ -39,8 +39,6 @@ OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT
 ATOL = 1e-3
 
 
-
-
 def export(run_dir, fmt: str, out, force: bool = False) -> dict:
     """Export a run folder (or hf://user/name) as `fmt` ("onnx" or "hub") to `out`. Files that
     are already there and were not named (the .json beside the .onnx, a Hub folder's files)

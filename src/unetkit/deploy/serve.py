@@ -28,22 +28,6 @@ MAX_UPLOAD = "50mb"  # Gradio refuses bigger files before they reach unetkit
 KEEP_SECONDS = 600  # results offered for download (Gradio's copies) are deleted after 10 min
 
 
-# ---------------------------------------------------------------- gradio-free parts
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- the Gradio app
-
 def import_gradio():
     # Gradio reads this when it is imported: no usage reports sent from a model's page.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -22,9 +22,6 @@ from unetkit.io.tiff import is_tiff, open_tiff
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
-# The allowed values of data.mask_encoding (see the module's docstring).
-
-
 
 
 def open_image(path: str | Path) -> Image.Image:

@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 
 from unetkit import config as config_mod
-from unetkit.core.extras import require
 from unetkit.models.size import MAX_PARAMETERS, check_model_size, meta_model
 from unetkit.runs.ensemble import ensemble_card, is_ensemble
 from unetkit.runs.folder import RunError, read_run_card
@@ -55,8 +54,7 @@ def download_hub_model(repo: str) -> Path:
     if not HUB_ID.match(repo_id):
         raise RunError(f"{HUB_PREFIX}{repo}: a Hub model is named {HUB_PREFIX}user/name "
                        "(optionally @revision)")
-    snapshot_download = require("huggingface_hub", "hub",
-                                f"{HUB_PREFIX}{repo}: loading from the Hub").snapshot_download
+    from huggingface_hub import snapshot_download  # comes with timm, a core dependency
     try:
         return Path(snapshot_download(repo_id, revision=revision or None,
                                       allow_patterns=list(HUB_DOWNLOAD)))
