@@ -95,6 +95,10 @@ def cli_page() -> str:
 # The configuration
 
 
+def _names(names) -> str:
+    return "one of " + ", ".join(f"`{v}`" for v in names) if names else ""
+
+
 def _range_text(bounds) -> str:
     low, high = bounds
     left = "(" if isinstance(low, tuple) else "["
@@ -142,7 +146,7 @@ def _rows_from_dataclasses(cls, prefix: str, ranges, allowed) -> list[tuple]:
             rows += _rows_from_dataclasses(type(value), key + ".", ranges, allowed)
             continue
         if key in allowed:
-            rng = "one of " + ", ".join(f"`{v}`" for v in allowed[key])
+            rng = _names(allowed[key])
         elif key in ranges:
             rng = _range_text(ranges[key])
         else:
@@ -202,10 +206,13 @@ def _rows_from_schema(schema: dict, node: dict, prefix: str) -> list[tuple]:
 
 def config_rows() -> tuple[list[tuple], str]:
     json_schema = getattr(config_mod, "json_schema", None)
+    allowed = config_mod.allowed_values()
     if json_schema is not None:
-        return _rows_from_schema(json_schema(), json_schema(), ""), "`unetkit.config.json_schema()`"
-    rows = _rows_from_dataclasses(config_mod.Config, "", config_mod.RANGES,
-                                  config_mod.allowed_values())
+        schema = json_schema()
+        rows = [(key, kind, rng or _names(allowed.get(key)), default, meaning)
+                for key, kind, rng, default, meaning in _rows_from_schema(schema, schema, "")]
+        return rows, "`unetkit.config.json_schema()` and `config.allowed_values()`"
+    rows = _rows_from_dataclasses(config_mod.Config, "", config_mod.RANGES, allowed)
     return rows, "the schema's dataclasses (`unetkit.config.schema`) and `config.rules.RANGES`"
 
 

@@ -1,0 +1,51 @@
+"""The documentation's generated references cover the code: every verb and option of the
+command line, every configuration key (docs/gen_reference.py, run by `make docs`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from unetkit.cli.main import build_parser
+from unetkit.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_reference", REPO / "docs/gen_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _keys(values: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in values.items():
+        if isinstance(value, dict) and value and name != "augment":
+            keys += _keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def test_cli_reference_names_every_verb_and_option():
+    page = _generator().cli_page()
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for verb, parser in sub.choices.items():
+        assert f"\n## {verb}\n" in page, verb
+        section = page.split(f"\n## {verb}\n")[1].split("\n## ")[0]
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert f"`{option}`" in section, f"{verb} {option}"
+
+
+def test_config_reference_names_every_key_with_its_default():
+    page = _generator().config_page()
+    keys = _keys(Config().to_dict())
+    assert len(keys) > 50
+    for key in keys:
+        assert f"| `{key}` |" in page, key
+    assert "| `train.epochs` | `int` | [1, 1000000] | `20` |" in page
