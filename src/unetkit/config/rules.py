@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from unetkit.config.build import ranges
 from unetkit.config.names import ALLOWED, LOGGERS, LOSS_TERMS
 from unetkit.config.schema import ConfigError
 
@@ -19,36 +20,9 @@ MAX_SIDE = 8192  # data.image_size: each side of the training size
 MAX_CLASSES = 255  # masks are uint8 class indices (and 255 is a usual ignore value)
 
 # key: (lowest, highest) allowed, inclusive unless marked open ("(" / ")" beside it); None: no
-# bound on that side. Fractions and probabilities exclude 1: a threshold of 1 marks nothing.
-RANGES: dict[str, tuple] = {
-    "model.in_channels": (1, 16),
-    "model.base_channels": (1, 1024),
-    "model.depth": (1, 8),
-    "model.head_channels": (0, 4096),
-    "model.freeze_encoder_epochs": (0, None),
-    "data.mask_threshold": (1, 255),
-    "data.split.val_fraction": (0, (1, ")")),
-    "data.split.test_fraction": (0, (1, ")")),
-    "train.epochs": (1, 1_000_000),
-    "train.batch_size": (1, 4096),
-    "train.eval_batch_size": (1, 4096),
-    "train.lr": (("(", 0), 10),
-    "train.weight_decay": (0, 1),
-    "train.warmup_epochs": (0, None),
-    "train.plateau_factor": (("(", 0), (1, ")")),
-    "train.plateau_patience": (0, None),
-    "train.min_lr": (0, 10),
-    "train.samples": (0, 1000),
-    "train.threshold": (("(", 0), (1, ")")),
-    "train.loss.bce": (0, 1000),
-    "train.loss.dice": (0, 1000),
-    "train.loss.structure": (0, 1000),
-    "train.loss.structure_kernel": (1, 255),
-    "train.ema": (0, (1, ")")),  # a decay; 0 turns the average off
-    "train.grad_clip": (0, None),  # 0 turns clipping off
-    "train.log_images_every": (0, None),
-    "data.negative_val_fraction": (0, (1, ")")),
-}
+# bound on that side. Declared beside each key in the schema (ge/gt/le/lt); fractions and
+# probabilities exclude 1: a threshold of 1 marks nothing.
+RANGES: dict[str, tuple] = ranges()
 
 
 def allowed_values() -> dict[str, tuple[str, ...]]:

@@ -14,15 +14,9 @@ from typing import Any
 import yaml
 
 # Checks that need more than one field, and the allowed names, live beside the ranges.
+from unetkit.config.build import all_keys, from_dict, unknown_key_message
 from unetkit.config.rules import validate
-from unetkit.config.schema import (
-    MOVED,
-    Config,
-    ConfigError,
-    _all_keys,
-    _unknown_key_message,
-    from_dict,
-)
+from unetkit.config.schema import MOVED, Config, ConfigError
 from unetkit.core.files import read_limited
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
@@ -64,12 +58,10 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         key, text = item.split("=", 1)
-        key = MOVED.get(key.strip(), key)
-        parts = key.strip().split(".")
-        if key.strip() not in _all_keys():
-            siblings = [k.split(".")[-1] for k in _all_keys() if k.startswith(".".join(parts[:-1]))]
-            raise ConfigError(_unknown_key_message(key.strip(), parts[-1], siblings))
-        _merge_into(values, parts, parse_value(text))
+        key = MOVED.get(key.strip(), key.strip())
+        if key not in all_keys():
+            raise ConfigError(unknown_key_message(key))
+        _merge_into(values, key.split("."), parse_value(text))
     return values
 
 
