@@ -179,8 +179,8 @@ class TrainConfig:
     batch_size: Int = key(8, "images per optimiser step", ge=1, le=4096)
     optimizer: Text = key("adamw", "the optimiser", names=N.OPTIMIZERS)
     lr: Float = key(1e-3, "peak learning rate", gt=0, le=10)
-    weight_decay: Float = key(1e-4, "weight decay of the convolution and linear weights (norm "
-                              "layers and biases get none)", ge=0, le=1)
+    weight_decay: Float = key(1e-4, "decoupled weight decay (adamw) or L2 penalty (adam, sgd)",
+                              ge=0, le=1)
     schedule: Text = key("cosine", "the learning-rate schedule after warm-up (plateau: on "
                          "the monitored score)", names=N.SCHEDULES)
     warmup_epochs: Float = key(0.0, "epochs of linear warm-up", ge=0)
