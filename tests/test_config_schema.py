@@ -4,8 +4,8 @@ Schema documents every key."""
 from __future__ import annotations
 
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from unetkit import config as config_mod
 from unetkit.config import names
 from unetkit.config.build import all_keys
