@@ -15,7 +15,9 @@ import argparse
 from pathlib import Path
 
 from unetkit import config as config_mod
-from unetkit.cli.options import config_args
+from unetkit.cli.options import config_args, device_arg
+
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def _config(args):
@@ -37,15 +39,36 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
                                        "folds there are reused")
     config_args(p, required=False)  # the data's recipe: layout, classes, mask encoding
     p.add_argument("--top", type=int, default=40, help="images shown on the page (default 40)")
-    p.add_argument("--split", dest="splits", action="append", default=[], metavar="NAME=FILE",
-                   help="a split's stems file, for near-duplicates across splits (repeatable; "
-                        "default: the config's split)")
+    p.add_argument("--split", dest="splits", action="append", default=[],
+                   metavar="NAME|FILE|NAME=FILE",
+                   help="a split for near-duplicates across splits (repeatable): train, val or "
+                        "test of the config's split, a file of stems (named after the file), or "
+                        "NAME=FILE (default: the config's split)")
     p.add_argument("--stems", help="audit only the images of this file of stems")
     p.add_argument("--hash-distance", type=int, default=None,
                    help="near-duplicates: at most this many of 64 bits differ in both the phash "
                         "and the dhash (default 4)")
     p.add_argument("--threshold", type=float, help="probability threshold of a binary model")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    device_arg(p)
+
+
+def audit_splits(specs: list[str], data: Path) -> dict[str, Path | None]:
+    """--split NAME (train, val, test: the config's split), FILE (named after the file) or
+    NAME=FILE -> {name: stems file, or None for the config's own split}. A relative FILE not
+    found from here is looked for in the data folder."""
+    splits: dict[str, Path | None] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if sep and (not name or not file):
+            raise config_mod.ConfigError(f"--split {spec}: give NAME=FILE, e.g. "
+                                         "test=splits/pranet-test.txt")
+        if not sep and spec in SPLIT_NAMES:
+            splits[spec] = None
+            continue
+        file = file if sep else spec
+        path = Path(file) if Path(file).is_absolute() or Path(file).exists() else data / file
+        splits[name if sep else path.stem] = path
+    return splits
 
 
 def run_audit(args) -> int:
@@ -53,14 +76,7 @@ def run_audit(args) -> int:
     from unetkit.curation.duplicates import HASH_DISTANCE
     from unetkit.data.folders import read_stems
 
-    splits = {}
-    for spec in args.splits:
-        name, sep, file = spec.partition("=")
-        if not sep or not name or not file:
-            raise config_mod.ConfigError(f"--split {spec}: give NAME=FILE, e.g. "
-                                         "test=splits/pranet-test.txt")
-        splits[name] = Path(file) if Path(file).is_absolute() or Path(file).exists() \
-            else Path(args.data) / file
+    splits = audit_splits(args.splits, Path(args.data))
     stems = read_stems(Path(args.stems)) if args.stems else None
     result = audit(args.data, args.predictions, args.out, cfg=_config(args), folds=args.folds,
                    folds_dir=args.folds_dir, stems=stems, splits=splits or None, top=args.top,

@@ -9,9 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-from unetkit.core.files import write_text
-from unetkit.evaluation.score import ScoreError, score_folders, table_markdown
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("maps", type=Path, help="folder of prediction maps (grey PNG, 8 or 16 "
@@ -31,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unetkit.core.files import write_text
+    from unetkit.evaluation.score import ScoreError, score_folders, table_markdown
+
     if args.json is not None and args.json.exists():
         print(f"unetkit score: {args.json} exists; unetkit does not write over it: choose "
               "another --json file or delete it", file=sys.stderr)

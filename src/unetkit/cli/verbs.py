@@ -21,7 +21,8 @@ def cmd_train(args) -> int:
         resume = Path(args.resume if isinstance(args.resume, str) else args.out or "")
         if not resume.name:
             raise config_mod.ConfigError("--resume needs the run folder: --resume RUN_DIR")
-    cfg = config_mod.for_training(args.recipe, args.config, args.overrides, args.data, resume)
+    overrides = args.overrides + ([f"train.device={args.device}"] if args.device else [])
+    cfg = config_mod.for_training(args.recipe, args.config, overrides, args.data, resume)
     if args.folds is not None:  # one run per fold, then out-of-fold scores (see folds.py)
         from unetkit.training.fit import default_run_dir
         from unetkit.training.folds import train_folds
@@ -44,14 +45,15 @@ def cmd_evaluate(args) -> int:
         scores = evaluate_sequences(args.run_dir, args.data, args.sequences,
                                     Smoothing(args.alarm_k, args.alarm_n, args.ema),
                                     threshold=args.threshold, min_area=args.min_area,
-                                    progress=not args.quiet)
+                                    progress=not args.quiet, device=args.device)
         print_sequences(scores)
         if args.json:
             write_text(args.json, json.dumps(scores, indent=2))
             print(f"wrote {args.json}")
         return 0
     scores = evaluate(args.run_dir, args.data, args.split, args.tta, progress=not args.quiet,
-                      negatives=args.negatives, threshold=args.threshold, min_area=args.min_area)
+                      negatives=args.negatives, threshold=args.threshold, min_area=args.min_area,
+                      device=args.device)
     print_scores(args.split, scores, args.tta)
     for name, s in scores.get("per_class", {}).items():
         print(f"  {name:>20}: dice {s['dice']:.4f}  iou {s['iou']:.4f}  mDice {s['mDice']:.4f}")
@@ -96,7 +98,7 @@ def cmd_calibrate(args) -> int:
     from unetkit.clinical.calibrate import calibrate
 
     r = calibrate(args.run_dir, args.data, args.max_false_alarm, args.split, args.negatives,
-                  args.tta, progress=not args.quiet)
+                  args.tta, progress=not args.quiet, device=args.device)
     print(f"{r['frames_positive']} frames with foreground, {r['frames_negative']} without")
     for name in ("before", "after"):
         s = r[name]
@@ -115,7 +117,8 @@ def cmd_report(args) -> int:
 
     out = write_report(args.run_dir, args.data, args.negatives, args.out, tta=args.tta,
                        progress=not args.quiet, threshold=args.threshold,
-                       min_area=args.min_area, compare=args.compare, published=args.published)
+                       min_area=args.min_area, compare=args.compare, published=args.published,
+                       device=args.device)
     print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {out / 'per_image.csv'}")
     return 0
 
@@ -134,8 +137,9 @@ def cmd_predict(args) -> int:
         smoothing = Smoothing(args.alarm_k, args.alarm_n, args.ema)
         for s in predict_videos(args.run_dir, videos, args.out, smoothing, args.threshold,
                                 args.min_area, args.backend, masks=args.masks,
-                                overlay_video=not args.no_video, style=args.style,
-                                max_frames=args.max_frames, progress=not args.quiet):
+                                overlay_video=not args.no_video, style=args.style or "outline",
+                                max_frames=args.max_frames, progress=not args.quiet,
+                                device=args.device):
             print(f"{s['source']}: {s['frames']} frames at {s['fps_achieved']} frames/s, "
                   f"{s['alarm_count']} alarms ({s['alarm_total_s']} s) -> "
                   f"{Path(args.out) / video_name(s['source'])}")
@@ -146,7 +150,9 @@ def cmd_predict(args) -> int:
                            threshold=args.threshold, min_area=args.min_area,
                            overlays=args.overlay, probs=args.probs,
                            progress=not args.quiet, tile=args.tile,
-                           tile_overlap=args.tile_overlap, backend=args.backend or "torch")
+                           tile_overlap=args.tile_overlap, backend=args.backend or "torch",
+                           device=args.device, style=args.style or "tint",
+                           colormap=args.colormap)
     print(f"wrote {result['written']} masks to {result['out']}")
     if result["failed"]:
         print(f"{len(result['failed'])} files could not be read:", file=sys.stderr)
@@ -160,7 +166,7 @@ def cmd_submit(args) -> int:
     from unetkit.deploy.submit import submit
 
     result = submit(args.run_dir, args.data, args.format, args.out, tta=args.tta,
-                    progress=not args.quiet)
+                    progress=not args.quiet, device=args.device)
     print(f"wrote {result['rows']} rows for {result['images']} images to {result['out']}")
     return 0
 
@@ -217,12 +223,14 @@ def cmd_recipes(args) -> int:
 def cmd_demo(args) -> int:
     from unetkit.cli.demo import run_demo
 
-    run_demo(args.out, progress=not args.quiet)
+    run_demo(args.out, progress=not args.quiet,
+             overrides=[f"train.device={args.device}"] if args.device else [])
     return 0
 
 
 def cmd_serve(args) -> int:
     from unetkit.deploy.serve import serve
 
-    serve(args.run_dir, host=args.host, port=args.port)  # a missing Gradio: see cli.main
+    # a missing Gradio: see cli.main
+    serve(args.run_dir, host=args.host, port=args.port, device=args.device)
     return 0

@@ -110,7 +110,13 @@ def read_yaml(path: str | Path, inside: str | Path | None = None) -> dict:
 
 def load(recipe: str | None = None, file: str | None = None, overrides: list[str] = (),
          data_root: str | None = None, inside: str | Path | None = None) -> Config:
-    """Build the configuration of a run: defaults <- recipe or file <- --data <- --set."""
+    """Build the configuration of a run: defaults <- recipe or file <- --data <- --set.
+
+    `recipe`: a shipped recipe's name (`recipe_names()`); `file`: a YAML file (both: the file
+    changes the recipe); `data_root`: the data folder (data.root); `overrides`: "KEY=VALUE"
+    strings as `--set` takes them, e.g. ["train.epochs=5", "model.encoder=resnet34"].
+    Returns a validated `Config`; `ConfigError` names a wrong key or value. Train it with
+    `unetkit.Trainer(cfg, run_dir).fit()` (see docs/python-api.md)."""
     values: dict = {}
     if recipe:
         values = read_yaml(recipe_path(recipe))

@@ -94,10 +94,13 @@ def resolve_source(predictions, data_dir: Path, out_dir: Path, cfg, folds: int |
 
 def split_names(items, root: Path, cfg, splits) -> dict[str, str]:
     """{stem: split name}: from `splits` ({name: stems file or list of stems}) when given, else
-    the split the configuration trains with ({} when it cannot be made)."""
+    the split the configuration trains with ({} when it cannot be made). A name given None
+    stands for that part (train, val, test) of the configuration's split."""
     if splits:
         out = {}
         for name, stems in splits.items():
+            if stems is None:  # the configuration's own split of that name
+                stems = [it.name for it in split_items(items, root, cfg.data.split)[name]]
             for stem in (read_stems(Path(stems)) if isinstance(stems, (str, Path)) else stems):
                 out[stem] = name
         return out

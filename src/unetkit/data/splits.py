@@ -142,3 +142,14 @@ def fold_splits(items: list[Item], k: int, seed: int = 0, group_by: str | None =
     for key in keys:
         min(folds, key=len).extend(groups[key])
     return [sorted(f, key=lambda it: it.name) for f in folds]
+
+
+def parse_data_split(text: str) -> tuple[Path, str | None]:
+    """`DIR` or `DIR:SPLIT` (the command line's --data) -> (DIR, SPLIT or None). A folder whose
+    own name holds a colon stays whole, and so does a drive letter (C:\\data)."""
+    if Path(text).is_dir() or ":" not in text:
+        return Path(text), None
+    folder, split = text.rsplit(":", 1)
+    if len(folder) <= 1 or split.startswith(("\\", "/")):
+        return Path(text), None
+    return Path(folder), split or None

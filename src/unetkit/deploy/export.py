@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unetkit.config.names import EXPORT_FORMATS
 from unetkit.core.extras import require
 from unetkit.core.files import atomic_write, check_outputs, write_text, written_by_unetkit
 from unetkit.core.version import __version__
@@ -31,7 +32,7 @@ from unetkit.runs.check import read_model_card, resolve_model_dir
 from unetkit.runs.folder import RunError
 from unetkit.runs.loading import load_model
 
-FORMATS = ("onnx", "hub", "int8")  # int8: quantize.export_int8 (needs images to check on)
+FORMATS = EXPORT_FORMATS  # int8: quantize.export_int8 (needs images to check on)
 HUB_FILES = ("model.safetensors", "config.json", "operating_point.json", "README.md")
 OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT / OpenVINO
 # Largest |ONNX - PyTorch| logit difference accepted at export time. Float32 kernels differ in

@@ -23,23 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
-from unetkit.core.files import atomic_write, write_text
+from unetkit.core.files import write_text
 from unetkit.data.negatives import folder_label
+from unetkit.data.splits import parse_data_split
 from unetkit.evaluation.paper_table import paper_table
 from unetkit.inference.detection import foreground
-from unetkit.io.plots import class_palette, panel, save_png
+from unetkit.io.plots import class_palette, figure, panel, save_figure, save_png
 
 WORST = 6  # worst-case panels per data set
 RELIABILITY_BINS = 10
-THUMB = 192  # panel tiles are at most this high
+THUMB = 256  # panel tiles' height (plots.panel); frames are first strided down near it
 
 
-def parse_data_arg(text: str) -> tuple[Path, str]:
-    """DIR or DIR:SPLIT (split: train, val, test, all or a file of stems; default all)."""
-    if Path(text).is_dir() or ":" not in text:
-        return Path(text), "all"
-    folder, split = text.rsplit(":", 1)
-    return Path(folder), split or "all"
+def _data_set(data) -> tuple[Path, str]:
+    """(DIR, SPLIT) as given, or the command line's `DIR[:SPLIT]` (split default: all)."""
+    if isinstance(data, (tuple, list)):
+        return Path(data[0]), data[1]
+    folder, split = parse_data_split(str(data))
+    return folder, split or "all"
 
 
 def format_frames(s: dict) -> str:
@@ -51,6 +52,14 @@ def format_frames(s: dict) -> str:
             f"sensitivity {pct(s['sensitivity'])}, false alarms {pct(s['false_alarm_rate'])}, "
             f"AUROC {auroc}; threshold {s['threshold']:.2f}, min_area {s['min_area']:.4f} "
             f"({s['operating_point']})")
+
+
+def panel_title(row: dict) -> str:
+    """A worst case's caption: the Dice of a frame with foreground; for a frame without, the
+    share of it flagged (its Dice says nothing: any flagged pixel makes it 0)."""
+    if row["positive"]:
+        return f"{row['name']}: dice {row['dice']:.2f}"
+    return f"{row['name']}: no foreground, {row['predicted_area']:.1%} flagged"
 
 
 class Collector:
@@ -74,18 +83,19 @@ class Collector:
         if badness > 0 and (len(self.worst) < WORST or badness > self.worst[-1][0]):
             step = max(1, int(np.ceil(image.shape[0] / THUMB)))
             small = (image[::step, ::step], truth[::step, ::step], labels[::step, ::step])
-            tile = panel(*small, self.palette, f"{row['name']} dice {row['dice']:.2f}")
+            tile = panel(*small, self.palette, panel_title(row), tile=THUMB)
             self.worst = sorted(self.worst + [(badness, row["name"], tile)],
                                 key=lambda t: -t[0])[:WORST]
 
 
-def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool = False,
+def write_report(run_dir, data: list, negatives: list[str], out, tta: bool = False,
                  progress: bool = True, threshold: float | None = None,
                  min_area: float | None = None, compare: list = (),
-                 published: bool = False) -> Path:
-    """report.md, report.html, per_image.csv and the pictures of `run_dir`; the papers' table
-    has a row for it and for each run of `compare` (scored on the same --data sets), and, with
-    `published`, the published rows of `paper_table.PUBLISHED`."""
+                 published: bool = False, device: str | None = None) -> Path:
+    """report.md, report.html, per_image.csv and the pictures of `run_dir` scored on each of
+    `data` ("DIR" or "DIR:SPLIT" strings, or (DIR, SPLIT) pairs; split default all); the
+    papers' table has a row for it and for each run of `compare` (scored on the same sets), and,
+    with `published`, the published rows of `paper_table.PUBLISHED`."""
     from unetkit.evaluation.evaluate import evaluate
     from unetkit.runs.check import run_config
 
@@ -93,7 +103,7 @@ def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool 
     cfg = run_config(run_dir)
     palette = class_palette(cfg.num_classes, cfg.data.class_colors)
     sets = [(f"{d.name}:{split}" if split != "all" else d.name, d, split, [])
-            for d, split in map(parse_data_arg, data)]
+            for d, split in map(_data_set, data)]
     sets += [(folder_label(Path(n)), None, "all", [n]) for n in negatives]
     if not sets:
         from unetkit.data.folders import DataError
@@ -103,7 +113,8 @@ def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool 
         set_rows: list[dict] = []
         col = Collector(palette)
         scores = evaluate(run_dir, folder, split, tta, negatives=negs, progress=progress,
-                          rows=set_rows, on_frame=col, threshold=threshold, min_area=min_area)
+                          rows=set_rows, on_frame=col, threshold=threshold, min_area=min_area,
+                          device=device)
         results.append((name, scores))
         rows += [{"set": name, **r} for r in set_rows]
         collectors.append((name, col, set_rows))
@@ -111,7 +122,7 @@ def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool 
     pictures = _pictures(out, collectors)
     write_text(out / "per_image.csv", _csv(rows))
     data_sets = [(name, folder, split) for name, folder, split, negs in sets if not negs]
-    table = _paper(run_dir, dict(results), data_sets, compare, tta, progress, published)
+    table = _paper(run_dir, dict(results), data_sets, compare, tta, progress, published, device)
     md = _markdown(run_dir, results, pictures, table)
     write_text(out / "report.md", md)
     write_text(out / "report.html", _html(md, run_dir))
@@ -119,7 +130,7 @@ def write_report(run_dir, data: list[str], negatives: list[str], out, tta: bool 
 
 
 def _paper(run_dir, first: dict, data_sets: list, compare: list, tta: bool, progress: bool,
-           published: bool) -> str:
+           published: bool, device: str | None = None) -> str:
     """The papers' table (see paper_table): the report's run, then each run of `compare`."""
     from unetkit.evaluation.evaluate import evaluate
     from unetkit.evaluation.frames import same_folder
@@ -132,7 +143,7 @@ def _paper(run_dir, first: dict, data_sets: list, compare: list, tta: bool, prog
         scores = {}
         for name, folder, split in data_sets:
             result = first[name] if i == 0 else evaluate(run, folder, split, tta,
-                                                         progress=progress)
+                                                         progress=progress, device=device)
             scores[name] = result["field"]
         root = run_config(run).data.root
         unseen[label] = [name for name, folder, _ in data_sets if not same_folder(folder, root)]
@@ -150,12 +161,8 @@ def _csv(rows: list[dict]) -> str:
 
 
 def _pictures(out: Path, collectors) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = figure(6, 3.6)
+    ax = fig.subplots()
     for name, _, rows in collectors:
         dice = [r["dice"] for r in rows if r["positive"]]
         if dice:
@@ -163,12 +170,12 @@ def _pictures(out: Path, collectors) -> dict:
                     label=f"{name} ({len(dice)})")
     ax.set(xlabel="per-image Dice (frames with foreground)", ylabel="images",
            title="Per-image Dice")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(out / "dice_histograms.png", lambda t: fig.savefig(t, format="png", dpi=100))
-    plt.close(fig)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    save_figure(fig, out / "dice_histograms.png")
 
-    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    fig = figure(4.2, 4.2)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
     for name, col, _ in collectors:
         seen = col.total > 0
@@ -177,9 +184,7 @@ def _pictures(out: Path, collectors) -> dict:
     ax.set(xlabel="predicted foreground probability", ylabel="observed foreground frequency",
            title="Reliability (pixels)", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(out / "reliability.png", lambda t: fig.savefig(t, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, out / "reliability.png")
 
     worst = {}
     for name, col, _ in collectors:
@@ -209,7 +214,7 @@ def _md(text: str) -> str:
 
 
 def _markdown(run_dir, results, worst, paper: str = "") -> str:
-    lines = [f"# unetkit report: `{run_dir}`", "",
+    lines = [f"# unetkit report: {_md(run_dir)}", "",
              "Pixel scores (the papers' columns; mDice@point, mIoU@point: per image then "
              "averaged; dice: from pixel counts summed over the set) count the frames with "
              "foreground only. A frame is flagged when its "
@@ -264,7 +269,7 @@ def _html(md: str, run_dir) -> str:
                 table.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
             continue
         if table:
-            body.append("<table>" + "".join(table) + "</table>")
+            body.append('<div class="table"><table>' + "".join(table) + "</table></div>")
             table = []
         if line.startswith("!["):
             alt, src = line[2:].split("](", 1)
@@ -278,9 +283,13 @@ def _html(md: str, run_dir) -> str:
             text = html.escape(line).replace("`", "")
             link = '<a href="per_image.csv">per_image.csv</a>'
             body.append(f"<p>{text.replace('[per_image.csv](per_image.csv)', link)}</p>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
-             "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:"
-             "100%;display:block;margin:6px 0}")
+    # Wide tables (the papers' table with --published and --compare) scroll inside their own
+    # box instead of running off the page; long names wrap.
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             ".table{overflow-x:auto;margin:1em 0}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;"
+             "overflow-wrap:anywhere}th{background:#f3f3f3}td:first-child,th:first-child"
+             "{text-align:left;min-width:8em}img{max-width:100%;display:block;margin:6px 0}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>unetkit report "
             f"{html.escape(str(run_dir))}</title><style>{style}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")

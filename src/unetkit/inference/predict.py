@@ -12,9 +12,10 @@ from tqdm.auto import tqdm
 
 from unetkit.core.files import atomic_write, check_outputs
 from unetkit.data.folders import list_images
-from unetkit.inference.detection import PointError, check_point
+from unetkit.inference.detection import PointError, check_point, foreground
 from unetkit.inference.predictor import PixelGate, parallel_predictor
 from unetkit.inference.summary import summarize, write_summaries
+from unetkit.io import plots
 from unetkit.io.budget import MAX_BATCH_PIXELS, ImageError
 from unetkit.io.images import check_pixel_budget, pixel_batches
 from unetkit.io.plots import color_mask, overlay, save_png
@@ -46,14 +47,15 @@ def output_stem(out_dir: Path, path: Path) -> Path:
 
 
 def planned_outputs(files: list[Path], out_dir: Path, binary: bool, overlays: bool,
-                    probs: bool) -> list[tuple[Path, str]]:
+                    probs: bool, colormap: str | None = None) -> list[tuple[Path, str]]:
     """Every (output file, input it is made from) `predict_files` will write."""
     planned = []
     for path in files:
         stem = output_stem(out_dir, path)
         names = [".png"] + (["_color.png"] if not binary else []) + \
             (["_overlay.png"] if overlays else []) + \
-            ([("_prob.png" if binary else "_probs.npy")] if probs else [])
+            ([("_prob.png" if binary else "_probs.npy")] if probs else []) + \
+            (["_prob_color.png"] if probs and colormap else [])
         planned += [(Path(f"{stem}{suffix}"), str(path)) for suffix in names]
     return planned + [(out_dir / name, "the summary") for name in ("summary.json", "summary.csv")]
 
@@ -63,15 +65,25 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                   overlays: bool = False, probs: bool = False,
                   batch_size: int = 16, device: str | None = None, progress: bool = True,
                   tile: bool = False, tile_overlap: float = 0.5, backend: str = "torch",
-                  log=print) -> dict:
+                  style: str = "tint", colormap: str | None = None, log=print) -> dict:
     """Write a mask PNG per input image (0/255 for binary, class indices otherwise, at the
     image's size), plus a colour mask for multi-class models, overlays and probability maps on
     request, and summary.json / summary.csv (area, bounding box and connected components per
-    class and image). Unreadable files and files over the pixel budget are reported and
-    skipped; the rest are still predicted. Outputs that would replace an input, a run folder's
-    file or each other are refused before anything is written. With ONNX Runtime, one image
-    per core is read, predicted and written at once (`inference_workers`)."""
+    class and image). `style`: overlays tint the prediction or outline it; `colormap` (a
+    matplotlib colour map's name): also STEM_prob_color.png, the foreground probability in
+    colour, beside the grey STEM_prob.png that `unetkit score` reads. Unreadable files and
+    files over the pixel budget are reported and skipped; the rest are still predicted.
+    Outputs that would replace an input, a run folder's file or each other are refused before
+    anything is written. With ONNX Runtime, one image per core is read, predicted and written
+    at once (`inference_workers`)."""
     check_prediction_options(threshold, tile_overlap, min_area)
+    if colormap:
+        try:
+            plots.colormap(np.zeros((1, 1)), colormap)  # an unknown name fails before the work
+        except ValueError as exc:
+            raise RunError(f"--colormap: {exc}") from None
+        if not probs:
+            raise RunError("--colormap colours the probability maps: add --probs")
     predictor, workers = parallel_predictor(run_dir, device, backend, tta=tta,
                                             threshold=threshold, tile=tile,
                                             tile_overlap=tile_overlap, min_area=min_area)
@@ -90,7 +102,8 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
         except ImageError as exc:
             failed.append(str(exc))
             log(f"skipped: {exc}")
-    check_outputs(planned_outputs(good, out_dir, binary, overlays, probs), inputs=files,
+    check_outputs(planned_outputs(good, out_dir, binary, overlays, probs, colormap),
+                  inputs=files,
                   input_dirs=[Path(n) for n in inputs if Path(n).is_dir()],
                   run_dirs=[resolve_model_dir(run_dir)])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +131,8 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                 if not binary:
                     save_png(f"{stem}_color.png", color_mask(labels, predictor.palette))
                 if overlays:
-                    save_png(f"{stem}_overlay.png", overlay(img, labels, predictor.palette))
+                    save_png(f"{stem}_overlay.png",
+                             overlay(img, labels, predictor.palette, style=style))
                 if probs:
                     if binary:
                         prob = (p[0] * 255).round().byte().cpu().numpy()
@@ -126,6 +140,9 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                     else:
                         arr = p.cpu().numpy().astype(np.float16)
                         atomic_write(f"{stem}_probs.npy", lambda f, a=arr: np.save(f, a))
+                    if colormap:
+                        save_png(f"{stem}_prob_color.png",
+                                 plots.colormap(foreground(p), colormap))
         bar.update(len(batch))
         return summaries, errors
 

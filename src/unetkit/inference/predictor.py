@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image as PILImage
 
+from unetkit.config.names import BACKENDS
 from unetkit.data.preprocess import Preprocess
 from unetkit.inference.detection import (
     OperatingPoint,
@@ -35,12 +37,15 @@ from unetkit.inference.detection import (
     resolve_point,
 )
 from unetkit.inference.tiling import sliding_window
+from unetkit.io.budget import ImageError
+from unetkit.io.images import to_array
 from unetkit.io.plots import class_palette
 from unetkit.runs.check import check_onnx_model, resolve_model_dir, run_config
 from unetkit.runs.folder import RunError
 from unetkit.runs.loading import load_model
 
-BACKENDS = ("torch", "onnx", "int8")
+Image = str | Path | np.ndarray  # what `Predictor.predict` takes: a file or a uint8 array
+
 # The ONNX files a run folder may hold: `unetkit export RUN --format onnx|int8` writes them.
 ONNX_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx"}
 
@@ -79,6 +84,19 @@ class PixelGate:
 
 
 class Predictor:
+    """A trained model with its run's pre- and post-processing: images in, masks out.
+
+        predictor = Predictor.from_run("runs/kvasir-binary")    # or hf://user/name
+        mask = predictor.predict("polyp.jpg")                   # (H, W) uint8 class indices
+        masks = predictor.predict([array1, "b.png"])            # a list in, a list out
+        probs = predictor.probabilities([array1])               # (K, H, W) tensors
+
+    `model`: a `torch.nn.Module` (or an ONNX model); `cfg`: its run's configuration. `tta`
+    averages over flips; `threshold` / `min_area` override the run's operating point (`point`,
+    read from the run folder by `from_run`); `tile` slides a window of the training size over
+    large images instead of resizing them.
+    """
+
     def __init__(self, model, cfg, device: str | torch.device = "cpu", tta: bool = False,
                  threshold: float | None = None, tile: bool = False, tile_overlap: float = 0.5,
                  min_area: float | None = None, point: OperatingPoint | None = None,
@@ -192,9 +210,43 @@ class Predictor:
             return labels_at(probs, self.threshold, self.min_area)
         return probs.argmax(0).to(torch.uint8).cpu().numpy()
 
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """(H, W, C) uint8 images of any sizes -> (H, W) uint8 class maps at the same sizes."""
-        return [self.labels(p) for p in self.probabilities(images)]
+    def predict(self, images: Image | list[Image], batch_size: int = 16
+                ) -> np.ndarray | list[np.ndarray]:
+        """Masks for one image, or for a list of images.
+
+        An image is a file's path (str or Path), or a uint8 array: (H, W) grey, or (H, W, C)
+        with C = 1, 3 (RGB, as PIL and imageio give; OpenCV's BGR needs `[..., ::-1]`) or 4.
+        Any size: the image is resized to the model's input and the mask back to the image's
+        size.
+
+        Returns, for one image, one (H, W) uint8 array of class indices (binary models: 0
+        background, 1 foreground; multi-class: 0..K-1 as `cfg.data.classes` names them); for
+        a list, a list of such masks in the same order. The run's operating point (threshold,
+        minimum area) applies, as in `unetkit predict`.
+        """
+        single = not isinstance(images, (list, tuple))
+        arrays = [self.image(x) for x in ([images] if single else images)]
+        masks = [self.labels(p) for i in range(0, len(arrays), batch_size)
+                 for p in self.probabilities(arrays[i:i + batch_size])]
+        return masks[0] if single else masks
+
+    def image(self, image: Image) -> np.ndarray:
+        """One image (a path or an array, see `predict`) as the (H, W, C) uint8 array the
+        model's preprocessing takes."""
+        if isinstance(image, (str, Path)):
+            return self.read(image)
+        if not isinstance(image, np.ndarray):
+            raise ImageError(f"an image is a file path or a NumPy array, not "
+                             f"{type(image).__name__}")
+        if image.dtype != np.uint8:
+            raise ImageError(f"an image array must be uint8 (0..255), not {image.dtype}; "
+                             "e.g. (x * 255).round().astype(np.uint8) for values in [0, 1]")
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[..., 0]
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise ImageError(f"an image array is (H, W) or (H, W, C) with C = 1, 3 or 4; got "
+                             f"shape {image.shape}")
+        return to_array(PILImage.fromarray(image), self.channels)
 
 
 def parallel_predictor(run_dir, device: str | None, backend: str,

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from unetkit.core.extras import require
 from unetkit.io import budget
 from unetkit.io.budget import ImageError
-from unetkit.io.plots import save_png
+from unetkit.io.plots import outline, save_png
 
 # FFmpeg input formats of capture devices, given as FORMAT:DEVICE (e.g. v4l2:/dev/video0);
 # lavfi is FFmpeg's virtual device (lavfi:testsrc=size=720x576:rate=25).
@@ -106,16 +106,6 @@ def _font(height: int):
         return ImageFont.load_default(size=max(12, height // 28))
     except TypeError:  # Pillow built without FreeType: the fixed bitmap font
         return ImageFont.load_default()
-
-
-def outline(labels: np.ndarray) -> np.ndarray:
-    """Pixels of the foreground that touch another class (4-neighbours), 2 pixels thick."""
-    edge = np.zeros(labels.shape, bool)
-    edge[1:] |= labels[1:] != labels[:-1]
-    edge[:-1] |= labels[1:] != labels[:-1]
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
-    return edge
 
 
 def draw_frame(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, classes: list[str],

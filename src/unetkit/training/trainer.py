@@ -326,7 +326,8 @@ class Trainer:
 
     def finish(self) -> None:
         """curves.png and the sample panels, from the best weights."""
-        plot_curves(self.history, self.run_dir / "curves.png")
+        plot_curves(self.history, self.run_dir / "curves.png",
+                    side_losses=bool(self.cfg.train.deep_supervision))
         load_weights(unwrap(self.model), self.run_dir / "model.safetensors")
         for name, image in self.sample_panels():
             save_png(self.run_dir / "samples" / f"{name}.png", image)
