@@ -12,13 +12,15 @@ from PIL import Image, ImageFilter
 
 from conftest import real_data
 from unetkit.cli import score as cli_score
-from unetkit.evaluation.distance import distance_transform
 from unetkit.evaluation.field_metrics import FieldMetrics, image_scores, resize_map, to_uint8_map
 from unetkit.evaluation.score import ScoreError, score_folders
 
 sod = pytest.importorskip("py_sod_metrics", reason="pysodmetrics (the `test` extra) is the "
                           "reference these tests compare with")
 TOL = 1e-3
+# The weighted F-measure uses the reference's own distance transform (scipy's), so only the
+# weights of pixels beyond FAR (within 2^-20 of theirs) and summation order remain.
+WFM_TOL = 1e-7
 KEYS = ("mDice", "mIoU", "maxDice", "wFm", "Sm", "meanEm", "maxEm", "adpEm", "MAE")
 
 
@@ -53,8 +55,10 @@ class Reference:
 
 
 def assert_close(ours: dict, ref: dict, what: str) -> None:
-    bad = {k: (ours[k], float(ref[k])) for k in KEYS if not abs(ours[k] - ref[k]) <= TOL}
-    assert not bad, f"{what}: (unetkit, pysodmetrics) differ by more than {TOL}: {bad}"
+    bad = {k: (ours[k], float(ref[k])) for k in KEYS
+           if not abs(ours[k] - ref[k]) <= (WFM_TOL if k == "wFm" else TOL)}
+    assert not bad, f"{what}: (unetkit, pysodmetrics) differ by more than {TOL} ({WFM_TOL} for "\
+                    f"wFm): {bad}"
 
 
 def fake_prediction(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -206,19 +210,6 @@ def test_polyp_on_the_last_row_is_finite_where_the_reference_gives_nan():
         ref = Reference().step(pred, gt)
     assert np.isnan(ref["Sm"]) and 0 <= scores["Sm"] <= 1
     assert_close(scores, dict(ref, Sm=scores["Sm"]), "last-row polyp")
-
-
-def test_distance_transform_is_exact():
-    ndimage = pytest.importorskip("scipy.ndimage")
-    rng = np.random.default_rng(5)
-    for shape, density in (((37, 53), 0.01), ((64, 30), 0.002), ((20, 20), 0.3)):
-        fg = rng.random(shape) < density
-        fg[rng.integers(shape[0]), rng.integers(shape[1])] = True
-        d2, rows, cols = distance_transform(fg)
-        assert np.allclose(np.sqrt(d2), ndimage.distance_transform_edt(~fg))
-        assert fg[rows, cols].all()  # the nearest pixel is a truth pixel at that distance
-        yy, xx = np.indices(shape)
-        assert np.array_equal((rows - yy) ** 2 + (cols - xx) ** 2, d2)
 
 
 # score_folders and the `unetkit score` verb -----------------------------------------------

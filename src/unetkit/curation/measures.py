@@ -30,9 +30,10 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from unetkit.inference.summary import EIGHT  # 8-connectivity, as predict's summaries count
+
 MIN_COMPONENT = 0.001  # components under 0.1 % of the image are specks, not polyps
 COVERED = 0.10  # a component the other side covers less than this is "not in the other"
-EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 # Weights of the terms of the suspicion score (each term in [0, 1], see `suspicion`).
 WEIGHTS = {"overlap": 0.35, "boundary": 0.2, "polyps": 0.15, "confidence": 0.2, "area": 0.1,
            "classes": 0.2}

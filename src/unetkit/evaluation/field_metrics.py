@@ -13,7 +13,8 @@ A quadrant of the S-measure's region score with no pixel counts 0 (the reference
 
 Everything but the weighted F-measure comes from one histogram of (quadrant, truth, grey level),
 so an image costs a few passes; the weighted F-measure needs an exact Euclidean distance
-transform with nearest-pixel indices (distance.py), on the truth's box + FAR pixels.
+transform with nearest-pixel indices (scipy.ndimage's, as the reference), on the truth's box +
+FAR pixels.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from unetkit.evaluation.distance import distance_transform
+from scipy import ndimage
 
 EPS = np.spacing(1)  # MATLAB's eps, as the reference uses
 LEVELS = 256
@@ -213,6 +213,17 @@ def _filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     return sum(k[i] * rows[i:i + h] for i in range(len(k)))
 
 
+def nearest_truth(fg: np.ndarray, region: tuple[slice, slice]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(d2, rows, cols) for a bool mask with at least one True: every pixel's squared distance
+    to the nearest True pixel, and that pixel's row and column for the pixels of `region`. The
+    reference's transform (scipy's), so that between equally near pixels it picks the same."""
+    rows, cols = ndimage.distance_transform_edt(~fg, return_distances=False, return_indices=True)
+    yy, xx = np.indices(fg.shape)
+    d2 = (rows - yy) ** 2 + (cols - xx) ** 2  # exact integers, for the weights' lookup table
+    return d2, rows[region], cols[region]
+
+
 def weighted_fmeasure(key: np.ndarray, gt: np.ndarray, err: np.ndarray, err_sum: float,
                       beta2: float = 1.0) -> float:
     """Margolin et al.'s weighted F-measure as the reference's MATLAB port computes it; `err`
@@ -232,7 +243,7 @@ def weighted_fmeasure(key: np.ndarray, gt: np.ndarray, err: np.ndarray, err_sum:
     r0, r1 = max(rows[0] - 3, 0) - y0, min(rows[-1] + 4, h) - y0
     c0, c1 = max(cols[0] - 3, 0) - x0, min(cols[-1] + 4, w) - x0
     box = (slice(r0, r1), slice(c0, c1))
-    d2, near_r, near_c = distance_transform(gt[y0:y1, x0:x1], box)
+    d2, near_r, near_c = nearest_truth(gt[y0:y1, x0:x1], box)
     err_c = err[key[y0:y1, x0:x1]]
     truth = gt[y0:y1, x0:x1][box]
     et = np.where(truth, err_c[box], err_c[near_r, near_c])  # edges: their own error
