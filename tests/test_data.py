@@ -96,7 +96,7 @@ def test_declared_folders(tmp_path):
 def test_unknown_layout_says_how_to_declare_it(tmp_path):
     write_pair(tmp_path, "a", "pics", "labels")
     with pytest.raises(DataError,
-                       match=r"no known layout .*--set data.images=DIR --set data.masks=DIR"):
+                       match=r"no known layout.*--set data.images=pics data.masks=labels"):
         pair_items(tmp_path, cfg().data)
     with pytest.raises(DataError, match="no such data folder"):
         pair_items(tmp_path / "nowhere", cfg().data)

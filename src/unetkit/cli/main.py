@@ -236,7 +236,9 @@ def normalize(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse(argv)
+    args.argv = argv  # for the command line a fix leads to (cli.hints)
     from unetkit import config as config_mod
     from unetkit.core.extras import MissingExtra
     from unetkit.core.files import OutputError
@@ -249,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (config_mod.ConfigError, DataError, ImageError, RunError, OutputError, PointError,
             MissingExtra, FileNotFoundError, FloatingPointError) as exc:
+        fix = getattr(exc, "fix", None)
+        if fix:  # the whole command to run next, on the same line: an error is one line
+            from unetkit.cli.hints import command_with
+
+            exc = f"{exc}; run: {command_with(argv, fix)}"
         print(f"unetkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, an unwritable folder: the message names the path

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,10 +53,16 @@ def check_items(items: list[Item], decoder: MaskDecoder, channels: int = 3,
 
 def problems_error(where: str, problems: list[str]) -> DataError:
     """One error listing the first problems found, with the command that lists them all."""
-    shown = "\n  ".join(problems[:10])
-    more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+    grouped = group_problems(problems)
+    shown = "\n  ".join(grouped[:10])
+    more = f"\n  ... and {len(grouped) - 10} more" if len(grouped) > 10 else ""
     return DataError(f"{where}: {len(problems)} problems; fix them (or see all with `unetkit "
-                     f"check-data {where}`):\n  {shown}{more}")
+                     f"check-data {where}`):\n  {shown}{more}", fixes(problems))
+
+
+def fixes(problems: list[str]) -> tuple[str, ...]:
+    """The `--set` changes the problems name as their fix, each once, in order."""
+    return tuple(dict.fromkeys(f for p in problems for f in getattr(p, "fix", ())))
 
 
 def check_data(root: Path, cfg, progress: bool = True) -> tuple[int, list[str]]:
@@ -66,3 +73,25 @@ def check_data(root: Path, cfg, progress: bool = True) -> tuple[int, list[str]]:
         return 0, [str(exc)]
     problems += check_items(items, MaskDecoder.from_config(cfg), cfg.model.in_channels, progress)
     return len(items), problems
+
+
+def group_problems(problems: list[str], examples: int = 3) -> list[str]:
+    """One line per kind of problem: how many files, the first one's message, and up to
+    `examples` files. Problems of one kind differ only in file names and numbers."""
+    groups: dict[str, list[str]] = {}
+    for p in problems:
+        path, sep, message = p.partition(": ")
+        if not sep or "/" not in path and "\\" not in path:
+            path, message = "", p
+        key = re.sub(r"'[^']*'|\d+(\.\d+)?", "#", message.replace(path, ""))
+        groups.setdefault(key, []).append(p)
+    lines = []
+    for found in groups.values():
+        if len(found) == 1:
+            lines.append(found[0])
+            continue
+        names = [Path(p.partition(": ")[0]).name for p in found[:examples]]
+        message = found[0].partition(": ")[2]
+        more = ", ..." if len(found) > examples else ""
+        lines.append(f"{len(found)} files: {message} (e.g. {', '.join(names)}{more})")
+    return lines

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from unetkit.data.folders import DataError, Item, pair_items, read_stems
+from unetkit.data.layouts import data_base
 from unetkit.data.tables import read_table
 
 
@@ -17,7 +18,9 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
     by_name = {it.name: it for it in items}
 
     def from_file(name: str) -> list[Item]:
-        path = Path(name) if Path(name).is_absolute() else root / name
+        path = split_path(root, name)
+        if not path.is_file():
+            raise missing_split(split_cfg, path)
         stems = read_stems(path)
         missing = [s for s in stems if s not in by_name]
         if missing:
@@ -48,18 +51,32 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
                         split_cfg.group_by, group_table(root, split_cfg))
 
 
+def split_path(root: Path, name: str) -> Path:
+    """A split file named by the configuration: relative to the data folder, or absolute."""
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else data_base(root) / path
+
+
+def missing_split(split_cfg, path: Path) -> DataError:
+    """A split file that is not there, with the `--set` that splits without the files."""
+    fix = tuple(f"data.split.{k}=null" for k in ("train", "val") if getattr(split_cfg, k))
+    return DataError(f"{path}: no such split file (data.split names it, relative to the data "
+                     f"folder); give it, or split at random (data.split.val_fraction): --set "
+                     f"{' '.join(fix)}", fix)
+
+
 def group_table(root: Path, split_cfg) -> dict[str, str] | None:
     """data.split.group_table read (relative to the data root, or absolute), or None when none
     is named. A named table that is not there is an error: splitting without it would put
     frames of one group on both sides."""
     if not split_cfg.group_table:
         return None
-    path = Path(split_cfg.group_table).expanduser()
-    path = path if path.is_absolute() else root / path
+    path = split_path(root, split_cfg.group_table)
     if not path.is_file():
+        fix = ("data.split.group_table=null", "data.split.group_column=null")
         raise DataError(f"data.split.group_table: no file {path} (a relative path is read from "
-                        "the data root); fix the name, or split without it: --set "
-                        "data.split.group_table=null data.split.group_column=null")
+                        f"the data root); fix the name, or split without it: --set "
+                        f"{' '.join(fix)}", fix)
     return read_group_table(path, split_cfg.group_column)
 
 
@@ -119,7 +136,7 @@ def resolve_split(cfg, root: Path, name: str) -> list[Item]:
         return chosen
     by_name = {it.name: it for it in items}
     path = Path(name)
-    stems = read_stems(path if path.is_absolute() or path.exists() else root / name)
+    stems = read_stems(path if path.is_absolute() or path.exists() else data_base(root) / name)
     missing = [s for s in stems if s not in by_name]
     if missing:
         raise DataError(f"{name}: stems with no image+mask pair in {root}: {missing[:3]}")
