@@ -7,8 +7,10 @@ separate regions per class, and the masks as PNG files to download. The same app
 Gradio's programmatic API (`gradio_client`), endpoint `/segment`: one image in, its mask PNG and
 the numbers out.
 
-Gradio is an optional extra (`pip install 'unetkit[serve]'`): only `build_app` and `serve` import
-it, so the rest of this module (upload reading, region counting) works and is tested without it.
+Gradio is an optional extra (`pip install 'unetkit[serve]'`): only `build_app`, `start` and
+`serve` import it, so the rest (upload reading, region counting) works and is tested without it.
+What the page serves back and takes in is checked by `guard.PageGuard`; what it keeps, by
+`workdir.WorkFolder`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import threading
 from pathlib import Path
 
 from unetkit.core.extras import require
+from unetkit.deploy.guard import PageGuard
 from unetkit.deploy.page import ModelPage, stats_markdown
 from unetkit.io.budget import ImageError
 
@@ -34,10 +38,17 @@ def import_gradio():
     return require("gradio", "serve", "`unetkit serve`")
 
 
-def build_app(page: ModelPage):
-    """The Gradio Blocks app for a ModelPage (queue not yet configured; see `serve`)."""
+def build_app(page: ModelPage, log=print):
+    """The Gradio Blocks app for a ModelPage (queue not yet configured; see `start`)."""
     gr = import_gradio()
     default_threshold = page.predictor.threshold  # the run's operating point, if calibrated
+
+    def refuse(name: str, exc: Exception):
+        """A file the model cannot read: one line in the console, the message to the client
+        (Gradio would print a traceback for it)."""
+        message = str(exc).replace(str(name), Path(name).name)  # the upload's name, not our path
+        log(f"refused an upload: {message}")
+        return gr.Error(message, print_exception=False)
 
     def segment_uploads(files, tta, threshold):
         files = [f for f in (files or []) if f]
@@ -89,7 +100,7 @@ def build_app(page: ModelPage):
         try:
             res = page.segment(path, bool(tta), float(threshold) if page.binary else None)
         except ImageError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(path.name, exc) from None
         finally:
             page.files.forget(path)
         info = {"image": res["name"], "size": res["size"], "classes": page.classes,
@@ -151,7 +162,7 @@ def build_app(page: ModelPage):
             try:
                 res = page.segment_video(path)
             except ImageError as exc:  # VideoError included
-                raise gr.Error(str(exc)) from None
+                raise refuse(str(path), exc) from None
             finally:
                 page.files.forget(Path(path))
             return str(res["overlay"]), res["alarms"]
@@ -174,26 +185,63 @@ def build_app(page: ModelPage):
     return app
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def bypass_proxy(host: str) -> None:
+    """Requests to this machine never go through a proxy: Gradio checks at start-up that the page
+    answers on its own address, with HTTP_PROXY honoured unless NO_PROXY names the host."""
+    local = ["localhost", "127.0.0.1", "::1"] + ([host] if host not in ("", "0.0.0.0", "::")
+                                                  else [])
+    for var in ("NO_PROXY", "no_proxy"):
+        have = [h.strip() for h in os.environ.get(var, "").split(",") if h.strip()]
+        os.environ[var] = ",".join(have + [h for h in local if h not in have])
+
+
+def start(page: ModelPage, host: str = "127.0.0.1", port: int | None = None, log=print):
+    """Build the page's app and start serving it in the background; returns the Gradio Blocks
+    (`app.local_url`; `app.close()` stops it)."""
+    from starlette.middleware import Middleware  # comes with Gradio
+
+    app = build_app(page, log)
+    # A bounded queue: when QUEUE_SIZE requests wait, the next is refused at once instead of
+    # piling up memory; one prediction runs at a time (the model uses all CPU cores itself).
+    app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    bypass_proxy(host)
+    # quiet: Gradio's own start-up lines advise `share=True` (a public tunnel), which this page
+    # does not offer; run_history off: nothing of a request is kept in the browser or sent to a
+    # Hub bucket. No allowed_paths: every file served back is one Gradio made, checked by
+    # PageGuard.
+    app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, show_error=True,
+               quiet=True, prevent_thread_lock=True, footer_links=["api"], run_history=False,
+               app_kwargs={"middleware": [Middleware(PageGuard, files=page.files, log=log)]})
+    return app
+
+
+def say(line: str) -> None:
+    print(line, flush=True)  # at once, also into a log file
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int | None = None, device: str | None = None,
-          log=print) -> None:
-    """Serve a run folder's model until interrupted. Listens on 127.0.0.1 unless told otherwise."""
+          log=say) -> None:
+    """Serve a run folder's model until Ctrl+C, SIGTERM or SIGHUP; then say so in one line and
+    delete what the page kept. Listens on 127.0.0.1 unless told otherwise."""
     import_gradio()
     page = ModelPage(run_dir, device)
     atexit.register(page.close)
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # like Ctrl+C: unwind, so `finally` cleans up
-        signal.signal(sig, _raise_interrupt)
+    stop, signals = threading.Event(), []
+
+    def stopping(signum, frame):
+        signals.append(signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stopping)
+    app = None
     try:
-        app = build_app(page)
-        # A bounded queue: when QUEUE_SIZE requests wait, the next is refused at once instead of
-        # piling up memory; one prediction runs at a time (the model uses all CPU cores itself).
-        app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
-        log(f"serving {page.run_dir} ({page.cfg.name}); press Ctrl+C to stop")
-        app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD,
-                   allowed_paths=[str(page.work)], show_error=True, quiet=False,
-                   footer_links=["api"])
+        app = start(page, host, port, log)
+        log(f"serving {page.run_dir} ({page.cfg.name}) at {app.local_url}; press Ctrl+C to stop")
+        while not stop.wait(0.5):
+            pass
     finally:
+        if app is not None:
+            app.close(verbose=False)
         page.close()
+    log(f"stopped ({signals[0]}); the page's uploads and results are deleted")
