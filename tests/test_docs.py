@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from pathlib import Path
+
+import tomllib
 
 from unetkit.cli.main import build_parser
 from unetkit.config import Config
@@ -49,3 +52,22 @@ def test_config_reference_names_every_key_with_its_default():
     for key in keys:
         assert f"| `{key}` |" in page, key
     assert "| `train.epochs` | `int` | [1, 1000000] | `20` |" in page
+
+
+def test_extras_tables_list_every_extra():
+    """The README's and Getting started's extras tables are written by hand: they must name
+    exactly the extras pyproject.toml declares (the test-only ones may share a row)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = set(project["optional-dependencies"])
+    core = [re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower() for d in project["dependencies"]]
+    for page, skip in (("README.md", {"test", "serve-test", "bench"}),
+                       ("docs/getting-started.md", set())):
+        text = (REPO / page).read_text()
+        table = text[text.index("| extra |"):].split("\n\n")[0]  # the table under that header
+        rows = table.splitlines()[2:]
+        named = {name for row in rows for name in re.findall(r"`([a-z0-9-]+)`",
+                                                              row.split("|")[1])}
+        assert named == extras - skip, f"{page}: {sorted(named ^ (extras - skip))}"
+    core_row = next(line for line in (REPO / "README.md").read_text().splitlines()
+                    if line.startswith("| (none) |")).lower()
+    assert [name for name in core if name not in core_row] == []
