@@ -4,20 +4,15 @@
 - docs/reference/cli.md: every verb of `unetkit`, its usage and every option with its help,
   read from the argument parser (`unetkit.cli.main.build_parser()`);
 - docs/reference/config.md: every configuration key with its type, range, default and meaning,
-  read from the configuration's JSON schema (`unetkit.config.json_schema()`) where the package
-  has one, otherwise from the schema's dataclasses and `config.rules.RANGES`.
+  read from the configuration's JSON Schema (`unetkit.config.json_schema()`).
 Both files are git-ignored: they are made from the checkout being documented, never edited.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import io
 import json
 import sys
-import tokenize
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -99,62 +94,6 @@ def _names(names) -> str:
     return "one of " + ", ".join(f"`{v}`" for v in names) if names else ""
 
 
-def _range_text(bounds) -> str:
-    low, high = bounds
-    left = "(" if isinstance(low, tuple) else "["
-    right = ")" if isinstance(high, tuple) else "]"
-    low = low[1] if isinstance(low, tuple) else low
-    high = high[0] if isinstance(high, tuple) else high
-    return f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-
-
-def _comments(cls) -> dict[str, str]:
-    """Field name -> the comments beside and above it in the dataclass's source."""
-    import inspect
-
-    source = inspect.getsource(cls)
-    comments: dict[int, str] = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-    found = {}
-    for node in ast.parse(source).body[0].body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            parts, line = [], node.lineno - 1
-            while line in comments and not _is_code_line(source, line):
-                parts.insert(0, comments[line])
-                line -= 1
-            if node.lineno in comments:
-                parts.append(comments[node.lineno])
-            found[node.target.id] = " ".join(parts)
-    return found
-
-
-def _is_code_line(source: str, line: int) -> bool:
-    text = source.splitlines()[line - 1].strip()
-    return not text.startswith("#")
-
-
-def _rows_from_dataclasses(cls, prefix: str, ranges, allowed) -> list[tuple]:
-    rows = []
-    notes = _comments(cls)
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        key = prefix + f.name
-        value = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(value):
-            rows += _rows_from_dataclasses(type(value), key + ".", ranges, allowed)
-            continue
-        if key in allowed:
-            rng = _names(allowed[key])
-        elif key in ranges:
-            rng = _range_text(ranges[key])
-        else:
-            rng = ""
-        rows.append((key, str(f.type), rng, value, notes.get(f.name, "")))
-    return rows
-
-
 def _resolve(schema: dict, node: dict) -> dict:
     while "$ref" in node:
         name = node["$ref"].split("/")[-1]
@@ -204,20 +143,17 @@ def _rows_from_schema(schema: dict, node: dict, prefix: str) -> list[tuple]:
     return rows
 
 
-def config_rows() -> tuple[list[tuple], str]:
-    json_schema = getattr(config_mod, "json_schema", None)
-    allowed = config_mod.allowed_values()
-    if json_schema is not None:
-        schema = json_schema()
-        rows = [(key, kind, rng or _names(allowed.get(key)), default, meaning)
-                for key, kind, rng, default, meaning in _rows_from_schema(schema, schema, "")]
-        return rows, "`unetkit.config.json_schema()` and `config.allowed_values()`"
-    rows = _rows_from_dataclasses(config_mod.Config, "", config_mod.RANGES, allowed)
-    return rows, "the schema's dataclasses (`unetkit.config.schema`) and `config.rules.RANGES`"
+def config_rows() -> list[tuple]:
+    """(key, type, range, default, meaning) of every key; the allowed names of a key whose
+    schema has no enum come from `config.allowed_values()`."""
+    schema, allowed = config_mod.json_schema(), config_mod.allowed_values()
+    return [(key, kind, rng or _names(allowed.get(key)), default, meaning)
+            for key, kind, rng, default, meaning in _rows_from_schema(schema, schema, "")]
 
 
 def config_page() -> str:
-    rows, source = config_rows()
+    rows = config_rows()
+    source = "the configuration's JSON Schema (`unetkit.config.json_schema()`)"
     lines = [HEADER, "# Configuration reference\n",
              f"Every key of a run's configuration, read from {source} when the site is built. "
              "A recipe is a short YAML file of changes from these defaults; `--set KEY=VALUE` "
