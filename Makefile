@@ -39,7 +39,7 @@ lint: install
 # page or an API name that does not exist. Offline: nothing is fetched.
 docs: install
 	$(BIN)/python docs/gen_reference.py
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
 
 test: install browser
 	$(BIN)/python -m pytest -q $(XDIST)
