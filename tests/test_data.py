@@ -128,7 +128,7 @@ def test_split_file_errors(tmp_path, ten_items):
     (tmp_path / "t.txt").write_text("s0\nmissing_one\n")
     (tmp_path / "v.txt").write_text("s0\n")
     (tmp_path / "ok.txt").write_text("s1\n")
-    with pytest.raises(DataError, match=r"t.txt: 1 stems have no image\+mask pair .*missing_one"):
+    with pytest.raises(DataError, match=r"t.txt: 1 stem with no image\+mask pair .*missing_one"):
         split_items(ten_items, tmp_path, config_mod.SplitConfig(train="t.txt", val="v.txt"))
     (tmp_path / "t.txt").write_text("s0\n")
     with pytest.raises(DataError, match="also in the training split"):

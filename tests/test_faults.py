@@ -36,9 +36,12 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
-    """A finished two-epoch run: last.pt (epoch 2) and previous.pt (epoch 1)."""
+    """A two-epoch run killed after its last save, before it finished: last.pt (epoch 2) and
+    previous.pt (epoch 1). (A finished run keeps last.pt alone.)"""
     out = tmp_path_factory.mktemp("run") / "run"
-    fit(tiny_config(data), out, progress=False, log=lambda *a: None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("unetkit.training.fit.keep_last_only", lambda folder: None)
+        fit(tiny_config(data), out, progress=False, log=lambda *a: None)
     return out
 
 

@@ -368,6 +368,8 @@ def test_checkpoint_that_does_not_fit_falls_back_or_says_what_differs(small_data
     from unetkit.models.unet import build_model
     from unetkit.training.checkpoints import read_checkpoint
     state = read_checkpoint(out / "checkpoints" / "last.pt")
+    # as a run killed after its last save leaves it: the save before it too
+    shutil.copy(out / "checkpoints" / "last.pt", out / "checkpoints" / "previous.pt")
     wider = build_model(config_mod.load(overrides=[*TINY, "model.base_channels=8"]))
     torch.save({**state, "model": wider.state_dict()}, out / "checkpoints" / "last.pt")
     done = run_cli("train", "--resume", str(out), "--set", "train.epochs=3")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from unetkit import config as config_mod
 from unetkit.cli.options import config_args, device_arg
+from unetkit.core.text import plural
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -85,7 +86,7 @@ def run_audit(args) -> int:
                    else args.hash_distance,
                    device=args.device, progress=not getattr(args, "quiet", False))
     rows = result["rows"]
-    print(f"audited {len(rows)} images; most suspicious:")
+    print(f"audited {plural(len(rows), 'image')}; most suspicious:")
     for row in rows[:5]:
         print(f"  {row['rank']:>3} {row['image']}  {row['suspicion']:.2f}  {row['reasons']}")
     return 0
@@ -138,7 +139,7 @@ def run_import(args) -> int:
                       encoding=encoding, format=args.format, keep_others=args.keep_others,
                       progress=not getattr(args, "quiet", False))
     kept = f", kept the original masks of {r['kept']} others" if args.keep_others else \
-        f" ({len(r['not_annotated'])} images of {args.images} were not in the export)"
+        f" ({plural(len(r['not_annotated']), 'image')} of {args.images} were not in the export)"
     print(f"wrote {r['written']} masks to {r['out']}{kept}; train on them with --set "
           f"data.images={Path(args.images).resolve()} --set data.masks="
           f"{Path(r['out']).resolve()}")

@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_dir_arg(p)
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS,
                    help="int8: quantise RUN_DIR/model.onnx, kept if its mDice holds on --data")
-    p.add_argument("--out", required=True, help="the .onnx file, or the Hub folder")
+    p.add_argument("--out", help="the Hub folder; for onnx and int8 the .onnx file (default: "
+                                 "RUN_DIR/model.onnx or model.int8.onnx, where `predict "
+                                 "--backend onnx|int8` and `serve` look for it)")
     data_arg(p, "int8: the data folder to calibrate on and check with")
     split_arg(p, "val")
     p.add_argument("--tolerance", type=float, default=0.01,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from unetkit import config as config_mod
+from unetkit.core.text import plural
 
 
 def cmd_train(args) -> int:
@@ -155,7 +156,7 @@ def cmd_predict(args) -> int:
                            colormap=args.colormap)
     print(f"wrote {result['written']} masks to {result['out']}")
     if result["failed"]:
-        print(f"{len(result['failed'])} files could not be read:", file=sys.stderr)
+        print(f"{plural(len(result['failed']), 'file')} could not be read:", file=sys.stderr)
         for line in result["failed"]:
             print(f"  {line}", file=sys.stderr)
         return 1
@@ -172,8 +173,13 @@ def cmd_submit(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from unetkit.deploy.export import export
+    from unetkit.deploy.export import export, onnx_out
 
+    given = args.out is not None
+    args.out = onnx_out(args.run_dir, args.format, args.out)
+    elsewhere = "" if not given else (
+        f"; `predict --backend {args.format}` reads {args.run_dir}/model"
+        f"{'.int8' if args.format == 'int8' else ''}.onnx: leave --out out to write it there")
     if args.format == "int8":
         from unetkit.deploy.quantize import export_int8
 
@@ -184,12 +190,12 @@ def cmd_export(args) -> int:
                         progress=not args.quiet, force=args.force)["check"]
         print(f"wrote {args.out}: mDice int8 {c['int8_mDice']:.4f} vs float "
               f"{c['float_mDice']:.4f} on {c['images']} {c['split']} images (drop "
-              f"{c['mDice_drop']:.4f} <= {c['tolerance']})")
+              f"{c['mDice_drop']:.4f} <= {c['tolerance']}){elsewhere}")
         return 0
     result = export(args.run_dir, args.format, args.out, force=args.force)
     if args.format == "onnx":
         print(f"wrote {args.out} (opset {result['opset']}; ONNX Runtime vs PyTorch max logit "
-              f"difference {result['check']['max_abs_logit_diff']:.2e})")
+              f"difference {result['check']['max_abs_logit_diff']:.2e}){elsewhere}")
     else:
         print(f"wrote {', '.join(result['files'])} to {result['out']}")
     return 0
@@ -205,11 +211,12 @@ def cmd_check_data(args) -> int:
     if negatives:
         print(f"{args.dir}: {negatives}")
     if problems:
-        print(f"{args.dir}: {pairs} image/mask pairs, {len(problems)} problems:")
+        print(f"{args.dir}: {plural(pairs, 'image/mask pair')}, "
+              f"{plural(len(problems), 'problem')}:")
         for p in problems:
             print(f"  - {p}")
         return 1
-    print(f"{args.dir}: {pairs} image/mask pairs, no problems found")
+    print(f"{args.dir}: {plural(pairs, 'image/mask pair')}, no problems found")
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from unetkit.clinical.temporal import DEFAULT_MIN_AREA, AlarmRule, MovingAverage, Smoothing, runs_of
+from unetkit.core.text import plural
 from unetkit.data.folders import DataError
 from unetkit.data.splits import resolve_split
 from unetkit.data.tables import read_table
@@ -79,7 +80,8 @@ def score_sequences(predictor: Predictor, data_dir: Path, groups: dict[str, list
     items = {it.name: it for it in resolve_split(cfg, data_dir, "all")}
     missing = [s for frames in groups.values() for s in frames if s not in items]
     if missing:
-        raise DataError(f"{len(missing)} frames of the sequence table have no image+mask pair "
+        raise DataError(f"{plural(len(missing), 'frame')} of the sequence table with no "
+                        "image+mask pair "
                         f"in {data_dir} (first: {missing[:3]})")
     decoder, min_area = MaskDecoder.from_config(cfg), predictor.min_area
     per_seq, bar = {}, tqdm(total=sum(map(len, groups.values())), unit="frame",

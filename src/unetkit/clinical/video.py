@@ -38,6 +38,7 @@ from unetkit.clinical.temporal import (
 from unetkit.config.schema import ConfigError
 from unetkit.core.extras import installed
 from unetkit.core.files import write_text
+from unetkit.core.text import plural
 from unetkit.inference.detection import frame_score, is_detected
 from unetkit.inference.predictor import ONNX_FILES, Predictor, parallel_predictor
 from unetkit.inference.summary import class_stats
@@ -235,8 +236,8 @@ def predict_video(predictor: Predictor, source: str, out_dir, smoothing: Smoothi
     }
     write_text(folder / "summary.json", json.dumps(summary, indent=2))
     if errors:
-        raise VideoError(f"{errors[0]}; the outputs of the {len(times)} frames read before it "
-                         f"are in {folder}")
+        raise VideoError(f"{errors[0]}; the outputs of the {plural(len(times), 'frame')} read "
+                         f"before it are in {folder}")
     return summary
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +127,32 @@ def load(recipe: str | None = None, file: str | None = None, overrides: list[str
     if data_root:
         _merge_into(values, ["data", "root"], str(data_root))
     values = apply_overrides(values, list(overrides))
+    mark_description(values, list(overrides))
     cfg = from_dict(values)
     validate(cfg)
     return cfg
+
+
+CHANGED = re.compile(r" \[changed with --set: (.*)\]$")
+
+
+def mark_description(values: dict, overrides: list[str]) -> None:
+    """A recipe's description speaks of its own values ("256x256, 20 epochs"); once `--set`
+    changes any, the description says which: "... [changed with --set: train.epochs=2]" (a
+    resumed run's earlier changes kept, a key changed again shown with its new value). A
+    description given with --set is taken as it is."""
+    text = values.get("description")
+    changes = dict(item.split("=", 1) for item in overrides if "=" in item)
+    changes = {k.strip(): v.strip() for k, v in changes.items()}
+    if not isinstance(text, str) or not text or not changes or "description" in changes:
+        return
+    earlier = CHANGED.search(text)
+    if earlier:
+        text = text[:earlier.start()]
+        changes = {**dict(c.split("=", 1) for c in earlier.group(1).split("; ") if "=" in c),
+                   **changes}
+    listed = "; ".join(f"{k}={v}" for k, v in changes.items())
+    values["description"] = f"{text} [changed with --set: {listed}]"
 
 
 def for_training(recipe: str | None = None, file: str | None = None,

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from unetkit import config as config_mod
 from unetkit.core.files import check_outputs, write_text
+from unetkit.core.text import plural
 from unetkit.curation.duplicates import (
     HASH_DISTANCE,
     near_duplicates,
@@ -178,8 +179,9 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
     bar.close()
     seen = sum(r["judged_by"].endswith("(trained on it)") for r in rows)
     if seen:
-        log(f"{seen} of {len(rows)} images were in the run's training split: a model repeats the "
-            "labels it trained on, wrong ones included; audit out of fold (folds=K) to judge them")
+        log(f"{seen} of {plural(len(rows), 'image')} were in the run's training split: a model "
+            "repeats the labels it trained on, wrong ones included; audit out of fold (folds=K) "
+            "to judge them")
     pairs = near_duplicates(names, np.array(hashes), split_of, hash_distance)
     dups: dict[str, list[str]] = {}
     for d in pairs:
@@ -211,8 +213,9 @@ def write_outputs(out_dir: Path, rows: list[dict], pairs: list[dict], small: dic
                    image_thumbnail(folder, f"dup{i:04d}-b", small[d["image_b"]][0].image))
                   for i, d in enumerate(cross, 1)]
     n_cross = sum(d["cross_split"] for d in pairs)
-    summary = (f"{len(rows)} images judged by {describe(src)}; the {len(shown)} most suspicious "
-               f"of them, most suspicious first (all in audit.csv). {n_cross} near-duplicate "
+    summary = (f"{plural(len(rows), 'image')} judged by {describe(src)}; the {len(shown)} most "
+               f"suspicious of them, most suspicious first (all in audit.csv). {n_cross} "
+               f"near-duplicate "
                f"pairs across splits, {len(pairs) - n_cross} within one (duplicates.csv).")
     write_page(out_dir / "audit.html", "unetkit audit: masks to check first", shown, thumbs,
                pairs, dup_thumbs, summary)

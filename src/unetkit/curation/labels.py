@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unetkit.core.files import write_bytes
+from unetkit.core.text import plural
 from unetkit.curation.coco import read_coco, write_coco
 from unetkit.curation.cvat import read_cvat, write_cvat
 from unetkit.curation.errors import LabelError
@@ -67,7 +68,8 @@ def masks_from_folder(image_dir, mask_dir, decoder: MaskDecoder,
     chosen = list(images) if stems is None else [s for s in stems if s in images]
     missing = [s for s in (stems or []) if s not in images]
     if missing:
-        raise LabelError(f"{image_dir}: no images for {missing[:3]} ({len(missing)} stems); "
+        raise LabelError(f"{image_dir}: no images for {missing[:3]} "
+                         f"({plural(len(missing), 'stem')}); "
                          "check the list of stems belongs to this data set")
     out = []
     for stem in tqdm(chosen, desc="reading masks", disable=not progress, leave=False):
@@ -167,7 +169,7 @@ def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colo
     targets = list(planned.values()) + [out_dir / p.name for p in kept.values()]
     existing = [str(p) for p in targets if p.exists() or p.is_symlink()]
     if existing:
-        raise LabelError(f"{out_dir}: {len(existing)} masks already exist (first: "
+        raise LabelError(f"{out_dir}: {plural(len(existing), 'mask')} already exist (first: "
                          f"{existing[0]}); import into a new folder, or delete them first")
     palette = class_palette(len(classes), colors)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unetkit.core.text import plural
 from unetkit.data.folders import DataError, Item, list_images
 from unetkit.data.splits import random_split
 
@@ -91,7 +92,7 @@ def check_negatives(root: Path, cfg, problems: list[str], progress: bool = False
     if cfg.data.missing_masks == "negative":
         try:
             n = sum(it.mask is None for it in pair_items(root, cfg.data)[0])
-            parts.append(f"{n} images without a mask (negative frames)")
+            parts.append(f"{plural(n, 'image')} without a mask (negative frames)")
         except DataError:
             pass  # check_data has reported it
     try:

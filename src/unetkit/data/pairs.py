@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from unetkit.core.text import plural
 from unetkit.data.folders import DataError, Item, pair_items
 from unetkit.io.budget import ImageError
 from unetkit.io.images import MaskDecoder, open_image, to_array
@@ -56,7 +57,8 @@ def problems_error(where: str, problems: list[str]) -> DataError:
     grouped = group_problems(problems)
     shown = "\n  ".join(grouped[:10])
     more = f"\n  ... and {len(grouped) - 10} more" if len(grouped) > 10 else ""
-    return DataError(f"{where}: {len(problems)} problems; fix them (or see all with `unetkit "
+    return DataError(f"{where}: {plural(len(problems), 'problem')}; fix them (or see all with "
+                     "`unetkit "
                      f"check-data {where}`):\n  {shown}{more}", fixes(problems))
 
 

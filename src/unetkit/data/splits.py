@@ -8,6 +8,7 @@ import random
 import re
 from pathlib import Path
 
+from unetkit.core.text import plural
 from unetkit.data.folders import DataError, Item, pair_items, read_stems
 from unetkit.data.layouts import data_base
 from unetkit.data.tables import read_table
@@ -24,7 +25,8 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
         stems = read_stems(path)
         missing = [s for s in stems if s not in by_name]
         if missing:
-            raise DataError(f"{path}: {len(missing)} stems have no image+mask pair in {root} "
+            raise DataError(f"{path}: {plural(len(missing), 'stem')} with no image+mask pair in "
+                            f"{root} "
                             f"(first: {missing[:3]}); run `unetkit check-data {root}`")
         return [by_name[s] for s in stems]
 
@@ -43,7 +45,7 @@ def split_items(items: list[Item], root: Path, split_cfg) -> dict[str, list[Item
         train, val = from_file(split_cfg.train), from_file(split_cfg.val)
         overlap = {i.name for i in train} & {i.name for i in val}
         if overlap:
-            raise DataError(f"{split_cfg.val}: {len(overlap)} stems are also in the training "
+            raise DataError(f"{split_cfg.val}: {plural(len(overlap), 'stem')} also in the training "
                             f"split (first: {sorted(overlap)[:3]})")
         used = {i.name for i in train + val}
         return {"train": train, "val": val, "test": [i for i in items if i.name not in used]}

@@ -28,7 +28,8 @@ from unetkit.core.version import __version__
 from unetkit.data.preprocess import Preprocess
 from unetkit.inference.detection import OPERATING_POINT_FILE, read_operating_point, resolve_point
 from unetkit.inference.onnx import OnnxModel
-from unetkit.runs.check import read_model_card, resolve_model_dir
+from unetkit.inference.predictor import ONNX_FILES
+from unetkit.runs.check import HUB_PREFIX, read_model_card, resolve_model_dir
 from unetkit.runs.folder import RunError
 from unetkit.runs.loading import load_model
 
@@ -38,6 +39,17 @@ OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT
 # Largest |ONNX - PyTorch| logit difference accepted at export time. Float32 kernels differ in
 # summation order, which moves logits of a deep U-Net by ~1e-5; a wrong graph moves them by >0.1.
 ATOL = 1e-3
+
+
+def onnx_out(run_dir, fmt: str, out) -> Path:
+    """Where an export goes: `out`, or for ONNX formats the run folder's own `model.onnx` /
+    `model.int8.onnx` (where `predict --backend onnx|int8` and `serve` look) when not given."""
+    if out is not None:
+        return Path(out)
+    if fmt not in ONNX_FILES or str(run_dir).startswith(HUB_PREFIX):
+        what = "Hub folder" if fmt == "hub" else ".onnx file"
+        raise RunError(f"--format {fmt} needs --out: the {what} to write")
+    return Path(run_dir) / ONNX_FILES[fmt]
 
 
 def export(run_dir, fmt: str, out, force: bool = False) -> dict:
@@ -159,7 +171,7 @@ def model_card_markdown(card: dict) -> str:
     cfg = card.get("config", {})
     data, train = cfg.get("data", {}), cfg.get("train", {})
     metrics = card.get("metrics") or {}
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
+    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
                      for k, v in metrics.items() if not isinstance(v, (dict, list)))
     arch = card["arch"] if card["arch"] == "unet" else f"{card['arch']} ({cfg['model']['encoder']})"
     return f"""---
@@ -175,7 +187,7 @@ tags: [unetkit, u-net, image-segmentation]
 - Architecture: {arch}, {card['in_channels']} input channel(s), {card['out_channels']} output
   logit(s)
 - Classes: {', '.join(card['classes'])} (mask encoding: {card['mask_encoding']})
-- Input: resized to {card['image_size'][0]}x{card['image_size'][1]} (height x width), normalised
+- Input: resized to {card['image_size'][1]}x{card['image_size'][0]} (width x height), normalised
   with mean {card['mean']} and std {card['std']} on [0, 1] pixel values
 - Training data: `{data.get('root')}` (layout {data.get('layout')}), {train.get('epochs')} epochs,
   batch {train.get('batch_size')}, {train.get('optimizer')} lr {train.get('lr')}

@@ -130,7 +130,8 @@ class Predictor:
             if not path.exists():
                 extra = " --data DATA_DIR" if backend == "int8" else ""
                 raise RunError(f"{path}: no ONNX model; make it with `unetkit export {run_dir} "
-                               f"--format {backend}{extra} --out {path}`")
+                               f"--format {backend}{extra}` (it writes {path}), or copy the "
+                               f"file an export with --out wrote there")
             onnx_model, cfg = OnnxModel(path, threads), run_config(run_dir)
             check_onnx_model(onnx_model.session, cfg, path)
             return cls(onnx_model, cfg, "cpu", point=read_operating_point(run_dir), **kwargs)

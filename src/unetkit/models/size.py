@@ -36,3 +36,11 @@ def check_model_size(cfg, model: torch.nn.Module | None = None) -> int:
                           f"({MAX_PARAMETERS / 1e6:,.0f} M); lower model.base_channels or "
                           "model.depth")
     return n
+
+
+def parameter_count(model: torch.nn.Module) -> str:
+    """"31,037,633 parameters", and how many of them are trained when some are frozen: the
+    line `train` prints when it starts."""
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{total:,} parameters" + (f", {trained:,} trained" if trained != total else "")

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from unetkit import config as config_mod
+from unetkit.core.text import plural
 from unetkit.models.size import MAX_PARAMETERS, check_model_size, meta_model
 from unetkit.runs.ensemble import ensemble_card, is_ensemble
 from unetkit.runs.folder import RunError, read_run_card
@@ -130,8 +131,8 @@ def check_weights_file(path: Path, cfg) -> None:
              if k in shapes and shapes[k] != v]
     if missing or extra or wrong:
         first = (wrong or [f"missing {k}" for k in missing] or [f"unexpected {k}" for k in extra])
-        raise RunError(f"{path}: does not match config.json ({len(wrong)} shapes differ, "
-                       f"{len(missing)} tensors missing, {len(extra)} unexpected; first: "
+        raise RunError(f"{path}: does not match config.json ({plural(len(wrong), 'shape')} differ, "
+                       f"{plural(len(missing), 'tensor')} missing, {len(extra)} unexpected; first: "
                        f"{first[0]}); the weights belong to another model")
 
 
@@ -147,7 +148,7 @@ def check_onnx_model(session, cfg, path: Path) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) < 1:
         raise RunError(f"{path}: expected one image input and a logits output, found "
-                       f"{len(inputs)} inputs and {len(outputs)} outputs")
+                       f"{plural(len(inputs), 'input')} and {plural(len(outputs), 'output')}")
     for what, shape, want in (("input channels", inputs[0].shape, cfg.model.in_channels),
                               ("output channels", outputs[0].shape, cfg.out_channels)):
         if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != want):

@@ -24,6 +24,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from unetkit.core.files import atomic_write, read_limited, write_text
+from unetkit.core.text import plural
 from unetkit.core.version import __version__
 from unetkit.data.preprocess import Preprocess
 
@@ -70,9 +71,9 @@ def check_state_dict(model: nn.Module, state: dict, source) -> None:
     if missing or extra or shapes:
         parts = []
         if shapes:
-            parts.append(f"{len(shapes)} tensors differ in shape (first: {shapes[0]})")
+            parts.append(f"{plural(len(shapes), 'tensor')} differ in shape (first: {shapes[0]})")
         if missing:
-            parts.append(f"{len(missing)} tensors missing (first: {missing[0]})")
+            parts.append(f"{plural(len(missing), 'tensor')} missing (first: {missing[0]})")
         if extra:
             parts.append(f"{len(extra)} unexpected tensors (first: {extra[0]})")
         raise RunError(f"{source}: these weights belong to another architecture or class count: "

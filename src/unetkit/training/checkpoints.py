@@ -6,7 +6,7 @@
 A save writes the new state in full to a temporary file first, then renames last.pt to
 previous.pt and the temporary file to last.pt. Each rename is atomic, so after a crash (or a full
 disk) there is always at least one complete checkpoint: last.pt, or previous.pt alone when the
-crash fell between the two renames.
+crash fell between the two renames. A finished run keeps last.pt alone (`keep_last_only`).
 
 Checkpoints hold only tensors, numbers, strings, lists and dicts, so they load with
 `torch.load(weights_only=True)`, which refuses to unpickle anything else.
@@ -38,6 +38,21 @@ def save_checkpoint(folder: str | Path, state: dict) -> Path:
             os.replace(last, folder / PREVIOUS)
         os.replace(tmp, last)
     return last
+
+
+def keep_last_only(folder: str | Path) -> None:
+    """Once a run has finished: delete previous.pt if last.pt reads back whole. previous.pt is
+    the fallback for a save cut short, a second full copy of the training state (weights and
+    the optimiser's moments: three times the weights with Adam) that a finished run no longer
+    needs; last.pt is what `--resume` with more epochs continues from."""
+    folder = Path(folder)
+    if not (folder / PREVIOUS).exists():
+        return
+    try:
+        read_checkpoint(folder / LAST)
+    except RunError:
+        return  # the fallback stays
+    (folder / PREVIOUS).unlink()
 
 
 def read_checkpoint(path: str | Path) -> dict:

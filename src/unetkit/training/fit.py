@@ -9,7 +9,7 @@ from pathlib import Path
 from unetkit import config as config_mod
 from unetkit.core.files import remove_temp_files, write_text
 from unetkit.runs.folder import RunError
-from unetkit.training.checkpoints import has_checkpoint
+from unetkit.training.checkpoints import has_checkpoint, keep_last_only
 from unetkit.training.checks import check_training
 from unetkit.training.distributed import Context
 from unetkit.training.trainer import Trainer, pick_device
@@ -71,6 +71,8 @@ def fit(cfg, run_dir: str | Path | None = None, resume: bool = False, progress: 
             log(f"distributed: {ctx.world_size} processes, {trainer.batch_size // ctx.world_size}"
                 f" images each per step (global batch {trainer.batch_size})")
         result = trainer.fit()
+        if ctx.is_main:  # finished: one checkpoint is enough to resume with more epochs
+            keep_last_only(run_dir / "checkpoints")
         # Rank 0 still writes the last files while the others are done. A rank that tears its
         # connections down while a peer still runs can abort at exit (gloo, seen on the CPU), so
         # every rank waits here and all leave together.

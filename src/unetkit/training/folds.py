@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from unetkit.core.files import write_text
+from unetkit.core.text import plural
 from unetkit.data.folders import DataError, pair_items
 from unetkit.data.splits import fold_splits, group_table, split_items
 from unetkit.evaluation.metrics import SegmentationMetrics
@@ -46,7 +47,8 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
     root, out_dir = Path(cfg.data.root), Path(out_dir)
     items, problems = pair_items(root, cfg.data)
     if problems:
-        raise DataError(f"{root}: {len(problems)} problems; see `unetkit check-data {root}`")
+        raise DataError(f"{root}: {plural(len(problems), 'problem')}; see `unetkit check-data "
+                        f"{root}`")
     splits = split_items(items, root, cfg.data.split)
     pool = splits["train"] + splits["val"]
     s = cfg.data.split

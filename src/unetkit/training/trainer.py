@@ -20,11 +20,13 @@ from tqdm.auto import tqdm
 
 from unetkit import config as config_mod
 from unetkit.core.files import write_text
+from unetkit.core.text import plural
 from unetkit.data.arrays import device_tensors, prepare_data
 from unetkit.data.negatives import BatchPlan, negative_mask
 from unetkit.data.preprocess import Preprocess, resolve_normalisation
 from unetkit.evaluation.metrics import SegmentationMetrics, logits_to_labels
 from unetkit.io.plots import class_palette, panel, plot_curves, save_png
+from unetkit.models.size import parameter_count
 from unetkit.models.unet import SegmentationModel, build_model
 from unetkit.runs.check import read_model_card
 from unetkit.runs.folder import (
@@ -129,9 +131,9 @@ class Trainer:
         if main:  # this run's settings, also when resumed with changed ones
             write_text(self.run_dir / "config.yaml", config_mod.to_yaml(cfg))
             write_model_card(self.run_dir, cfg, self.card_metrics())
-        self.log(f"training {cfg.model.arch} on {len(self.train_data)} images, validating on "
-                 f"{len(self.val_data)}, {t.epochs} epochs, device {self.device}; run folder "
-                 f"{self.run_dir}")
+        self.log(f"training {cfg.model.arch} ({parameter_count(unwrap(self.model))}) on "
+                 f"{plural(len(self.train_data), 'image')}, validating on {len(self.val_data)}, "
+                 f"{plural(t.epochs, 'epoch')}, device {self.device}; run folder {self.run_dir}")
         self.loggers.start(cfg.to_dict(), self.epoch)
         started = time.perf_counter()
         while self.epoch < t.epochs:
@@ -276,8 +278,7 @@ class Trainer:
     # -- the run folder ------------------------------------------------------------------------
 
     def save(self, best_scores: dict | None) -> None:
-        """After an epoch: the best weights and their scores when improved, metrics.csv and the
-        checkpoint."""
+        """After an epoch: the best weights and scores when improved, metrics.csv, checkpoint."""
         if best_scores is not None:
             save_weights(self.tricks.eval_model(self.model), self.run_dir / "model.safetensors")
             write_model_card(self.run_dir, self.cfg, self.card_metrics(best_scores))
