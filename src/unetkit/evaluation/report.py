@@ -280,16 +280,17 @@ def _html(md: str, run_dir) -> str:
             title = html.escape(html.unescape(line.lstrip("#").strip()))
             body.append(f"<h{level}>{title}</h{level}>")
         elif line.strip():
-            text = html.escape(line).replace("`", "")
+            text = html.escape(line).replace("`", "").replace("\\*", "*")  # Markdown marks
             link = '<a href="per_image.csv">per_image.csv</a>'
             body.append(f"<p>{text.replace('[per_image.csv](per_image.csv)', link)}</p>")
     # Wide tables (the papers' table with --published and --compare) scroll inside their own
-    # box instead of running off the page; long names wrap.
+    # box instead of running off the page; numbers never break, names wrap between words.
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              ".table{overflow-x:auto;margin:1em 0}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;"
-             "overflow-wrap:anywhere}th{background:#f3f3f3}td:first-child,th:first-child"
-             "{text-align:left;min-width:8em}img{max-width:100%;display:block;margin:6px 0}")
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td{white-space:"
+             "nowrap}th{background:#f3f3f3;min-width:4em}td:first-child,th:first-child{"
+             "text-align:left;white-space:normal;min-width:9em;max-width:18em}"
+             "img{max-width:100%;display:block;margin:6px 0}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>unetkit report "
             f"{html.escape(str(run_dir))}</title><style>{style}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")

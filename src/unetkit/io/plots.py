@@ -59,7 +59,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
     if style == "outline":
         out = rgb.copy()
-        edge = outline(labels, width=max(1, round(min(labels.shape) / 500)))
+        edge = outline(labels, width=max(1, round(min(labels.shape) / 250)))
         out[edge] = palette[np.clip(np.maximum(labels[edge], 1), 0, len(palette) - 1)]
         return out
     if style != "tint":
