@@ -42,6 +42,8 @@ def test_help_imports_no_torch():
                     if line.startswith("import time:")}
         assert "unetkit.cli.main" in imported  # the check sees the CLI's own imports
         assert not {m for m in imported if m.split(".")[0] == "torch"}, args
+        # Nor the configuration's validation: parsing a command reads no schema.
+        assert "unetkit.config.schema" not in imported, args
 
 
 def test_public_names_resolve_and_are_documented():

@@ -53,6 +53,16 @@ def test_device_on_every_verb_that_runs_a_model():
         assert "--device" in options, name
 
 
+def test_the_offered_choices_are_the_implemented_ones():
+    from unetkit.core import choices
+    from unetkit.deploy import export, submit
+    from unetkit.inference import predictor
+
+    assert set(submit.FORMATS) == set(choices.SUBMISSION_FORMATS)
+    assert export.FORMATS == choices.EXPORT_FORMATS
+    assert predictor.BACKENDS == choices.BACKENDS == ("torch", *predictor.ONNX_FILES)
+
+
 def test_every_positional_has_help():
     for name, p in build_parser().verbs.items():
         for action in p._actions:

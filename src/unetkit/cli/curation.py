@@ -14,14 +14,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unetkit import config as config_mod
 from unetkit.cli.options import config_args, device_arg
 from unetkit.core.text import plural
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
+def _config_error(message: str) -> Exception:
+    """A ConfigError; the configuration is imported when a command runs, not to parse it."""
+    from unetkit.config import ConfigError
+
+    return ConfigError(message)
+
+
 def _config(args):
+    from unetkit import config as config_mod
+
     if not (args.recipe or args.config):
         return None if not args.overrides else config_mod.load(overrides=args.overrides)
     return config_mod.load(args.recipe, args.config, args.overrides)
@@ -61,7 +69,7 @@ def audit_splits(specs: list[str], data: Path) -> dict[str, Path | None]:
     for spec in specs:
         name, sep, file = spec.partition("=")
         if sep and (not name or not file):
-            raise config_mod.ConfigError(f"--split {spec}: give NAME=FILE, e.g. "
+            raise _config_error(f"--split {spec}: give NAME=FILE, e.g. "
                                          "test=splits/pranet-test.txt")
         if not sep and spec in SPLIT_NAMES:
             splits[spec] = None
@@ -122,11 +130,11 @@ def _classes_colors(args) -> tuple[list[str], list[list[int]] | None, str | None
         try:
             colors = [[int(v) for v in c.split(",")] for c in args.colors.split(";")]
         except ValueError:
-            raise config_mod.ConfigError(f"--colors {args.colors}: give R,G,B per class, "
+            raise _config_error(f"--colors {args.colors}: give R,G,B per class, "
                                          "';'-separated") from None
         encoding = "color"
         if len(colors) != len(classes) or any(len(c) != 3 for c in colors):
-            raise config_mod.ConfigError(f"--colors: {len(colors)} colours for {len(classes)} "
+            raise _config_error(f"--colors: {len(colors)} colours for {len(classes)} "
                                          "classes; give one R,G,B per class")
     return classes, colors, encoding
 
@@ -175,7 +183,7 @@ def run_export(args) -> int:
     from unetkit.runs.check import run_config
 
     if args.format == "masks":
-        raise config_mod.ConfigError("run_export writes --format coco or cvat; masks are "
+        raise _config_error("run_export writes --format coco or cvat; masks are "
                                      "predict's own output")
     out = export_path(args.out, args.format)
     check_outputs([(out, "the pre-labels")], input_dirs=[Path(i) for i in args.inputs
@@ -185,7 +193,7 @@ def run_export(args) -> int:
     if getattr(args, "label_masks", None):
         cfg = run_config(args.run_dir)
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
-            raise config_mod.ConfigError("--label-masks exports a data set's masks: give its "
+            raise _config_error("--label-masks exports a data set's masks: give its "
                                          "image folder as the one INPUT")
         entries = masks_from_folder(args.inputs[0], args.label_masks,
                                     MaskDecoder.from_config(cfg), stems, progress)

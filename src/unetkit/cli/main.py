@@ -19,7 +19,7 @@ from unetkit.cli.options import (
     split_arg,
 )
 from unetkit.cli.score import add_arguments as add_score_arguments
-from unetkit.config.names import BACKENDS, EXPORT_FORMATS, SUBMISSION_FORMATS
+from unetkit.core.choices import BACKENDS, EXPORT_FORMATS, SUBMISSION_FORMATS
 from unetkit.core.version import __version__
 
 # Each verb's code is imported when that verb runs (see `verb`): `unetkit --help` and the

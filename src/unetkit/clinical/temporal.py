@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from unetkit.config.schema import ConfigError
-
 if TYPE_CHECKING:
     import torch
 
@@ -34,6 +32,10 @@ class Smoothing:
     ema: float = 0.0  # weight of the past in the moving average of probability maps; 0 = off
 
     def validate(self) -> Smoothing:
+        # Imported here: the command line reads this module's defaults to parse its options,
+        # without the configuration's validation library.
+        from unetkit.config.schema import ConfigError
+
         if not (1 <= self.k <= self.n):
             raise ConfigError(f"alarm rule k={self.k} of n={self.n}: need 1 <= k <= n "
                              "(e.g. --alarm-k 3 --alarm-n 5; k = n = 1 turns smoothing off)")

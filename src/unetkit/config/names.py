@@ -20,11 +20,6 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs",
 LOSS_TERMS = ("bce", "dice", "structure")  # train.loss.<term> weights (training.losses)
 LOGGERS = ("tensorboard", "mlflow", "wandb")  # train.loggers (training.loggers)
 
-# Names the command line offers (`unetkit --help` reads them here, importing no engine).
-BACKENDS = ("torch", "onnx", "int8")  # predict --backend (inference.predictor)
-EXPORT_FORMATS = ("onnx", "hub", "int8")  # export --format (deploy.export, deploy.quantize)
-SUBMISSION_FORMATS = ("bkai-neopolyp", "carvana")  # submit --format (deploy.submit)
-
 # key -> its allowed names
 ALLOWED = {"model.arch": ARCHS, "data.mask_encoding": MASK_ENCODINGS,
            "data.layout": LAYOUT_NAMES, "data.missing_masks": MISSING_MASKS,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unetkit.config.names import EXPORT_FORMATS
+from unetkit.core.choices import EXPORT_FORMATS
 from unetkit.core.extras import require
 from unetkit.core.files import atomic_write, check_outputs, write_text, written_by_unetkit
 from unetkit.core.version import __version__

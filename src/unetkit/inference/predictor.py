@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image as PILImage
 
-from unetkit.config.names import BACKENDS
+from unetkit.core.choices import BACKENDS
 from unetkit.data.preprocess import Preprocess
 from unetkit.inference.detection import (
     OperatingPoint,
