@@ -94,6 +94,50 @@ def _run_here(args: list[str], cwd: Path | None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["unetkit", *args], rc, out.getvalue(), err.getvalue())
 
 
+# The model that has learned: a small U-Net trained once per test run on a Kvasir-SEG subsample
+# (the first 120 stems of the official medico2020 train list, the first 40 of its val list) at
+# 96x96, which the tests of every verb use on real images. About a minute on two cores.
+KVASIR_TRAIN, KVASIR_VAL, KVASIR_SIZE = 120, 40, 96
+KVASIR_OVERRIDES = [
+    f"data.image_size=[{KVASIR_SIZE},{KVASIR_SIZE}]", "model.base_channels=16",
+    "train.epochs=20", "train.batch_size=8", "train.lr=3e-3", "train.weight_decay=1e-4",
+    "train.schedule=cosine", "train.seed=0", "train.samples=2",
+    "train.augment=[{'op': 'hflip', 'p': 0.5}, {'op': 'vflip', 'p': 0.5}]",
+]
+
+
+@pytest.fixture(scope="session")
+def kvasir_model(tmp_path_factory) -> Path:
+    """The run folder of the model above, trained once for the whole run: under pytest-xdist
+    the workers share one copy (a file lock in the run's common temporary folder), so it is
+    trained once, not once a worker. Treat it as read-only: copy it before writing into it."""
+    from filelock import FileLock
+
+    root = real_data("kvasir-seg")
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by every worker of this run
+    home = base / "kvasir-model"
+    run = home / "run"
+    with FileLock(str(base / "kvasir-model.lock")):
+        if not (run / "model.safetensors").is_file():
+            from unetkit import config as config_mod
+            from unetkit.training.fit import fit
+
+            home.mkdir(exist_ok=True)
+            splits = {}
+            for name, n in (("train", KVASIR_TRAIN), ("val", KVASIR_VAL)):
+                stems = (root / "splits" / f"medico2020-{name}.txt").read_text().split()[:n]
+                splits[name] = home / f"{name}.txt"
+                splits[name].write_text("\n".join(stems) + "\n")
+            cfg = config_mod.load("kvasir-binary", data_root=str(root), overrides=[
+                f"data.split.train={splits['train']}", f"data.split.val={splits['val']}",
+                *KVASIR_OVERRIDES])
+            fit(cfg, home / "training", progress=False, log=lambda *a: None)
+            (home / "training").rename(run)  # complete or absent, never half there
+    return run
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """48 synthetic 64x64 polyp images in the Kvasir-SEG layout."""

@@ -1,7 +1,8 @@
 """Real data: a small U-Net trained on a subsample of Kvasir-SEG's official split must learn.
 
 The subsample (the first 120 stems of medico2020-train, the first 40 of medico2020-val) at
-96x96 with a quarter-width U-Net trains in about a minute on two CPU cores. The validation
+96x96 with a quarter-width U-Net trains in about a minute on two CPU cores, once per test run
+(conftest's `kvasir_model`, which the other verbs' real-image tests use too). The validation
 mDice is measured by `evaluate` at each image's full size, as a user would see it, and compared
 with what the two trivial predictions score on the same 40 images.
 """
@@ -12,17 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import real_data
+from conftest import KVASIR_OVERRIDES, KVASIR_SIZE, KVASIR_TRAIN, KVASIR_VAL, real_data
 from unetkit import config as config_mod
 from unetkit.data.folders import pair_items
 from unetkit.data.splits import resolve_split
 from unetkit.evaluation.evaluate import evaluate
 from unetkit.evaluation.metrics import SegmentationMetrics
 from unetkit.io.images import MaskDecoder, read_mask
-from unetkit.training.fit import fit
-
-N_TRAIN, N_VAL = 120, 40
-SIZE = 96
 
 # Measured on these 40 validation images at full size: predicting all background scores mDice
 # 0.000 (no Kvasir-SEG mask is empty), all polyp 0.208. With full JPEG decoding (the same pixels
@@ -33,16 +30,6 @@ SIZE = 96
 # marks everything, fails) and leaves 0.05-0.09 of margin for run-to-run and machine-to-machine
 # noise (per-epoch val mDice moves by several points at this size).
 MDICE_FLOOR = 0.35
-
-
-def _subsample_split(root, tmp_path):
-    """Split files holding the first stems of the official Medico 2020 train/val lists."""
-    files = {}
-    for name, n in (("train", N_TRAIN), ("val", N_VAL)):
-        stems = (root / "splits" / f"medico2020-{name}.txt").read_text().split()[:n]
-        files[name] = tmp_path / f"{name}.txt"
-        files[name].write_text("\n".join(stems) + "\n")
-    return files
 
 
 def trivial_scores(cfg, root, split: str) -> dict[str, float]:
@@ -59,16 +46,13 @@ def trivial_scores(cfg, root, split: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_kvasir_subsample_learns(tmp_path):
+def test_kvasir_subsample_learns(kvasir_model):
+    """The shared model (conftest.kvasir_model) learned: evaluate, at each image's full size."""
     root = real_data("kvasir-seg")
-    split = _subsample_split(root, tmp_path)
+    home = kvasir_model.parent
     cfg = config_mod.load("kvasir-binary", data_root=str(root), overrides=[
-        f"data.split.train={split['train']}", f"data.split.val={split['val']}",
-        f"data.image_size=[{SIZE},{SIZE}]", "model.base_channels=16",
-        "train.epochs=20", "train.batch_size=8", "train.lr=3e-3", "train.weight_decay=1e-4",
-        "train.schedule=cosine", "train.seed=0", "train.samples=2",
-        "train.augment=[{'op': 'hflip', 'p': 0.5}, {'op': 'vflip', 'p': 0.5}]",
-    ])
+        f"data.split.train={home / 'train.txt'}", f"data.split.val={home / 'val.txt'}",
+        *KVASIR_OVERRIDES])
     items, problems = pair_items(root, cfg.data)
     assert not problems and len(items) == 1000
 
@@ -78,12 +62,11 @@ def test_kvasir_subsample_learns(tmp_path):
     assert trivial["background"] == 0.0
     assert 0.15 < trivial["polyp"] < 0.35
 
-    fit(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
-    scores = evaluate(tmp_path / "run", root, "val", progress=False)
-    print(f"\nKvasir-SEG subsample ({N_TRAIN} train / {N_VAL} val, {SIZE}x{SIZE}, base 16): "
-          f"val mDice {scores['mDice']:.4f} (all-background {trivial['background']:.4f}, "
-          f"all-polyp {trivial['polyp']:.4f}, floor {MDICE_FLOOR})")
-    assert scores["images"] == N_VAL
+    scores = evaluate(kvasir_model, root, "val", progress=False)
+    print(f"\nKvasir-SEG subsample ({KVASIR_TRAIN} train / {KVASIR_VAL} val, {KVASIR_SIZE}x"
+          f"{KVASIR_SIZE}, base 16): val mDice {scores['mDice']:.4f} (all-background "
+          f"{trivial['background']:.4f}, all-polyp {trivial['polyp']:.4f}, floor {MDICE_FLOOR})")
+    assert scores["images"] == KVASIR_VAL
     assert scores["mDice"] > MDICE_FLOOR
     assert scores["mDice"] > trivial["polyp"] + 0.1
     assert np.isfinite(scores["dice"]) and scores["dice"] > MDICE_FLOOR

@@ -4,14 +4,17 @@ with per-class scores, and check every class against what trivial predictions sc
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import real_data, run_cli
 from test_encoders import lite0_file
+from unetkit.inference.predictor import Predictor
 from unetkit.io.images import MaskDecoder, read_mask
 
 COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
@@ -83,3 +86,33 @@ def test_neopolyp_learns_all_three_classes(tmp_path):
     assert pc["neoplastic"]["dice"] > floor[1] + 0.4
     assert pc["non_neoplastic"]["dice"] > floor[2] + 0.1
     assert polyp_dice > floor["polyp"] + 0.4
+
+    # The competition's submission on its 200 real test images, decoded back independently.
+    sub = tmp_path / "submission.csv"
+    run_cli("submit", str(run), "--data", str(root), "--format", "bkai-neopolyp", "--out",
+            str(sub), "--quiet")
+    with sub.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    tests = sorted((root / "test").glob("*.jpeg"))
+    assert header == ["Id", "Expected"] and len(rows) == 2 * len(tests) == 400
+    expected = dict(rows)
+    assert set(expected) == {f"{p.stem}_{k}" for p in tests for k in (0, 1)}
+    predictor = Predictor.from_run(run)
+    for path in tests[:6]:
+        labels = predictor.predict([predictor.read(path)])[0]
+        shape = Image.open(path).size[::-1]
+        assert labels.shape == shape  # at the image's own size
+        for k, cls in ((0, 1), (1, 2)):  # Id suffix 0: neoplastic (red), 1: non-neoplastic
+            assert np.array_equal(rle_decode(expected[f"{path.stem}_{k}"], shape), labels == cls)
+    # the model found polyps on the test images, not an empty file
+    assert sum(bool(v) for k, v in expected.items() if k.endswith("_0")) > len(tests) // 3
+
+
+def rle_decode(text: str, shape: tuple[int, int]) -> np.ndarray:
+    """The competition's run-length encoding, read as its page states: "start length" pairs,
+    1-indexed, over the row-major flattened mask."""
+    flat = np.zeros(shape[0] * shape[1], dtype=bool)
+    numbers = [int(n) for n in text.split()]
+    for start, length in zip(numbers[0::2], numbers[1::2], strict=True):
+        flat[start - 1:start - 1 + length] = True
+    return flat.reshape(shape)

@@ -158,6 +158,8 @@ def check_ranges(cfg, wanted=lambda key: True) -> None:
         if not wanted(key):
             continue
         value = _get(cfg, key)
+        if value is None:  # an optional key left unset (train.time_limit: null)
+            continue
         if not in_range(float(value), low, high):
             raise ConfigError(f"{key} must be {describe_range(low, high)}, got {value!r}")
     d = cfg.data

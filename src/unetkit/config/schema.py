@@ -13,6 +13,7 @@ more (see `sources`). An unknown key is an error that names the nearest valid ke
 from __future__ import annotations
 
 import copy
+import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
@@ -41,10 +42,24 @@ def _number_to_text(value):
         else value
 
 
+def _duration_to_seconds(value):
+    """`train.time_limit`: a number of seconds, or text such as 45m, 1.5h, 90s or 2h30m."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower().replace(" ", "")
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?"
+                         r"(?:(\d+(?:\.\d+)?)s?)?", text)
+    if not text or parts is None:
+        raise ValueError(f"'{value}' is not a duration; write seconds or e.g. 45m, 1.5h, 2h30m")
+    h, m, s = (float(p) if p else 0.0 for p in parts.groups())
+    return h * 3600 + m * 60 + s
+
+
 Int = StrictInt  # 2.5, "5" and true are slips, not integers
 Bool = StrictBool  # true or false only ("yes" and 1 are refused)
 Float = Annotated[StrictFloat, BeforeValidator(_text_to_number)]  # integers are numbers too
 Text = Annotated[str, BeforeValidator(_number_to_text)]  # list items are strict: str only
+Duration = Annotated[StrictFloat, BeforeValidator(_duration_to_seconds)]  # seconds
 
 _SECTION = ConfigDict(extra="forbid")  # unknown keys are refused (errors.py names the nearest)
 _BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
@@ -176,6 +191,10 @@ class TrainConfig:
     """How the model is trained and validated."""
 
     epochs: Int = key(20, "passes over the training images", ge=1, le=1_000_000)
+    time_limit: Duration | None = key(
+        None, "end the run within this time, its schedule completed: seconds, or e.g. 45m, "
+        "1.5h, 2h30m. The epochs that fit are re-estimated after each epoch, at most `epochs`; "
+        "null: no limit", gt=0)
     batch_size: Int = key(8, "images per optimiser step", ge=1, le=4096)
     optimizer: Text = key("adamw", "the optimiser", names=N.OPTIMIZERS)
     lr: Float = key(1e-3, "peak learning rate", gt=0, le=10)

@@ -106,6 +106,14 @@ class Context:
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.sum(tensor) / self.world_size if self.active else tensor
 
+    def max(self, value: float, device: torch.device) -> float:
+        """The largest of the ranks' values, on every rank (one decision for the world)."""
+        if not self.active:
+            return value
+        out = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        return out.item()
+
     def any(self, flag: torch.Tensor) -> torch.Tensor:
         """True on every rank when it is true on one (so all stop, or all skip, together)."""
         return self.sum(flag.to(torch.int32)) > 0 if self.active else flag

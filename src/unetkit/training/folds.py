@@ -32,8 +32,11 @@ from unetkit.training.checks import check_training
 
 
 def _finished(run_dir: Path, epochs: int) -> bool:
+    """The fold ran its epochs, or the epochs its time limit planned (`planned_epochs`)."""
     rows = read_metrics_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []
-    return (run_dir / "model.safetensors").exists() and len(rows) >= epochs
+    if not rows or not (run_dir / "model.safetensors").exists():
+        return False
+    return rows[-1]["epoch"] >= min(epochs, rows[-1].get("planned_epochs", epochs))
 
 
 def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=print) -> dict:
@@ -63,6 +66,8 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
         write_text(files["val"], "\n".join(it.name for it in val) + "\n")
         fold_cfg = copy.deepcopy(cfg)
         fold_cfg.name = f"{cfg.name}-fold-{i}"
+        if cfg.train.time_limit is not None:  # the limit is for all k folds: a share each
+            fold_cfg.train.time_limit = cfg.train.time_limit / k
         fold_cfg.data.split.train = str(files["train"].resolve())
         fold_cfg.data.split.val = str(files["val"].resolve())
         run = out_dir / f"fold-{i}"

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from unetkit.config.names import SCHEDULES
+from unetkit.training.budget import Horizon
 
 # name -> (parameters, train config, {"fused": True} on CUDA) -> optimiser
 OPTIMIZERS: dict[str, Callable] = {
@@ -41,20 +42,25 @@ def make_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     return OPTIMIZERS[t.optimizer](params, t, fused)
 
 
-def make_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-                   ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step LambdaLR for warmup + cosine/linear/constant; ReduceLROnPlateau per epoch."""
+def make_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                   horizon: Horizon | None = None) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step LambdaLR for warmup + cosine/linear/constant; ReduceLROnPlateau per epoch.
+
+    The per-step schedules span `horizon.epochs` (read at every step: a time limit's revised
+    plan re-stretches them, warm-up included; see `budget`), `train.epochs` without one."""
     t = cfg.train
+    horizon = horizon or Horizon(t.epochs)
     if t.schedule not in SCHEDULES:
         raise ValueError(f"train.schedule must be one of {', '.join(SCHEDULES)}")
     if t.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=t.plateau_factor, patience=t.plateau_patience,
             min_lr=t.min_lr)
-    total, warmup = t.epochs * steps_per_epoch, int(t.warmup_epochs * steps_per_epoch)
     floor = t.min_lr / t.lr if t.lr > 0 else 0.0
 
     def factor(step: int) -> float:
+        total = horizon.epochs * steps_per_epoch
+        warmup = int(horizon.stretch(t.warmup_epochs) * steps_per_epoch)
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))

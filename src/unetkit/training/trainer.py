@@ -9,7 +9,6 @@ on the device and read once per progress-bar update.
 from __future__ import annotations
 
 import math
-import random
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from unetkit.runs.folder import (
     write_model_card,
 )
 from unetkit.training.augment import BatchAugment
+from unetkit.training.budget import Horizon
 from unetkit.training.checkpoints import load_latest, rng_state, save_checkpoint, set_rng_state
 from unetkit.training.compiling import StepFunction
 from unetkit.training.distributed import Context
@@ -47,27 +47,8 @@ from unetkit.training.loggers import Loggers
 from unetkit.training.losses import SegmentationLoss
 from unetkit.training.numerics import LossGuard
 from unetkit.training.optim import make_optimizer, make_scheduler, steps_per_batch
+from unetkit.training.setup import pick_device, seed_everything
 from unetkit.training.tricks import Tricks
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but no CUDA device is available; use "
-                           "--set train.device=cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
 
 
 class Trainer:
@@ -114,7 +95,8 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, self.model)
         if self.tricks.parameters():
             self.optimizer.add_param_group({"params": self.tricks.parameters()})
-        self.scheduler = make_scheduler(cfg, self.optimizer, self.steps_per_epoch)
+        self.horizon = Horizon(t.epochs, t.time_limit)  # the epochs planned (budget.py)
+        self.scheduler = make_scheduler(cfg, self.optimizer, self.steps_per_epoch, self.horizon)
         # The step function: compiled (falling back to eager at the first step if compiling
         # fails, see compiling.py) or eager; in a DistributedDataParallel when distributed.
         self.step = StepFunction(self.model, self.train_step, t.compile, t.compile_mode, log,
@@ -133,10 +115,11 @@ class Trainer:
             write_model_card(self.run_dir, cfg, self.card_metrics())
         self.log(f"training {cfg.model.arch} ({parameter_count(unwrap(self.model))}) on "
                  f"{plural(len(self.train_data), 'image')}, validating on {len(self.val_data)}, "
-                 f"{plural(t.epochs, 'epoch')}, device {self.device}; run folder {self.run_dir}")
+                 f"{plural(t.epochs, 'epoch')}{self.limit_text()}, device {self.device}; run "
+                 f"folder {self.run_dir}")
         self.loggers.start(cfg.to_dict(), self.epoch)
         started = time.perf_counter()
-        while self.epoch < t.epochs:
+        while self.epoch < self.horizon.epochs:
             tic = time.perf_counter()
             self.freeze_encoder(self.epoch < cfg.model.freeze_encoder_epochs)
             train_loss = self.train_epoch()
@@ -152,6 +135,9 @@ class Trainer:
                    "seconds": time.perf_counter() - tic,
                    # training images per second, the whole world's (validation not counted)
                    "images_per_s": self.steps_per_epoch * self.batch_size / train_seconds}
+            # the time this epoch took, as the slowest process saw it: one plan for all
+            self.horizon.update(self.epoch, self.ctx.max(row["seconds"], self.device))
+            row["planned_epochs"] = self.horizon.epochs
             self.history.append(row)
             improved = scores[t.monitor] > self.best
             if improved:
@@ -159,11 +145,12 @@ class Trainer:
             if main:
                 self.save(scores if improved else None)
             self.loggers.log_epoch(row)
-            if self.loggers.wants_images(self.epoch, t.epochs):
+            if self.loggers.wants_images(self.epoch, self.horizon.epochs):
                 self.loggers.log_images(self.sample_panels(), self.epoch)
-            self.log(f"epoch {self.epoch:3d}/{t.epochs}  train loss {train_loss:.4f}  val loss "
-                     f"{val_loss:.4f}  val mDice {scores['mDice']:.4f}  mIoU {scores['mIoU']:.4f}"
-                     f"  dice {scores['dice']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
+            self.log(f"epoch {self.epoch:3d}/{self.horizon.epochs}  train loss {train_loss:.4f}  "
+                     f"val loss {val_loss:.4f}  val mDice {scores['mDice']:.4f}  "
+                     f"mIoU {scores['mIoU']:.4f}  dice {scores['dice']:.4f}  lr {row['lr']:.2e}  "
+                     f"{row['seconds']:.1f}s"
                      f"{'  *best' if improved else ''}")
         self.log(f"done in {time.perf_counter() - started:.1f}s; best val {t.monitor} "
                  f"{self.best:.4f}")
@@ -171,6 +158,10 @@ class Trainer:
             self.finish()
         self.loggers.close()  # artifacts: the files finish() wrote
         return {"best": self.best, "monitor": t.monitor, "epochs": self.epoch}
+
+    def limit_text(self) -> str:
+        limit = self.cfg.train.time_limit
+        return "" if limit is None else f" at most, within {limit / 60:.1f} min (train.time_limit)"
 
     def train_epoch(self) -> float:
         """One pass over the training data; the mean loss (one host sync, at the end)."""
@@ -182,7 +173,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         per_step = steps_per_batch(self.scheduler)
         bar = tqdm(range(self.steps_per_epoch), unit="batch", leave=False,
-                   desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+                   desc=f"epoch {self.epoch + 1}/{self.horizon.epochs}",
                    disable=not self.progress)
         for step in bar:
             idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
@@ -303,7 +294,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "epoch": self.epoch, "best": self.best, "monitor": self.cfg.train.monitor,
-                "rng": rng_state(self.generators(), self.cuda), "tricks": self.tricks.state_dict()}
+                "rng": rng_state(self.generators(), self.cuda), "tricks": self.tricks.state_dict(),
+                "horizon": self.horizon.state_dict()}
 
     def load_checkpoint(self, folder: Path) -> None:
         """The state of checkpoints/last.pt (previous.pt when last.pt is damaged)."""
@@ -321,6 +313,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best = state["epoch"], state["best"]
         self.tricks.load_state_dict(state.get("tricks"))
+        self.horizon.load_state_dict(state.get("horizon"))
         set_rng_state(state["rng"], self.generators(), self.cuda)
         self.history = [r for r in read_metrics_csv(self.run_dir / "metrics.csv")
                         if r["epoch"] <= self.epoch]
