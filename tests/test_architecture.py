@@ -142,6 +142,18 @@ def requirement_names(specs) -> set[str]:
     return {re.split(r"[<>=!~;\[ ]", s, maxsplit=1)[0].lower().replace("-", "_") for s in specs}
 
 
+def test_no_module_keeps_an_empty_section():
+    """Three blank lines in a row are where code was moved out and its section left behind."""
+    empty = []
+    for path in PACKAGE.rglob("*.py"):
+        blank = 0
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            blank = blank + 1 if not line.strip() else 0
+            if blank == 3:
+                empty.append(f"{path.relative_to(PACKAGE)}:{number}")
+    assert not empty, f"empty sections: {empty}"
+
+
 def test_no_extra_pins_what_a_dependency_already_brings():
     """`hf://` models need no extra (timm, a core dependency, brings huggingface_hub) and
     `unetkit[serve]` lists Gradio alone (Gradio brings its client)."""
