@@ -232,7 +232,8 @@ def test_check_data_lists_every_problem_in_one_pass(tmp_path):
 
 def test_check_data_cli(tmp_path):
     expected = broken_folder(tmp_path)
-    proc = run_cli("check-data", str(tmp_path), "--quiet", check=False)
+    sheet = tmp_path.parent / f"{tmp_path.name}-sheet.png"  # outside the data folder
+    proc = run_cli("check-data", str(tmp_path), "--quiet", "--out", str(sheet), check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"{len(expected)} problems" in proc.stdout
     assert_all_reported(proc.stdout, tmp_path, expected)
@@ -240,7 +241,7 @@ def test_check_data_cli(tmp_path):
     good = tmp_path / "clean"
     write_pair(good, "a")
     write_pair(good, "b")
-    proc = run_cli("check-data", str(good), "--quiet", check=False)
+    proc = run_cli("check-data", str(good), "--quiet", "--out", str(sheet), check=False)
     assert proc.returncode == 0 and "2 image/mask pairs, no problems found" in proc.stdout
 
 

@@ -91,7 +91,7 @@ def test_check_data_counts_negative_frames(tmp_path):
     write_set(tmp_path / "free", n=5, masks=False)
     (tmp_path / "free" / "images" / "broken.jpg").write_bytes(b"not a jpeg")
     proc = run_cli("check-data", str(root), "--set", "data.missing_masks=negative",
-                   "data.negatives=[free/images]", "--quiet",
+                   "data.negatives=[free/images]", "--quiet", "--out", str(tmp_path / "s.png"),
                    check=False)
     assert "1 images without a mask (negative frames)" in proc.stdout
     assert "6 negative frames in" in proc.stdout  # 5 images + the broken one, which is reported

@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-data", help="list every problem in a data folder")
     p.add_argument("dir", nargs="?", metavar="DIR", help="the data folder (or give --data DIR)")
     p.add_argument("--data", metavar="DIR", help="the data folder, as the other verbs take it")
+    p.add_argument("--out", metavar="PNG", help="the contact sheet, image | decoded mask "
+                   "(default: check-data-<folder>.png in the current folder)")
     config_args(p, required=False)
     p.set_defaults(func=verb("cmd_check_data"))
 

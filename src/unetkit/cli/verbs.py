@@ -202,22 +202,56 @@ def cmd_export(args) -> int:
 
 
 def cmd_check_data(args) -> int:
+    """Where the images and masks are, what the masks look like and what reads them, the split,
+    every problem grouped by kind, a contact sheet, and the command that applies the advice."""
+    from unetkit.cli.hints import command_with
     from unetkit.data.negatives import check_negatives
-    from unetkit.data.pairs import check_data
+    from unetkit.data.pairs import group_problems
+    from unetkit.data.survey import survey
 
+    root = Path(args.dir)
     cfg = config_mod.load(args.recipe, args.config, args.overrides, args.dir)
-    pairs, problems = check_data(Path(args.dir), cfg, progress=not args.quiet)
-    negatives = check_negatives(Path(args.dir), cfg, problems)
-    if negatives:
-        print(f"{args.dir}: {negatives}")
-    if problems:
-        print(f"{args.dir}: {plural(pairs, 'image/mask pair')}, "
-              f"{plural(len(problems), 'problem')}:")
-        for p in problems:
-            print(f"  - {p}")
-        return 1
-    print(f"{args.dir}: {plural(pairs, 'image/mask pair')}, no problems found")
-    return 0
+    sheet = contact_sheet_path(args, root)  # refused before the data are read, not after
+    report = survey(root, cfg, progress=not args.quiet)
+    print(f"{args.dir}: {report.layout}")
+    negatives = check_negatives(root, cfg, report.problems)
+    for line in ([negatives] if negatives else []) + report.notes + report.warnings:
+        print(line)
+    if sheet and report.items:
+        from unetkit.data.sheet import write_sheet
+
+        shown = write_sheet(sheet, report.items, cfg, f"unetkit check-data {args.dir}")
+        if shown:
+            print(f"contact sheet: {sheet} (image | decoded mask | overlay, {shown} pairs)")
+    n = len(report.problems)
+    found = f"{plural(n, 'problem')}:" if n else "no problems found"
+    print(f"{args.dir}: {plural(report.pairs, 'image/mask pair')}, {found}")
+    for line in group_problems(report.problems):
+        print(f"  - {line}")
+    if report.fix:
+        print(f"run: {command_with(args.argv, report.fix)}")
+    return 1 if report.problems else 0
+
+
+def contact_sheet_path(args, root: Path) -> Path | None:
+    """check-data's contact sheet: --out, or check-data-<name>.png in the current folder; never
+    inside the data (the default is then left out, a given --out refused)."""
+    from unetkit.core.files import OutputError, check_outputs
+    from unetkit.data.layouts import data_base
+
+    given = getattr(args, "out", None)
+    path = Path(given) if given else Path(f"check-data-{root.stem or 'data'}.png")
+    if path.is_dir():
+        path = path / f"check-data-{root.stem or 'data'}.png"
+    try:
+        check_outputs([(path, "the contact sheet")], input_dirs=[data_base(root)])
+    except OutputError:
+        if given:
+            raise
+        print(f"no contact sheet: the current folder is inside {data_base(root)}; give --out "
+              "FILE.png")
+        return None
+    return path
 
 
 def cmd_recipes(args) -> int:

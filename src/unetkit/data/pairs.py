@@ -78,8 +78,9 @@ def check_data(root: Path, cfg, progress: bool = True) -> tuple[int, list[str]]:
 
 
 def group_problems(problems: list[str], examples: int = 3) -> list[str]:
-    """One line per kind of problem: how many files, the first one's message, and up to
-    `examples` files. Problems of one kind differ only in file names and numbers."""
+    """One line per kind of problem: how many files, the first one's message, and `examples`
+    files (kinds of at most `examples` problems are listed one by one). Problems of one kind
+    differ only in file names, quoted names and numbers."""
     groups: dict[str, list[str]] = {}
     for p in problems:
         path, sep, message = p.partition(": ")
@@ -89,8 +90,8 @@ def group_problems(problems: list[str], examples: int = 3) -> list[str]:
         groups.setdefault(key, []).append(p)
     lines = []
     for found in groups.values():
-        if len(found) == 1:
-            lines.append(found[0])
+        if len(found) <= examples:  # as short listed one by one, with their whole paths
+            lines += found
             continue
         names = [Path(p.partition(": ")[0]).name for p in found[:examples]]
         message = found[0].partition(": ")[2]

@@ -166,6 +166,10 @@ class MaskDecoder:
         """Reasons to doubt that this mask is encoded as declared (empty list: looks right)."""
         found = []
         if self.encoding == "binary":
+            if img.mode not in ("L", "1", *SIXTEEN_BIT) and colourful(to_array(img, 3)):
+                return ["a colour mask read as grey (data.mask_encoding=binary); declare "
+                        "data.mask_encoding=color and data.class_colors (`unetkit check-data` "
+                        "names the colours it finds)"]
             grey = mask_grey(img)
             mid = ((grey > 32) & (grey < 224)).mean()
             if 0 < grey.max() < self.threshold:
@@ -193,6 +197,13 @@ class MaskDecoder:
                 found.append(f"{far:.0%} of pixels are far from every colour in "
                              "data.class_colors; check the colours declared for this data set")
         return found
+
+
+def colourful(rgb: np.ndarray) -> bool:
+    """Whether an (H, W, 3) mask holds colours, not greys: more than 0.1 % of its pixels have
+    channels 64 or more apart (JPEG noise on a grey mask stays far below that)."""
+    spread = rgb.max(-1).astype(np.int16) - rgb.min(-1)
+    return bool((spread > 64).mean() > 0.001)
 
 
 def mask_grey(img: Image.Image) -> np.ndarray:
