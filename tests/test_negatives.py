@@ -93,7 +93,7 @@ def test_check_data_counts_negative_frames(tmp_path):
     proc = run_cli("check-data", str(root), "--set", "data.missing_masks=negative",
                    "data.negatives=[free/images]", "--quiet", "--out", str(tmp_path / "s.png"),
                    check=False)
-    assert "1 images without a mask (negative frames)" in proc.stdout
+    assert "1 image without a mask (negative frames)" in proc.stdout
     assert "6 negative frames in" in proc.stdout  # 5 images + the broken one, which is reported
     assert "broken.jpg" in proc.stdout and proc.returncode == 1
 
