@@ -127,15 +127,18 @@ def _classes_colors(args) -> tuple[list[str], list[list[int]] | None, str | None
     if args.classes:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     if args.colors:
+        from unetkit.curation.labels import check_colors
+
         try:
             colors = [[int(v) for v in c.split(",")] for c in args.colors.split(";")]
         except ValueError:
             raise _config_error(f"--colors {args.colors}: give R,G,B per class, "
                                          "';'-separated") from None
         encoding = "color"
-        if len(colors) != len(classes) or any(len(c) != 3 for c in colors):
-            raise _config_error(f"--colors: {len(colors)} colours for {len(classes)} "
-                                         "classes; give one R,G,B per class")
+        try:
+            check_colors(colors, classes)
+        except ValueError as exc:
+            raise _config_error(f"--colors {args.colors}: {exc}") from None
     return classes, colors, encoding
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import xml.etree.ElementTree as ET
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,15 @@ from PIL import Image, ImageDraw
 
 from unetkit.curation.coco import class_components
 from unetkit.curation.errors import LabelError
+from unetkit.curation.reading import (
+    LabelSet,
+    checked_name,
+    checked_polygon,
+    checked_runs,
+    image_size,
+    mask_from_runs,
+    read_xml,
+)
 
 SHAPES = ("mask", "polygon")  # the shapes read back; tags are ignored, other shapes refused
 
@@ -36,12 +44,6 @@ def runs(flat: np.ndarray) -> list[int]:
     cuts = np.flatnonzero(np.diff(flat)) + 1
     out = np.diff(np.concatenate([[0], cuts, [flat.size]])).tolist()
     return [0, *out] if flat[0] else out
-
-
-def unruns(counts: list[int], size: int) -> np.ndarray:
-    """The flat boolean array of run lengths (first run False)."""
-    values = np.arange(len(counts)) % 2 == 1
-    return np.repeat(values, counts)[:size]
 
 
 def to_cvat(entries: list[tuple[str, np.ndarray]], classes: list[str],
@@ -86,71 +88,97 @@ def write_cvat(path: str | Path, entries, classes, colors) -> None:
     write_text(path, to_cvat(entries, classes, colors))
 
 
-def parse_xml(path: Path) -> ET.Element:
-    """The root of a CVAT XML file, or of annotations.xml inside a CVAT export ZIP."""
+def open_cvat(path: str | Path, classes: list[str]) -> LabelSet:
+    """A CVAT for images 1.1 XML (or ZIP) file parsed and checked (see reading.py), its masks
+    decoded on demand."""
+    path = Path(path)
+    root = read_xml(path)
+    if root.tag != "annotations":
+        raise LabelError(f"{path}: no <annotations> root; export the task as 'CVAT for images "
+                         "1.1'")
+    images = root.findall("image")
+    if root.find("track") is not None or not images:
+        # CVAT for video 1.1 numbers frames (frame_000000...) and never names the images: its
+        # tracks cannot be matched to image files. CVAT for images 1.1 splits them by frame.
+        raise LabelError(f"{path}: {'tracks' if root.find('track') is not None else 'no'} "
+                         "<image> elements: this is 'CVAT for video 1.1' (or an empty task); "
+                         "export the task as 'CVAT for images 1.1', which writes tracks as "
+                         "shapes of each image")
+    index = {name: k for k, name in enumerate(classes)}
+    sizes, shapes = {}, {}
+    for image in images:
+        name = checked_name(f"{path}", image.get("name"), sizes)
+        sizes[name] = image_size(f"{path}: <image> {name}", whole(image.get("width")),
+                                 whole(image.get("height")))
+        drawn = []
+        for order, shape in enumerate(s for s in image if s.tag != "tag"):
+            label = shape.get("label")
+            if label not in index or index[label] == 0:
+                raise LabelError(f"{path}: {name} has a shape labelled '{label}', not a class "
+                                 f"of this data set ({', '.join(classes[1:])}); rename the "
+                                 "label in CVAT, or give the classes with --classes")
+            if shape.tag not in SHAPES:
+                raise LabelError(f"{path}: {name} has a <{shape.tag}>; only masks and polygons "
+                                 "make masks: convert it to a mask in CVAT")
+            z = whole(shape.get("z_order", "0") or "0")
+            if z is None:
+                raise LabelError(f"{path}: a <{shape.tag}> of {name} has z_order "
+                                 f"{shape.get('z_order')!r}, not a whole number; export the "
+                                 "task again")
+            drawn.append((z, order, index[label], shape))
+        shapes[name] = [(k, shape) for *_, k, shape in sorted(drawn, key=lambda d: d[:2])]
+
+    def decode(name: str) -> np.ndarray:
+        w, h = sizes[name]
+        mask = np.zeros((h, w), np.uint8)
+        for k, shape in shapes[name]:  # by z_order, then the file's order: the top one wins
+            mask[shape_mask(path, name, shape, h, w)] = k
+        return mask
+
+    return LabelSet(path, sizes, decode)
+
+
+def whole(text) -> int | None:
+    """An attribute that should hold a whole number, or None."""
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                return ET.fromstring(z.read("annotations.xml"))
-        return ET.parse(path).getroot()
-    except (OSError, KeyError, ET.ParseError, zipfile.BadZipFile) as exc:
-        raise LabelError(f"{path}: not a CVAT for images 1.1 file ({type(exc).__name__}: "
-                         f"{exc}); export the task again as 'CVAT for images 1.1'") from None
+        return int(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def read_cvat(path: str | Path, classes: list[str]) -> dict[str, np.ndarray]:
     """{image name: (H, W) class-index mask} from a CVAT for images 1.1 XML (or ZIP) file."""
-    path = Path(path)
-    root = parse_xml(path)
-    if root.tag != "annotations" or root.find("image") is None and root.find("meta") is None:
-        raise LabelError(f"{path}: no <annotations> with <image> elements; export the task as "
-                         "'CVAT for images 1.1' (not 'CVAT for video')")
-    index = {name: k for k, name in enumerate(classes)}
-    masks = {}
-    for image in root.iter("image"):
-        try:
-            name, w, h = image.get("name"), int(image.get("width")), int(image.get("height"))
-        except (TypeError, ValueError):
-            raise LabelError(f"{path}: an <image> lacks name, width or height "
-                             f"({image.attrib}); export the task again") from None
-        mask = np.zeros((h, w), np.uint8)
-        shapes = [s for s in image if s.tag != "tag"]
-        shapes.sort(key=lambda s: int(s.get("z_order", "0") or 0))  # stable: file order kept
-        for shape in shapes:
-            label = shape.get("label")
-            if label not in index or index[label] == 0:
-                raise LabelError(f"{path}: {name} has a shape labelled '{label}', not a class of "
-                                 f"this data set ({', '.join(classes[1:])}); rename the label "
-                                 "in CVAT, or give the classes with --classes")
-            if shape.tag not in SHAPES:
-                raise LabelError(f"{path}: {name} has a <{shape.tag}>; only masks and polygons "
-                                 "make masks: convert it to a mask in CVAT")
-            mask[shape_mask(path, name, shape, h, w)] = index[label]
-        masks[name] = mask
-    return masks
+    labels = open_cvat(path, classes)
+    return {name: labels.mask(name) for name in labels.sizes}
 
 
-def shape_mask(path: Path, name: str, shape: ET.Element, h: int, w: int) -> np.ndarray:
+def shape_mask(path: Path, name: str, shape, h: int, w: int) -> np.ndarray:
     """The (h, w) boolean mask of one <mask> or <polygon>."""
-    try:
-        if shape.tag == "polygon":
-            points = [tuple(float(v) for v in p.split(",")) for p in
-                      shape.get("points").split(";")]
-            img = Image.new("1", (w, h))
-            ImageDraw.Draw(img).polygon(points, fill=1, outline=1)
-            return np.asarray(img, bool)
-        left, top = int(shape.get("left")), int(shape.get("top"))
-        bw, bh = int(shape.get("width")), int(shape.get("height"))
-        counts = [int(v) for v in shape.get("rle").split(",")]
-    except (AttributeError, TypeError, ValueError):
-        raise LabelError(f"{path}: a <{shape.tag}> of {name} cannot be read ({shape.attrib}); "
-                         "export the task again") from None
-    if sum(counts) != bw * bh or min(counts, default=0) < 0:
-        raise LabelError(f"{path}: a <mask> of {name} has runs adding up to {sum(counts)} "
-                         f"pixels for a {bw}x{bh} box; export the task again")
+    where = f"{path}: a <{shape.tag}> of {name}"
+    if shape.tag == "polygon":
+        try:
+            coords = [float(v) for p in shape.get("points").split(";") for v in p.split(",")]
+        except (AttributeError, ValueError):
+            raise LabelError(f"{where} has points {shape.get('points')!r}, not 'x,y;x,y;...'; "
+                             "export the task again") from None
+        points = checked_polygon(where, coords, w, h)
+        img = Image.new("1", (w, h))
+        ImageDraw.Draw(img).polygon([tuple(p) for p in points], fill=1, outline=1)
+        return np.asarray(img, bool)
+    left, top = whole(shape.get("left")), whole(shape.get("top"))
+    bw, bh = whole(shape.get("width")), whole(shape.get("height"))
+    if None in (left, top, bw, bh) or bw < 1 or bh < 1:
+        raise LabelError(f"{where} has a box {shape.get('width')!r}x{shape.get('height')!r} at "
+                         f"{shape.get('left')!r},{shape.get('top')!r}, not a box of whole "
+                         "pixels; export the task again")
     if left < 0 or top < 0 or left + bw > w or top + bh > h:
-        raise LabelError(f"{path}: a <mask> of {name} ({bw}x{bh} at {left},{top}) lies outside "
-                         f"the {w}x{h} image; annotate the image at its own size")
+        raise LabelError(f"{where} ({bw}x{bh} at {left},{top}) lies outside the {w}x{h} image; "
+                         "annotate the image at its own size")
+    counts = [whole(v) for v in (shape.get("rle") or "").split(",")]
+    if None in counts:
+        raise LabelError(f"{where} has an rle that is not whole numbers separated by commas; "
+                         "export the task again")
     out = np.zeros((h, w), bool)
-    out[top:top + bh, left:left + bw] = unruns(counts, bw * bh).reshape(bh, bw)
+    out[top:top + bh, left:left + bw] = mask_from_runs(checked_runs(where, counts, bw * bh),
+                                                       bh, bw, column_major=False)
     return out

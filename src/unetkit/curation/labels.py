@@ -17,16 +17,19 @@ would replace. Every problem is a `LabelError` naming the file and the fix.
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from unetkit.config.rules import MAX_CLASSES
 from unetkit.core.files import write_bytes
 from unetkit.core.text import plural
-from unetkit.curation.coco import read_coco, write_coco
-from unetkit.curation.cvat import read_cvat, write_cvat
+from unetkit.curation.coco import open_coco, write_coco
+from unetkit.curation.cvat import open_cvat, write_cvat
 from unetkit.curation.errors import LabelError
+from unetkit.curation.reading import LabelSet, is_int
 from unetkit.data.folders import LAYOUTS, DataError, list_images
 from unetkit.io.budget import ImageError
 from unetkit.io.images import MaskDecoder, check_pixel_budget, read_mask
@@ -52,11 +55,36 @@ def export_labels(entries: list[tuple[str, np.ndarray]], out_file: str | Path,
     """Write (image file name, (H, W) class-index mask) pairs as COCO or CVAT pre-labels."""
     out_file = Path(out_file)
     fmt = label_format(out_file, format)
+    check_classes(classes)
+    if not entries:
+        raise LabelError(f"{out_file}: no images to export; give images (and --stems that "
+                         "name some of them)")
+    check_names([name for name, _ in entries])
     if fmt == "coco":
         write_coco(out_file, entries, classes)
     else:
         write_cvat(out_file, entries, classes, class_palette(len(classes), colors))
     return out_file
+
+
+def check_names(names: list[str], paths: list[Path] | None = None) -> None:
+    """File names a label file can hold: text (no control character, no undecodable byte, which
+    XML cannot hold and no tool matches), and distinct stems: the files name images by file name
+    alone, and import writes `<stem>.png` (two `x.png` of two folders would merge or drop)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        shown = paths[i] if paths else name
+        bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cs") or c in "\ufffe\uffff"]
+        if bad:
+            raise LabelError(f"{str(shown)!r}: a control character or undecodable byte "
+                             f"({bad[0]!r}) in the file name; rename the file")
+        stem = Path(name).stem
+        if stem in seen:
+            first = paths[seen[stem]] if paths else names[seen[stem]]
+            raise LabelError(f"{first} and {shown} share the name '{stem}': a label file names "
+                             "images by file name alone; export each folder to its own file, "
+                             "or rename one")
+        seen[stem] = i
 
 
 def masks_from_folder(image_dir, mask_dir, decoder: MaskDecoder,
@@ -75,20 +103,64 @@ def masks_from_folder(image_dir, mask_dir, decoder: MaskDecoder,
     for stem in tqdm(chosen, desc="reading masks", disable=not progress, leave=False):
         if stem not in masks:
             raise LabelError(f"{images[stem]}: no mask '{stem}.*' in {mask_dir}")
-        out.append((images[stem].name, read_mask(masks[stem], decoder)))
+        try:
+            w, h = check_pixel_budget(images[stem])
+        except ImageError as exc:
+            raise LabelError(str(exc)) from None
+        mask = read_mask(masks[stem], decoder)
+        if mask.shape != (h, w):  # the label file declares the image's size: they must agree
+            raise LabelError(f"{masks[stem]}: the mask is {mask.shape[1]}x{mask.shape[0]} but "
+                             f"its image {images[stem]} is {w}x{h}; give masks at their "
+                             "images' size")
+        out.append((images[stem].name, mask))
     return out
+
+
+def open_labels(export_file: str | Path, classes: list[str],
+                format: str | None = None) -> LabelSet:
+    """A COCO or CVAT file parsed and checked, its masks decoded on demand (reading.LabelSet)."""
+    path = Path(export_file)
+    if not path.exists():
+        raise LabelError(f"{path}: no such label file; give the file the tool exported")
+    if not path.is_file():
+        raise LabelError(f"{path}: not a regular file (a folder, FIFO or device); give the "
+                         "file the tool exported")
+    check_classes(classes)
+    fmt = label_format(path, format)
+    return open_coco(path, classes) if fmt == "coco" else open_cvat(path, classes)
 
 
 def read_labels(export_file: str | Path, classes: list[str],
                 format: str | None = None) -> dict[str, np.ndarray]:
     """{image name: (H, W) class-index mask} from a COCO or CVAT file."""
-    path = Path(export_file)
-    if not path.is_file():
-        raise LabelError(f"{path}: no such label file; give the file the tool exported")
+    labels = open_labels(export_file, classes, format)
+    return {name: labels.mask(name) for name in labels.sizes}
+
+
+def check_classes(classes: list[str]) -> None:
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise LabelError(f"classes {classes}: give background first, then each class once")
-    fmt = label_format(path, format)
-    return read_coco(path, classes) if fmt == "coco" else read_cvat(path, classes)
+    if len(classes) > MAX_CLASSES:
+        raise LabelError(f"{len(classes)} classes: at most {MAX_CLASSES}, background included "
+                         "(masks hold one byte per pixel)")
+
+
+def check_colors(colors, classes: list[str]) -> None:
+    """One distinct R,G,B (each 0..255) per class: two equal colours would make two classes
+    one (a mask of black on black)."""
+    if len(colors) != len(classes):
+        raise LabelError(f"{len(colors)} colours for {len(classes)} classes "
+                         f"({', '.join(classes)}); give one R,G,B per class")
+    for cls, c in zip(classes, colors, strict=True):
+        if len(c) != 3 or not all(is_int(v) and 0 <= v <= 255 for v in c):
+            raise LabelError(f"the colour of {cls}, {','.join(map(str, c))}, is not R,G,B with "
+                             "each value 0..255")
+    seen = {}
+    for cls, c in zip(classes, colors, strict=True):
+        if tuple(c) in seen:
+            raise LabelError(f"{seen[tuple(c)]} and {cls} have the same colour "
+                             f"{','.join(map(str, c))}; give each class its own colour")
+        seen[tuple(c)] = cls
 
 
 def source_mask_dir(image_dir: Path) -> Path | None:
@@ -137,30 +209,34 @@ def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colo
     if keep_others and not (source and source.is_dir()):
         raise LabelError(f"{image_dir}: no mask folder beside it to keep the other masks from; "
                          "name it (--masks DIR)")
-    masks = read_labels(export_file, classes, format)
+    if colors:
+        check_colors(colors, classes)
+    labels = open_labels(export_file, classes, format)
     try:
         images = list_images(image_dir)
     except DataError as exc:
         raise LabelError(str(exc)) from None
-    unknown = [n for n in masks if Path(n).stem not in images]
+    unknown = [n for n in labels.sizes if Path(n).stem not in images]
     if unknown:
         raise LabelError(f"{export_file}: {len(unknown)} annotated images are not in "
                          f"{image_dir} (first: {unknown[:3]}); give the image folder the task "
                          "was made from")
     planned = {}
-    for name, mask in masks.items():
+    for name, (w, h) in labels.sizes.items():  # declared sizes vs the images' headers first
         stem = Path(name).stem
         if stem in planned:
             raise LabelError(f"{export_file}: two annotated images share the stem '{stem}'")
         try:
-            w, h = check_pixel_budget(images[stem])
+            size = check_pixel_budget(images[stem])
         except ImageError as exc:
             raise LabelError(str(exc)) from None
-        if mask.shape != (h, w):
-            raise LabelError(f"{export_file}: the mask of {name} is {mask.shape[1]}x"
-                             f"{mask.shape[0]} but {images[stem]} is {w}x{h}; annotate the "
-                             "image at its own size (no resized copies in the task)")
+        if (w, h) != size:
+            raise LabelError(f"{export_file}: the mask of {name} is {w}x{h} but {images[stem]} "
+                             f"is {size[0]}x{size[1]}; annotate the image at its own size (no "
+                             "resized copies in the task)")
         planned[stem] = out_dir / f"{stem}.png"
+    for name in tqdm(labels.sizes, desc="checking labels", disable=not progress, leave=False):
+        labels.mask(name)  # every annotation decodes before a mask is written (one at a time)
     kept = {}
     if keep_others:
         originals = list_images(source)
@@ -173,9 +249,8 @@ def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colo
                          f"{existing[0]}); import into a new folder, or delete them first")
     palette = class_palette(len(classes), colors)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, mask in tqdm(masks.items(), desc="writing masks", disable=not progress,
-                           leave=False):
-        save_png(planned[Path(name).stem], encode(mask, encoding, palette))
+    for name in tqdm(labels.sizes, desc="writing masks", disable=not progress, leave=False):
+        save_png(planned[Path(name).stem], encode(labels.mask(name), encoding, palette))
     for path in kept.values():
         write_bytes(out_dir / path.name, path.read_bytes())
     return {"written": len(planned), "kept": len(kept), "out": str(out_dir),
@@ -192,8 +267,17 @@ def export_predictions(run_dir, inputs: list[str], out_file, format: str | None 
     predictor = Predictor.from_run(run_dir, device, **predictor_kwargs)
     files = collect_inputs(inputs)
     if stems is not None:
+        found = {f.stem for f in files}
+        missing = [s for s in stems if s not in found]
+        if missing:
+            raise LabelError(f"{len(missing)} of the {len(stems)} stems name no input image "
+                             f"(first: {missing[:3]}); check the list of stems belongs to "
+                             f"{', '.join(inputs)}")
         wanted = set(stems)
         files = [f for f in files if f.stem in wanted]
+    if not files:
+        raise LabelError(f"{', '.join(inputs)}: no images to export")
+    check_names([f.name for f in files], files)  # before a minute is spent predicting
     entries = []
     for path in tqdm(files, desc="predicting", unit="image", disable=not progress):
         entries.append((path.name, predictor.predict([predictor.read(path)])[0]))

@@ -118,7 +118,8 @@ class FolderSource:
             raise SourceError(f"{path}: not a NumPy array file ({exc}); write it again with "
                               "numpy.save") from None
         arr = arr[None] if arr.ndim == 2 else arr
-        if arr.ndim != 3 or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        if arr.ndim != 3 or not arr.size or not np.isfinite(arr).all() or arr.min() < 0 \
+                or arr.max() > 1:
             raise SourceError(f"{path}: expected (H, W) or (K, H, W) probabilities in [0, 1], "
                               f"got shape {arr.shape}; save probabilities, not logits or labels")
         return arr

@@ -74,7 +74,19 @@ def _refuse_nested_images(folder: Path) -> None:
                         f"({names}); unetkit reads one folder level: give those folders")
 
 
+MAX_STEMS_BYTES = 64 << 20  # a million stems of 60 characters
+
+
 def read_stems(path: Path) -> list[str]:
-    if not path.exists():
-        raise DataError(f"{path}: no such split file (one image stem per line)")
-    return [Path(line.strip()).stem for line in path.read_text().splitlines() if line.strip()]
+    """The stems of a file of image names, one a line (a split, an audit's flagged.txt)."""
+    from unetkit.core.files import read_limited
+
+    what = "a text file of image stems, one a line"
+    try:
+        text = read_limited(path, MAX_STEMS_BYTES, what, error=DataError).decode("utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such split file (one image stem per line)") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8, "
+                        f"{what}") from None
+    return [Path(line.strip()).stem for line in text.splitlines() if line.strip()]
