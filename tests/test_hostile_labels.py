@@ -132,10 +132,11 @@ def rle_counts(counts, size=None):
     return coco(change)
 
 
-def zip_bomb(mb: int, declared: int | None = None):
+def zip_bomb(mb: int, declared: int | None = None, directory: int | None = None):
     """A CVAT export ZIP whose annotations.xml unpacks to `mb` MiB of spaces: the deflate
     stream of one MiB, cut off by a full flush, repeats byte for byte, so it costs nothing to
-    make. `declared`: the size its central directory claims (default the true one). The CRC is
+    make. `declared`: the size its central directory claims (default the true one); `directory`:
+    the central directory's size its end record claims (default the true one). The CRC is
     left 0: a reader that stops at the byte limit never gets to check it."""
     def build(data: Path, path: Path) -> Path:
         head, tail, chunk = b"<annotations>", b"</annotations>", b" " * (1 << 20)
@@ -149,7 +150,7 @@ def zip_bomb(mb: int, declared: int | None = None):
                             size, len(name), 0) + name
         central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, 0,
                               len(stream), declared or size, len(name), 0, 0, 0, 0, 0, 0) + name
-        end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central),
+        end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, directory or len(central),
                           len(local) + len(stream), 0)
         path = path.with_suffix(".zip")
         path.write_bytes(local + stream + central + end)
@@ -178,7 +179,7 @@ HOSTILE = {  # id: (build, words the error must hold, extra arguments)
     "coco-rle-minus-5": (rle_counts([-5, H * W + 5]), ["negative run length (-5)"], []),
     "coco-rle-10e30": (rle_counts([10**30]), ["adding up to"], []),
     "coco-rle-negative-size": (rle_counts([H * W], [-H, W]), ["annotate the image at its"], []),
-    # compressed counts of a 480x400 mask in a 48x40 one: pycocotools wrote past its buffer
+    # compressed counts of a 480x400 mask in a 48x40 one: the error says what is wrong
     "coco-rle-string-too-long": (rle_counts("0P`k5"), ["adding up to 192000"], []),
     "coco-rle-string-alphabet": (rle_counts("~~~"), ["alphabet"], []),
     "coco-polygon-nan": (polygon(1, 1, float("nan"), 1, 20, 20), ["finite"], []),
@@ -215,6 +216,11 @@ HOSTILE = {  # id: (build, words the error must hold, extra arguments)
     "cvat-external-entity": (cvat(lambda t: EXTERNAL), ["entities"], []),
     "cvat-zip-bomb-1gib": (zip_bomb(1024), ["unpacked", f"{MAX_LABEL_BYTES:,}"], []),
     "cvat-zip-bomb-lying": (zip_bomb(1024, declared=1000), ["not a CVAT"], []),
+    "cvat-zip-directory-2gb": (zip_bomb(1, directory=2 << 30), ["list of files", "split"], []),
+    "cvat-too-many-elements": (cvat(lambda t: "<annotations>" + "<a/>" * 1_000_001
+                                    + "</annotations>"), ["more than 1,000,000 XML"], []),
+    "coco-over-byte-limit": (coco(lambda d: json.dumps({"images": [], "pad": " " * (33 << 20)})),
+                             ["over 33,554,432 bytes", "split the task"], []),
     # options
     "colors-out-of-range": (coco(lambda d: None), ["999,-5,0", "0..255"],
                             ["--colors", "0,0,0;999,-5,0"]),

@@ -189,11 +189,13 @@ def written_by_unetkit(path: str | Path) -> bool:
 
 
 def read_limited(path: str | Path, max_bytes: int, what: str, inside: str | Path | None = None,
-                 error: type[Exception] = ValueError) -> bytes:
+                 error: type[Exception] = ValueError,
+                 too_large: str = "replace it with the file unetkit wrote") -> bytes:
     """The bytes of `path` (`what` it should be, e.g. "a unetkit config.json"), read with a
-    bound: more than `max_bytes`, a FIFO, device or folder, or (given `inside`, the folder it
-    belongs to) a symbolic link that leads out of `inside` raise `error` naming the file. A file
-    that does not exist raises FileNotFoundError, for the caller to word."""
+    bound: more than `max_bytes` (the message ends with the fix `too_large`), a FIFO, device or
+    folder, or (given `inside`, the folder it belongs to) a symbolic link that leads out of
+    `inside` raise `error` naming the file. A file that does not exist raises
+    FileNotFoundError, for the caller to word."""
     path = Path(path)
     real = path.resolve()
     if inside is not None and not real.is_relative_to(Path(inside).resolve()):
@@ -213,6 +215,5 @@ def read_limited(path: str | Path, max_bytes: int, what: str, inside: str | Path
                         f"with {what}")
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise error(f"{path}: over {max_bytes:,} bytes, too large for {what}; replace it with "
-                    "the file unetkit wrote")
+        raise error(f"{path}: over {max_bytes:,} bytes, too large for {what}; {too_large}")
     return data

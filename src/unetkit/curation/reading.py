@@ -4,17 +4,18 @@ decoded or a polygon rasterised.
 A label file comes from another tool, another person, or an attacker. The checks here keep a
 hostile one to a one-line `LabelError` (a ValueError), within a known amount of memory:
 
-- bytes: a JSON or XML file, and the annotations.xml inside a ZIP, are read up to
-  MAX_LABEL_BYTES; a ZIP member's size is checked in the ZIP's central directory and again
-  while it is decompressed (a central directory can lie), and a ZIP with more than
-  MAX_ZIP_ENTRIES entries is refused before they are listed;
+- bytes: a JSON file is read up to MAX_JSON_BYTES, an XML file and the annotations.xml inside
+  a ZIP up to MAX_LABEL_BYTES; a ZIP member's size is checked in the ZIP's central directory
+  and again while it is decompressed (a central directory can lie), and a ZIP whose central
+  directory is over MAX_LABEL_BYTES is refused before it is read;
 - XML: parsed by defusedxml, so no entity is ever expanded (no "billion laughs", no external
   file read), and with at most MAX_XML_ELEMENTS elements;
 - JSON nested too deeply to parse is a LabelError, not a RecursionError;
 - image sizes: positive integers within the pixel budget (io.budget), so a declared
   20000 x 20000 image allocates nothing;
 - runs (RLE): non-negative, adding up to the box's pixel count exactly, before any array is made
-  from them (pycocotools' own decoder writes past its buffer on counts that add up to more);
+  from them, by one rule for COCO's compressed and uncompressed runs and CVAT's (pycocotools
+  says only "Invalid RLE mask representation", and overflows on a run of 10^30);
 - polygons: at least 3 finite points inside the image (one pixel of slack) and an outline of at
   most MAX_OUTLINE pixels, before pycocotools or Pillow rasterise them (pycocotools allocates a
   point per fifth of a pixel of outline: coordinates near 1e12 crashed the process).
@@ -34,15 +35,19 @@ from unetkit.core.files import read_limited
 from unetkit.curation.errors import LabelError
 from unetkit.io.budget import MAX_IMAGE_PIXELS
 
-MAX_LABEL_BYTES = 64 << 20  # a COCO or CVAT file of ~10,000 annotated images is a few MB
+MAX_LABEL_BYTES = 64 << 20  # CVAT XML, and each ZIP member; ~10,000 images' masks are ~30 MB
+# COCO JSON: parsed JSON can take ~20x its bytes (a list of 10M empty lists is 1.4 GB), so JSON
+# gets half the bytes of XML, whose memory the element count bounds as well
+MAX_JSON_BYTES = 32 << 20
 MAX_XML_ELEMENTS = 1_000_000  # ~300 MB of parsed elements at most; a task of 10k images ~100k
-MAX_ZIP_ENTRIES = 1_000_000  # a CVAT export with its images has one entry per image
 MAX_OUTLINE = 1_000_000  # pixels of one polygon's outline (a 1280x1024 polyp's is ~2,000)
+SPLIT = "export fewer images per file (split the task)"
 SLACK = 1.0  # pixels a polygon point may lie outside the image (tools round outward)
 
 
 def read_json(path: Path) -> object:
-    data = read_limited(path, MAX_LABEL_BYTES, "a COCO annotation file", error=LabelError)
+    data = read_limited(path, MAX_JSON_BYTES, "a COCO annotation file", error=LabelError,
+                        too_large=SPLIT)
     try:
         return json.loads(data)
     except RecursionError:
@@ -57,16 +62,18 @@ def xml_bytes(path: Path) -> bytes:
     """The bytes of a CVAT XML file, or of the annotations.xml inside a CVAT export ZIP."""
     if not zipfile.is_zipfile(path):
         return read_limited(path, MAX_LABEL_BYTES, "a CVAT for images 1.1 file",
-                            error=LabelError)
+                            error=LabelError, too_large=SPLIT)
     member = "annotations.xml"
     too_big = (f"{path}: its {member} is over {MAX_LABEL_BYTES:,} bytes when unpacked, too "
-               "large for a CVAT task; export smaller tasks")
+               f"large for a CVAT task; {SPLIT}")
     with open(path, "rb") as f:
-        # the entry count from the end record, before zipfile lists (and holds) every entry
+        # the central directory's size from the end record, before zipfile reads it whole and
+        # holds an object per entry (~0.5 KB each): a CVAT export with its images lists one
+        # entry per image, ~100 bytes each
         end = zipfile._EndRecData(f)  # the standard library's own reader
-    if end and end[zipfile._ECD_ENTRIES_TOTAL] > MAX_ZIP_ENTRIES:
-        raise LabelError(f"{path}: a ZIP of {end[zipfile._ECD_ENTRIES_TOTAL]:,} entries "
-                         f"(at most {MAX_ZIP_ENTRIES:,}); export the task again from CVAT")
+    if end and end[zipfile._ECD_SIZE] > MAX_LABEL_BYTES:
+        raise LabelError(f"{path}: a ZIP whose list of files is {end[zipfile._ECD_SIZE]:,} bytes "
+                         f"(at most {MAX_LABEL_BYTES:,}); {SPLIT}")
     with zipfile.ZipFile(path) as z:
         info = z.getinfo(member)
         if info.file_size > MAX_LABEL_BYTES:
@@ -92,7 +99,7 @@ def read_xml(path: Path):
             count += 1
             if count > MAX_XML_ELEMENTS:
                 raise LabelError(f"{path}: more than {MAX_XML_ELEMENTS:,} XML elements, too "
-                                 f"many for a CVAT task; export smaller tasks")
+                                 f"many for a CVAT task; {SPLIT}")
         return root
     except DefusedXmlException as exc:
         raise LabelError(f"{path}: XML with entities or a DTD ({type(exc).__name__}), which "
