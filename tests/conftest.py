@@ -54,6 +54,44 @@ def process_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
+def start_server(args: list[str], env: dict, log_path: Path, ready=None, tries: int = 3,
+                 wait: float = 240):
+    """`python -m unetkit ARGS --port P` on a port the OS says is free, once it answers.
+
+    Another process (a test on another xdist worker) may take the port between the OS's choice
+    and the server's bind; the server then exits saying so, and is started again on another
+    port. `ready(url)` raises until the server answers (default: an HTTP GET of the page) and
+    what it returns is given back. Returns (process, url, what ready returned); the caller
+    terminates the process."""
+    import socket
+    import time
+    import urllib.request
+
+    ready = ready or (lambda url: urllib.request.urlopen(url, timeout=5))
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "unetkit", *args, "--port", str(port)],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + wait
+        while proc.poll() is None:
+            try:
+                return proc, url, ready(url)
+            except Exception:  # noqa: BLE001 - not answering yet, whatever the client raises
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise AssertionError(f"the server did not answer in {wait:.0f} s:\n"
+                                         f"{log_path.read_text()}") from None
+                time.sleep(1)
+        text = log_path.read_text()
+        if "in use" not in text and "empty port" not in text.lower():
+            raise AssertionError(f"the server stopped:\n{text}")
+    raise AssertionError(f"no free port in {tries} tries:\n{log_path.read_text()}")
+
+
 def run_cli(*args: str, cwd: Path | None = None, check: bool = True, process: bool = False,
             timeout: float = 900) -> subprocess.CompletedProcess:
     """`unetkit ARGS`: its exit code and what it printed.

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_cli
 from run_fixtures import make_run
-from test_hardening import TINY, capped, clean_error, write_images
+from test_hardening import MEMORY_CAP_WHY, TINY, capped, clean_error, write_images
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def one_line(err: str) -> str:
 # 6. Video frames are held to the pixel budget, from the stream's header.
 
 
+@pytest.mark.machine(MEMORY_CAP_WHY)
 def test_video_frames_over_the_pixel_budget_are_refused_from_the_header(run, tmp_path):
     # FFmpeg's virtual device makes 8192 x 8192 frames without a file; before the check they
     # were decoded (200 MB each as RGB) and the encoder failed with a traceback under a cap.
@@ -72,6 +73,7 @@ def test_video_budget_check_comes_before_any_frame_is_decoded(run, tmp_path, mon
 # 7. Run-folder files are read with a bound; FIFOs, devices and links out of the folder refused.
 
 
+@pytest.mark.machine(MEMORY_CAP_WHY)
 def test_config_json_linked_to_dev_urandom_is_refused_not_read(run, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -363,6 +365,7 @@ def test_calibrate_warns_when_the_point_it_records_has_sensitivity_0(synthetic_d
     assert "sensitivity 0" in json.loads((run / "operating_point.json").read_text())["warning"]
 
 
+@pytest.mark.machine(MEMORY_CAP_WHY)
 def test_a_folder_whose_images_are_only_in_subfolders_is_an_error_naming_them(run, tmp_path):
     """`predict RUN folder/` used to write 0 masks and exit 0 when the images sat one level
     down; `check-data` likewise found nothing. Both now name the subfolders."""
@@ -392,6 +395,7 @@ def test_a_sequence_table_error_names_the_table_not_a_training_key(run, tmp_path
     assert "data.split" not in message and "--set" not in message
 
 
+@pytest.mark.machine(MEMORY_CAP_WHY)
 @pytest.mark.slow
 def test_train_predict_evaluate_and_export_print_no_warnings(run, synthetic_data, tmp_path):
     """What a user sees from the everyday verbs holds no library warnings (torch, timm,

@@ -12,11 +12,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections import deque
 from pathlib import Path
 
@@ -25,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import process_env, run_cli
+from conftest import process_env, run_cli, start_server
 from unetkit import config as config_mod
 from unetkit.core.extras import MissingExtra
 from unetkit.data.preprocess import resolve_normalisation
@@ -181,25 +178,9 @@ def served(tmp_path_factory):
     run_cli("predict", str(run_dir), str(image_path), "--out", str(root / "predicted"), "--quiet")
     expected = np.asarray(Image.open(root / "predicted" / "polyp.png")) > 0
 
-    with socket.socket() as s:  # a free port, chosen by the OS
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = process_env(GRADIO_ANALYTICS_ENABLED="False")
-    log = (root / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "unetkit", "serve", str(run_dir), "--port",
-                             str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 240
+    proc, url, _ = start_server(["serve", str(run_dir)], env, root / "serve.log")
     try:
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"unetkit serve did not start:\n"
-                                         f"{(root / 'serve.log').read_text()}") from None
-                time.sleep(1)
         yield url, run_dir, image_path, expected
     finally:
         proc.terminate()
@@ -207,7 +188,6 @@ def served(tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
 
 
 @pytest.mark.slow

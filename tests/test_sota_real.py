@@ -52,6 +52,10 @@ def split_files(root, tmp_path):
     return files
 
 
+# One seed per side: the comparison holds on this seed with half the measured margins, but a
+# machine whose floating point takes other paths (another CPU, BLAS or thread count) trains
+# other weights; the `machine` marker says so.
+@pytest.mark.machine("one seed per side; the margins are half the gaps measured here")
 @pytest.mark.slow
 def test_tricks_beat_the_plain_run(tmp_path):
     root, cvc = real_data("kvasir-seg"), real_data("cvc-colondb")
