@@ -187,6 +187,8 @@ HOSTILE = {  # id: (build, words the error must hold, extra arguments)
     "coco-polygon-1e12": (polygon(1, 1, 1e12, 1, 20, 1e12), ["outside the 48x40 image"], []),
     "coco-polygon-1e7": (polygon(1, 1, 1e7, 1, 20, 20), ["outside the 48x40 image"], []),
     "coco-polygon-2-points": (polygon(1, 1, 20, 20), ["at least 3 points"], []),
+    "cvat-polygon-many-points": (cvat_polygon(";".join(["1,1"] * 100_001)),
+                                 ["100,001 points", "simplify"], []),
     "coco-polygon-zigzag": (polygon(*([0, 0, 48, 40] * 12_000), 0, 40), ["outline"], []),
     "coco-same-file-name": (coco(lambda d: d["images"][1].update(file_name="a.png")),
                             ["two images are named 'a.png'"], []),
@@ -371,3 +373,14 @@ def test_polygons_round_trip_and_a_good_file_still_imports(tmp_path, data):
         assert import_labels_cli(data, data / base, out).returncode == 0
         for i, name in enumerate(NAMES):
             assert np.array_equal(np.asarray(Image.open(out / name)) > 0, box_mask(i) > 0)
+
+
+def test_an_empty_npy_map_is_one_line(tmp_path, data):
+    """A (0, H, W) probability array made `audit` end in a ValueError traceback (zero-size)."""
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for name in NAMES:
+        np.save(maps / f"{Path(name).stem}.npy", np.zeros((0, H, W), np.float32))
+    out = tmp_path / "audit"
+    one_line_error(run_cli("audit", str(data), str(maps), "--out", str(out), "--quiet",
+                           check=False), ".npy", "(0, 40, 48)")

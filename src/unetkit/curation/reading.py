@@ -16,9 +16,9 @@ hostile one to a one-line `LabelError` (a ValueError), within a known amount of 
 - runs (RLE): non-negative, adding up to the box's pixel count exactly, before any array is made
   from them, by one rule for COCO's compressed and uncompressed runs and CVAT's (pycocotools
   says only "Invalid RLE mask representation", and overflows on a run of 10^30);
-- polygons: at least 3 finite points inside the image (one pixel of slack) and an outline of at
-  most MAX_OUTLINE pixels, before pycocotools or Pillow rasterise them (pycocotools allocates a
-  point per fifth of a pixel of outline: coordinates near 1e12 crashed the process).
+- polygons: 3 to MAX_POINTS finite points inside the image (one pixel of slack) and an outline
+  of at most MAX_OUTLINE pixels, before pycocotools or Pillow rasterise them (pycocotools
+  allocates a point per fifth of a pixel of outline: coordinates near 1e12 crashed it).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ MAX_LABEL_BYTES = 64 << 20  # CVAT XML, and each ZIP member; ~10,000 images' mas
 MAX_JSON_BYTES = 32 << 20
 MAX_XML_ELEMENTS = 1_000_000  # ~300 MB of parsed elements at most; a task of 10k images ~100k
 MAX_OUTLINE = 1_000_000  # pixels of one polygon's outline (a 1280x1024 polyp's is ~2,000)
+MAX_POINTS = 100_000  # points of one polygon: Pillow fills in time points x rows
 SPLIT = "export fewer images per file (split the task)"
 SLACK = 1.0  # pixels a polygon point may lie outside the image (tools round outward)
 
@@ -180,6 +181,9 @@ def checked_polygon(where: str, coords, w: int, h: int) -> np.ndarray:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in coords):
         raise LabelError(f"{where}: a polygon must be a list of numbers x0, y0, x1, y1, ...; "
                          "export the file again")
+    if len(coords) > 2 * MAX_POINTS:
+        raise LabelError(f"{where}: a polygon of {len(coords) // 2:,} points (at most "
+                         f"{MAX_POINTS:,}); simplify it in the tool")
     if len(coords) < 6 or len(coords) % 2:
         raise LabelError(f"{where}: a polygon needs at least 3 points (an even count of "
                          f"numbers), got {len(coords)} numbers; export the file again")
