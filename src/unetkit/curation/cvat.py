@@ -132,7 +132,8 @@ def open_cvat(path: str | Path, classes: list[str]) -> LabelSet:
         w, h = sizes[name]
         mask = np.zeros((h, w), np.uint8)
         for k, shape in shapes[name]:  # by z_order, then the file's order: the top one wins
-            mask[shape_mask(path, name, shape, h, w)] = k
+            top, left, box = shape_mask(path, name, shape, h, w)
+            mask[top:top + box.shape[0], left:left + box.shape[1]][box] = k
         return mask
 
     return LabelSet(path, sizes, decode)
@@ -152,8 +153,9 @@ def read_cvat(path: str | Path, classes: list[str]) -> dict[str, np.ndarray]:
     return {name: labels.mask(name) for name in labels.sizes}
 
 
-def shape_mask(path: Path, name: str, shape, h: int, w: int) -> np.ndarray:
-    """The (h, w) boolean mask of one <mask> or <polygon>."""
+def shape_mask(path: Path, name: str, shape, h: int, w: int) -> tuple[int, int, np.ndarray]:
+    """(top, left, boolean mask of the box there) of one <mask> or <polygon> in an (h, w) image:
+    a <mask> costs its box, not the image."""
     where = f"{path}: a <{shape.tag}> of {name}"
     if shape.tag == "polygon":
         try:
@@ -164,7 +166,7 @@ def shape_mask(path: Path, name: str, shape, h: int, w: int) -> np.ndarray:
         points = checked_polygon(where, coords, w, h)
         img = Image.new("1", (w, h))
         ImageDraw.Draw(img).polygon([tuple(p) for p in points], fill=1, outline=1)
-        return np.asarray(img, bool)
+        return 0, 0, np.asarray(img, bool)
     left, top = whole(shape.get("left")), whole(shape.get("top"))
     bw, bh = whole(shape.get("width")), whole(shape.get("height"))
     if None in (left, top, bw, bh) or bw < 1 or bh < 1:
@@ -178,7 +180,5 @@ def shape_mask(path: Path, name: str, shape, h: int, w: int) -> np.ndarray:
     if None in counts:
         raise LabelError(f"{where} has an rle that is not whole numbers separated by commas; "
                          "export the task again")
-    out = np.zeros((h, w), bool)
-    out[top:top + bh, left:left + bw] = mask_from_runs(checked_runs(where, counts, bw * bh),
-                                                       bh, bw, column_major=False)
-    return out
+    return top, left, mask_from_runs(checked_runs(where, counts, bw * bh), bh, bw,
+                                     column_major=False)
