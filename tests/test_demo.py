@@ -26,3 +26,13 @@ def test_demo_learns_quickly(tmp_path):
     assert any("panels:" in line for line in lines)
     # The time is printed, not asserted: on a shared or loaded machine any bound would be a
     # guess (benchmarks/RESULTS.md records it on an idle one).
+
+
+def test_the_next_step_finishes_on_the_machine_found():
+    """The demo led every CPU user to kvasir-binary: 20 epochs of about half an hour each."""
+    from unetkit.cli.demo import next_step
+
+    cpu, gpu = next_step(cuda=False), next_step(cuda=True)
+    assert "--recipe polyp-sota-cpu" in cpu and "about 75 min on 2 CPU cores" in cpu
+    assert "kvasir-binary" not in cpu.split(";")[0]
+    assert "--recipe kvasir-binary" in gpu and "polyp-sota-cpu" not in gpu

