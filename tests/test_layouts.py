@@ -202,3 +202,19 @@ def test_the_command_line_keeps_the_users_options_and_replaces_the_fixed_keys():
     assert command_with(argv, ["data.mask_suffix=_mask", "data.images=b"]) == (
         "unetkit train --config my.yaml --set train.epochs=3 --data 'd d' --set "
         "data.mask_suffix=_mask data.images=b")
+
+
+def test_train_on_a_flat_folder_states_the_layout(tmp_path):
+    """im.jpg + im_mask.png side by side trains as it is, and the run says how it paired them."""
+    data = tmp_path / "flat"
+    data.mkdir()
+    for img, mask in kvasir_pairs(5):
+        shutil.copy(img, data / img.name)
+        to_png(mask, data / f"{img.stem}_mask.png")
+    r = run_cli("train", "--recipe", "demo", "--data", str(data), "--out", str(tmp_path / "run"),
+                "--quiet", "--set", "data.image_size=[32,32]", "model.base_channels=4",
+                "model.depth=2", "train.epochs=1", "train.batch_size=4", "train.samples=0",
+                "data.split.val_fraction=0.2")
+    assert (f"data {data}: one folder, images with their masks <stem>_mask.* beside them "
+            "(detected)") in r.stdout
+    assert "on 4 images, validating on 1" in r.stdout

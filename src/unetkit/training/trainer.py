@@ -21,6 +21,7 @@ from unetkit import config as config_mod
 from unetkit.core.files import write_text
 from unetkit.core.text import plural
 from unetkit.data.arrays import device_tensors, prepare_data
+from unetkit.data.layouts import find_layout
 from unetkit.data.negatives import BatchPlan, negative_mask
 from unetkit.data.preprocess import Preprocess, resolve_normalisation
 from unetkit.evaluation.metrics import SegmentationMetrics, logits_to_labels
@@ -113,6 +114,7 @@ class Trainer:
         if main:  # this run's settings, also when resumed with changed ones
             write_text(self.run_dir / "config.yaml", config_mod.to_yaml(cfg))
             write_model_card(self.run_dir, cfg, self.card_metrics())
+        self.log(f"data {cfg.data.root}: {find_layout(Path(cfg.data.root), cfg.data).how}")
         self.log(f"training {cfg.model.arch} ({parameter_count(unwrap(self.model))}) on "
                  f"{plural(len(self.train_data), 'image')}, validating on {len(self.val_data)}, "
                  f"{plural(t.epochs, 'epoch')}{self.limit_text()}, device {self.device}; run "
