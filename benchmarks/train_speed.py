@@ -10,6 +10,9 @@ set in the same layout when the folder is missing). Parts, each skippable with -
   unetkit    unetkit's pipeline through the real Trainer: arrays decoded once and kept on the
              device, batch augmentation on the device, bf16 autocast + channels_last (CUDA), fused
              AdamW, a large batch; eager and torch.compile'd. Classic U-Net.
+  plain      unetkit's step (the Trainer's epoch) over a plain PyTorch loop's (the same model, size,
+             batch and device; AdamW, BCE + Dice; no augmentation in either), alternated several
+             times in one run: a ratio (over 1: unetkit is slower).
   timm       the same for unetkit's TimmUNet on a resnet34 encoder.
   smp        segmentation_models_pytorch's Unet(resnet34) in the same Trainer (when installed).
   augment    the input pipeline alone (gather, augment, normalise) in images/s, beside training's,
@@ -63,7 +66,7 @@ from unetkit.runs.folder import unwrap  # noqa: E402
 from unetkit.training.losses import SegmentationLoss  # noqa: E402
 from unetkit.training.trainer import Trainer  # noqa: E402
 
-PARTS = ("writeups", "unetkit", "timm", "smp", "augment", "inference", "e2e")
+PARTS = ("writeups", "unetkit", "plain", "timm", "smp", "augment", "inference", "e2e")
 
 # The standard augmentation set (flips, 90-degree turns, affine, colour), on the device.
 STANDARD_AUGMENT = [
@@ -484,6 +487,77 @@ def augment_and_syncs(bench: Bench, ctx: Context, trainer: Trainer, train_img_s:
                syncs_per_step=round(len(syncs) / steps, 2), first=syncs[:1])
 
 
+def plain_loop(cfg, trainer: Trainer, device):
+    """A plain PyTorch loop on the same model, batch and data: the training images normalised
+    once into one float tensor on the device, AdamW, BCE + soft Dice written out, no schedule,
+    no augmentation. Returns a function that runs `steps` steps."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay)
+    pre = trainer.preprocess
+    x = pre.normalise(pre.to_unit(trainer.train_x.to(device)))
+    y = trainer.train_y.to(device).float()[:, None]  # binary masks 0/1, as (N, 1, H, W)
+    b, gen = trainer.batch_size, torch.Generator().manual_seed(0)
+
+    def run(steps: int) -> None:
+        perm = torch.randperm(len(x), generator=gen).to(device)
+        for i in range(steps):
+            idx = perm[(i * b) % (len(x) - b + 1):][:b]
+            logits = model(x[idx])
+            target = y[idx]
+            p = logits.sigmoid()
+            inter = (p * target).sum((1, 2, 3))
+            dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + \
+                dice.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sync(device)
+
+    return run
+
+
+def part_plain(bench: Bench, ctx: Context) -> None:
+    """unetkit's training step (the real Trainer's epoch) against a plain PyTorch loop on the
+    same model, image size, batch and device, neither augmenting. The two alternate, a
+    training epoch's steps each, --plain-rounds times, so that a change of load on a shared
+    machine hits both; the ratio is unetkit's seconds over the plain loop's, summed over the
+    rounds (over 1: unetkit is slower)."""
+    a, device = ctx.args, ctx.device
+    cfg = ctx.config(batch=a.plain_batch, epochs=100, augment=False)
+    if cfg.num_classes != 2:
+        raise ValueError("the plain loop is written for a binary recipe")
+    trainer = ctx.trainer(cfg, "plain")
+    plain = plain_loop(cfg, trainer, device)
+    steps = trainer.steps_per_epoch
+    trainer.train_epoch()  # warm-up of both (allocator, first calls)
+    plain(steps)
+    rounds = []
+    for _ in range(a.plain_rounds):
+        pair = []
+        for run in (trainer.train_epoch, lambda: plain(steps)):
+            sync(device)
+            tic = time.perf_counter()
+            run()
+            sync(device)
+            pair.append(time.perf_counter() - tic)
+        rounds.append(pair)
+    ours, theirs = sum(r[0] for r in rounds), sum(r[1] for r in rounds)
+    per_round = [r[0] / r[1] for r in rounds]
+    label = "small U-Net" if ctx.args.small else "classic U-Net"
+    bench.note("plain", f"{label} b{trainer.batch_size} {a.size}px: unetkit step / plain loop",
+               ratio=round(ours / theirs, 3), unetkit_s=round(ours, 3),
+               plain_s=round(theirs, 3), steps_per_round=steps, rounds=len(rounds),
+               round_ratios=[round(r, 3) for r in per_round],
+               unetkit_ms_per_step=round(1000 * ours / (steps * len(rounds)), 1),
+               plain_ms_per_step=round(1000 * theirs / (steps * len(rounds)), 1),
+               torch_threads=torch.get_num_threads())
+    del trainer
+    free_memory()
+
+
 def part_inference(bench: Bench, ctx: Context) -> None:
     a, device = ctx.args, ctx.device
     models = [("classic U-Net" if not a.small else "small U-Net", "unet", None),
@@ -599,6 +673,12 @@ def parse_args(argv=None):
                         "--quick)")
     p.add_argument("--batch", type=int,
                    help="unetkit's training batch (default 128; 8 with --quick)")
+    p.add_argument("--plain-batch", type=int,
+                   help="the batch of the plain-loop comparison (default 8)")
+    p.add_argument("--plain-rounds", type=int,
+                   help="alternations of unetkit's epoch and the plain loop (default 5; 2)")
+    p.add_argument("--classic", action="store_true",
+                   help="the classic U-Net also with --quick")
     p.add_argument("--infer-batch", type=int, help="inference batch (default 256; 16 with --quick)")
     p.add_argument("--epochs", type=int,
                    help="timed epochs per training row (default 4; 1 with --quick)")
@@ -625,11 +705,12 @@ def parse_args(argv=None):
     q = args.quick
     defaults = {"size": (256, 64), "batch": (128, 8), "infer_batch": (256, 16), "epochs": (4, 1),
                 "warmup": (3, 1), "infer_steps": (20, 3), "writeup_steps": (None, 3),
-                "e2e_epochs": (20, 2), "e2e_batch": (128, 0)}
+                "e2e_epochs": (20, 2), "e2e_batch": (128, 0), "plain_batch": (8, 8),
+                "plain_rounds": (5, 2)}
     for key, (full, quick) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if q else full)
-    args.small = args.small or q
+    args.small = (args.small or q) and not args.classic
     if q:
         args.workers = min(args.workers, 2)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -655,6 +736,7 @@ def main(argv=None) -> int:
     bench.run("decode", part_decode, ctx)
     bench.run("writeups", part_writeups, ctx)  # first: before the Trainer turns on cuDNN autotuning
     bench.run("unetkit", part_unetkit, ctx)
+    bench.run("plain", part_plain, ctx)
     bench.run("timm", part_timm, ctx)
     bench.run("smp", part_smp, ctx)
     bench.run("inference", part_inference, ctx)

@@ -57,3 +57,27 @@ def test_training_rows_time_the_models_they_name(tmp_path):
         assert row["model"] == model, (part, row["model"])
         assert row["forward_calls"] == row["steps"] > 0, row
     assert rows["smp"]["params"] != rows["timm"]["params"]  # really another network
+
+
+def test_plain_loop_ratio_is_measured_in_one_run(tmp_path):
+    """--quick's plain part alternates the Trainer's epoch with a plain PyTorch loop on the same
+    model and batch, and reports unetkit's seconds over the plain loop's (no speed floor: the
+    machine may be loaded)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_speed",
+                                                  REPO / "benchmarks" / "train_speed.py")
+    train_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_speed)
+    out = tmp_path / "speed.json"
+    skip = ",".join(p for p in train_speed.PARTS if p != "plain")
+    assert train_speed.main(["--quick", "--device", "cpu", "--data", str(tmp_path / "absent"),
+                             "--skip", skip, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["errors"] == []
+    [row] = [r for r in result["rows"] if r["part"] == "plain"]
+    assert row["unetkit_s"] > 0 and row["plain_s"] > 0
+    assert row["ratio"] == pytest.approx(row["unetkit_s"] / row["plain_s"], abs=2e-3)
+    assert len(row["round_ratios"]) == row["rounds"] == 2
+    assert row["unetkit_ms_per_step"] * row["steps_per_round"] * row["rounds"] == \
+        pytest.approx(1000 * row["unetkit_s"], rel=1e-2)
