@@ -106,6 +106,10 @@ def test_a_csv_list_of_pairs_relative_to_the_csv(tmp_path):
     assert len(problems) == 1 and "line 6: no image file" in problems[0]
     splits = split_items(items, table, cfg_for(table, "data.split.val_fraction=0.25").data.split)
     assert (len(splits["train"]), len(splits["val"])) == (3, 1)
+    r = run_cli("check-data", "--data", "pairs.csv", "--quiet", cwd=tmp_path, check=False)
+    assert r.stdout.startswith("pairs.csv: a list of pairs (pairs.csv)")
+    assert "contact sheet: check-data-pairs.png" in r.stdout
+    assert (tmp_path / "check-data-pairs.png").is_file()
 
 
 def test_a_csv_without_the_columns_says_which_to_name(tmp_path):

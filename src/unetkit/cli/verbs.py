@@ -237,19 +237,20 @@ def contact_sheet_path(args, root: Path) -> Path | None:
     """check-data's contact sheet: --out, or check-data-<name>.png in the current folder; never
     inside the data (the default is then left out, a given --out refused)."""
     from unetkit.core.files import OutputError, check_outputs
-    from unetkit.data.layouts import data_base
 
     given = getattr(args, "out", None)
     path = Path(given) if given else Path(f"check-data-{root.stem or 'data'}.png")
     if path.is_dir():
         path = path / f"check-data-{root.stem or 'data'}.png"
+    # A CSV list's folder is often the project's, with the pairs in sub-folders: only the list
+    # itself is protected there (the sheet is a new file beside it).
+    inputs = {"inputs": [root]} if root.is_file() else {"input_dirs": [root]}
     try:
-        check_outputs([(path, "the contact sheet")], input_dirs=[data_base(root)])
+        check_outputs([(path, "the contact sheet")], **inputs)
     except OutputError:
         if given:
             raise
-        print(f"no contact sheet: the current folder is inside {data_base(root)}; give --out "
-              "FILE.png")
+        print(f"no contact sheet: the current folder is inside {root}; give --out FILE.png")
         return None
     return path
 
