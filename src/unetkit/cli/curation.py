@@ -81,6 +81,10 @@ def audit_splits(specs: list[str], data: Path) -> dict[str, Path | None]:
 
 
 def run_audit(args) -> int:
+    from unetkit.core.extras import require
+
+    for module in ("scipy", "imagehash"):  # before anything is imported that needs them
+        require(module, "curation", "unetkit audit")
     from unetkit.curation.audit import audit
     from unetkit.curation.duplicates import HASH_DISTANCE
     from unetkit.data.folders import read_stems
@@ -189,8 +193,12 @@ def run_export(args) -> int:
         raise _config_error("run_export writes --format coco or cvat; masks are "
                                      "predict's own output")
     out = export_path(args.out, args.format)
-    check_outputs([(out, "the pre-labels")], input_dirs=[Path(i) for i in args.inputs
-                                                        if Path(i).is_dir()])
+    read = [Path(i) for i in args.inputs] + [Path(p) for p in (args.stems,) if p]
+    mask_dir = getattr(args, "label_masks", None)
+    check_outputs([(out, "the pre-labels")], inputs=[p for p in read if not p.is_dir()],
+                  input_dirs=[p for p in read if p.is_dir()] + ([Path(mask_dir)] if mask_dir
+                                                                else []),
+                  run_dirs=[Path(args.run_dir)] if Path(args.run_dir).is_dir() else [])
     stems = read_stems(Path(args.stems)) if args.stems else None
     progress = not getattr(args, "quiet", False)
     if getattr(args, "label_masks", None):

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from unetkit import config as config_mod
+from unetkit.core.files import check_new_run_folder, check_outputs
 from unetkit.data.synthetic import write_dataset
 from unetkit.evaluation.evaluate import evaluate
 from unetkit.inference.predict import predict_files
@@ -25,6 +26,8 @@ def run_demo(out: str | Path = "runs/demo", progress: bool = True, overrides: li
         while Path(f"{out}-{i}", "run").exists():
             i += 1
         out = Path(f"{out}-{i}")
+    check_outputs([], folders=[out])  # a file named like the folder: one line with the fix
+    check_new_run_folder(out, "the demo", continues=lambda p: False)
     started = time.perf_counter()
     data = write_dataset(out / "data", count=COUNT, size=SIZE, seed=0)
     log(f"wrote a synthetic polyp data set: {data} ({COUNT} images, {SIZE}x{SIZE})")

@@ -266,8 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unetkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(f"unetkit {args.command}: error: out of memory; use smaller images, batches or "
-              "model", file=sys.stderr)
+        from unetkit.core.reading import last_read
+
+        where = f" (the last file read: {last_read()})" if last_read() else ""
+        print(f"unetkit {args.command}: error: out of memory{where}; use smaller images, "
+              "batches or model, or free memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"unetkit {args.command}: interrupted", file=sys.stderr)

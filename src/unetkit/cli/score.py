@@ -28,17 +28,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit.core.files import write_text
+    from unetkit.core.files import check_outputs, output_set, write_text
     from unetkit.evaluation.score import ScoreError, score_folders, table_markdown
 
     if args.json is not None and args.json.exists():
         print(f"unetkit score: {args.json} exists; unetkit does not write over it: choose "
               "another --json file or delete it", file=sys.stderr)
         return 2
+    if args.json is not None:
+        check_outputs([(args.json, "the scores")], input_dirs=[args.maps, args.masks],
+                      option="--json")
     try:
-        result = score_folders(args.maps, args.masks, out=args.out, suffix=args.suffix,
-                               pairs="existing" if args.existing_only else "all",
-                               workers=args.workers)
+        with output_set():  # --out's files and --json together, or none of them
+            result = score_folders(args.maps, args.masks, out=args.out, suffix=args.suffix,
+                                   pairs="existing" if args.existing_only else "all",
+                                   workers=args.workers)
+            if args.json is not None:
+                write_text(args.json, json.dumps(result, indent=1) + "\n")
     except ScoreError as exc:
         print(f"unetkit score: {exc}", file=sys.stderr)
         return 2
@@ -49,6 +55,4 @@ def run(args: argparse.Namespace) -> int:
               + (" ..." if len(skipped) > 10 else ""))
     if result["resized"]:
         print(f"{result['resized']} map(s) resized: {result['resize_rule']}")
-    if args.json is not None:
-        write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0

@@ -24,6 +24,11 @@ def cmd_train(args) -> int:
             raise config_mod.ConfigError("--resume needs the run folder: --resume RUN_DIR")
     overrides = args.overrides + ([f"train.device={args.device}"] if args.device else [])
     cfg = config_mod.for_training(args.recipe, args.config, overrides, args.data, resume)
+    if args.out and not resume:  # never a run inside the data it reads
+        from unetkit.core.files import check_outputs
+
+        check_outputs([], folders=[Path(args.out)],
+                      input_dirs=[Path(cfg.data.root)] if cfg.data.root else [])
     if args.folds is not None:  # one run per fold, then out-of-fold scores (see folds.py)
         from unetkit.training.fit import default_run_dir
         from unetkit.training.folds import train_folds
@@ -38,7 +43,10 @@ def cmd_evaluate(args) -> int:
     from unetkit.evaluation.evaluate import evaluate
 
     if args.json:  # refused before the work, not after it
-        check_outputs([(Path(args.json), "the scores")], run_dirs=[Path(args.run_dir)])
+        tables = [Path(f) for f in (args.sequences, args.split) if f and Path(f).is_file()]
+        check_outputs([(Path(args.json), "the scores")], inputs=tables,
+                      input_dirs=[Path(args.data)], run_dirs=[Path(args.run_dir)],
+                      option="--json")
     if args.sequences:
         from unetkit.clinical.sequences import evaluate_sequences
         from unetkit.clinical.temporal import Smoothing

@@ -12,6 +12,7 @@ mDice over positive frames, then the lowest threshold and area.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -145,15 +146,20 @@ def calibrate(run_dir, data_dir, max_false_alarm: float, split: str = "val",
     """Choose the run's operating point on validation frames and record it in the run folder
     (RUN_DIR/operating_point.json). Returns the point, the scores before (the run's threshold,
     no minimum area) and after, and the frame counts."""
+    from unetkit.core.files import check_outputs
     from unetkit.evaluation.frames import predicted_frames, scoring_items
-    from unetkit.inference.detection import write_operating_point
+    from unetkit.inference.detection import OPERATING_POINT_FILE, write_operating_point
     from unetkit.inference.predictor import Predictor
     from unetkit.io.images import MaskDecoder
+    from unetkit.runs.check import resolve_model_dir
 
     if not 0 <= max_false_alarm < 1:
         raise CalibrationError(f"--max-false-alarm must be in [0, 1), got {max_false_alarm}")
     predictor = Predictor.from_run(run_dir, device, tta=tta)
     cfg = predictor.cfg
+    point_file = resolve_model_dir(run_dir) / OPERATING_POINT_FILE  # its own file: replaced
+    check_outputs([(point_file, "the operating point")], owned=[point_file],
+                  input_dirs=[Path(d) for d in (data_dir, *negatives) if d])
     items = scoring_items(cfg, data_dir, split, list(negatives))
     decoder = MaskDecoder.from_config(cfg)
     frames = [FrameCounts.from_probs(probs, truth, cfg.num_classes, cfg.data.ignore_index)

@@ -268,8 +268,13 @@ def predict_videos(run_dir, sources: list[str], out_dir, smoothing: Smoothing,
     """`predict_video` for each source with the run's model and operating point (given values,
     else the run's calibrated point, else its training threshold and DEFAULT_MIN_AREA); the
     backend, operating point and smoothing go into each summary."""
+    from unetkit.core.files import check_outputs
+
     smoothing.validate()
     check_max_frames(options.get("max_frames"))
+    files = [Path(s) for s in sources if Path(s).exists()]
+    check_outputs([(Path(out_dir) / video_name(s) / "summary.json", s) for s in sources],
+                  inputs=files)
     backend = resolve_backend(run_dir, backend)
     predictor, workers = parallel_predictor(run_dir, device, backend, threshold=threshold,
                                             min_area=min_area, default_min_area=DEFAULT_MIN_AREA)

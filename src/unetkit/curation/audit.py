@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unetkit import config as config_mod
-from unetkit.core.files import check_outputs, write_text
+from unetkit.core.files import check_outputs, output_set, write_text
 from unetkit.core.text import plural
 from unetkit.curation.duplicates import (
     HASH_DISTANCE,
@@ -59,6 +59,8 @@ COLUMNS = ["rank", "image", "suspicion", "reasons", "dice", "boundary_mean", "bo
            "confident_missing", "confident_extra", "class_mismatch", "split", "judged_by",
            "near_duplicates", "width", "height"]
 THUMB_SIDE = 200  # longer side of the page's thumbnails, in pixels
+OUTPUT_FILES = ("audit.csv", "audit.html", "duplicates.csv", "flagged.txt")
+HASH_BITS = 64  # bits of each perceptual hash (phash and dhash)
 
 
 def fit_size(h: int, w: int, side: int) -> tuple[int, int]:
@@ -73,6 +75,11 @@ def resolve_source(predictions, data_dir: Path, out_dir: Path, cfg, folds: int |
     from unetkit.inference.predictor import Predictor
 
     if folds is not None:
+        if predictions is not None:  # never ignored in silence
+            raise config_mod.ConfigError(
+                f"{predictions} and --folds {folds}: give one source of predictions, not both: "
+                "the run or maps folder (and no --folds), or --folds K with --recipe/--config "
+                "to train K fold models that judge the images out of fold")
         if cfg is None:
             raise config_mod.ConfigError("folds=K trains K models: give the training config "
                                          "(--recipe NAME or --config FILE)")
@@ -124,6 +131,11 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
     {split name: stems file or list} for the duplicate search (default: the configuration's
     split). Returns {"rows": ranked rows, "duplicates": pairs, "out": out_dir}."""
     root, out_dir = Path(data_dir), Path(out_dir)
+    check_ranges(top, hash_distance)
+    planned = [(out_dir / n, "the audit") for n in OUTPUT_FILES]
+    # before any fold is trained: the fold runs are outputs too
+    fold_runs = [Path(folds_dir or out_dir / "folds")] if folds is not None else []
+    check_outputs(planned, input_dirs=[root], folders=fold_runs, option="--out/--folds-dir")
     src, cfg = resolve_source(predictions, root, out_dir, cfg, folds, folds_dir, device,
                               progress, log)
     cfg = copy.deepcopy(cfg)
@@ -139,8 +151,6 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
     if not items:
         raise DataError(f"{root}: no image/mask pairs to audit")
     image_dir, mask_dir, _ = resolve_layout(root, cfg.data)
-    planned = [(out_dir / n, "the audit") for n in ("audit.csv", "audit.html", "duplicates.csv",
-                                                     "flagged.txt")]
     check_outputs(planned, input_dirs=[image_dir, mask_dir])
     split_of = split_names(items, root, cfg, splits)
     decoder = MaskDecoder.from_config(cfg)
@@ -191,8 +201,20 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
         row["near_duplicates"] = " ".join(dups.get(row["image"], []))
-    write_outputs(out_dir, rows, pairs, small, cfg, top, src, log)
+    with output_set():  # every file of the audit, or none: an earlier audit stays whole
+        write_outputs(out_dir, rows, pairs, small, cfg, top, src, log)
     return {"rows": rows, "duplicates": pairs, "out": str(out_dir)}
+
+
+def check_ranges(top: int, hash_distance: int) -> None:
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise config_mod.ConfigError(f"--top {top}: give how many images the page shows, 0 or "
+                                     "more (default 40)")
+    if isinstance(hash_distance, bool) or not isinstance(hash_distance, int) \
+            or not 0 <= hash_distance <= HASH_BITS:
+        raise config_mod.ConfigError(f"--hash-distance {hash_distance}: give how many of the "
+                                     f"{HASH_BITS} bits of a hash may differ, 0 to {HASH_BITS} "
+                                     f"(default {HASH_DISTANCE})")
 
 
 def write_outputs(out_dir: Path, rows: list[dict], pairs: list[dict], small: dict, cfg,

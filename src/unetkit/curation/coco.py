@@ -36,11 +36,9 @@ from unetkit.curation.reading import (
 
 
 def require_pycocotools():
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError:
-        raise ImportError("COCO files need pycocotools: pip install 'unetkit[curation]'") from None
-    return mask_utils
+    from unetkit.core.extras import require
+
+    return require("pycocotools.mask", "curation", "COCO import and export")
 
 
 def class_components(labels: np.ndarray, k: int) -> list[np.ndarray]:

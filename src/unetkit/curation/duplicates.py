@@ -31,12 +31,9 @@ HASH_DISTANCE = 4  # bits of 64, in each hash; see the module's docstring for th
 
 
 def require_imagehash():
-    try:
-        import imagehash
-    except ImportError:
-        raise ImportError("near-duplicate search needs imagehash: pip install "
-                          "'unetkit[curation]'") from None
-    return imagehash
+    from unetkit.core.extras import require
+
+    return require("imagehash", "curation", "near-duplicate search")
 
 
 def perceptual_hash(image: np.ndarray) -> np.ndarray:

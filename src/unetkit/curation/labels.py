@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unetkit.config.rules import MAX_CLASSES
-from unetkit.core.files import write_bytes
+from unetkit.core.files import check_outputs, output_set, write_bytes
 from unetkit.core.text import plural
 from unetkit.curation.coco import open_coco, write_coco
 from unetkit.curation.cvat import open_cvat, write_cvat
@@ -206,6 +206,7 @@ def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colo
     source = Path(mask_dir) if mask_dir else source_mask_dir(image_dir)
     protected = [image_dir] + ([source] if source else [])
     check_destination(out_dir, protected)
+    check_outputs([], inputs=[Path(export_file)], input_dirs=protected, folders=[out_dir])
     if keep_others and not (source and source.is_dir()):
         raise LabelError(f"{image_dir}: no mask folder beside it to keep the other masks from; "
                          "name it (--masks DIR)")
@@ -243,16 +244,20 @@ def import_labels(export_file, image_dir, out_mask_dir, classes: list[str], colo
         kept = {stem: originals[stem] for stem in sorted(set(images) - set(planned))
                 if stem in originals}
     targets = list(planned.values()) + [out_dir / p.name for p in kept.values()]
-    existing = [str(p) for p in targets if p.exists() or p.is_symlink()]
+    check_outputs([(p, "the imported masks") for p in targets], inputs=[Path(export_file)],
+                  input_dirs=protected)
+    there = list_images(out_dir) if out_dir.is_dir() else {}  # x.jpg beside a new x.png
+    existing = [str(p) for p in targets if p.exists() or p.is_symlink()] + \
+        [str(there[Path(p).stem]) for p in targets if Path(p).stem in there]
     if existing:
         raise LabelError(f"{out_dir}: {plural(len(existing), 'mask')} already exist (first: "
                          f"{existing[0]}); import into a new folder, or delete them first")
     palette = class_palette(len(classes), colors)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in tqdm(labels.sizes, desc="writing masks", disable=not progress, leave=False):
-        save_png(planned[Path(name).stem], encode(labels.mask(name), encoding, palette))
-    for path in kept.values():
-        write_bytes(out_dir / path.name, path.read_bytes())
+    with output_set():  # every mask, or none
+        for name in tqdm(labels.sizes, desc="writing masks", disable=not progress, leave=False):
+            save_png(planned[Path(name).stem], encode(labels.mask(name), encoding, palette))
+        for path in kept.values():
+            write_bytes(out_dir / path.name, path.read_bytes())
     return {"written": len(planned), "kept": len(kept), "out": str(out_dir),
             "not_annotated": sorted(set(images) - set(planned))}
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unetkit.core.files import open_regular
 from unetkit.data.folders import DataError, Item, read_stems
 from unetkit.io.budget import ImageError
 from unetkit.io.images import open_image
@@ -113,7 +114,10 @@ class FolderSource:
                 raise SourceError(str(exc)) from None
             return arr
         try:
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
+            with open_regular(path, "a NumPy .npy file", SourceError) as f:  # never a FIFO
+                arr = np.load(f, allow_pickle=False).astype(np.float32)
+        except SourceError:
+            raise
         except (OSError, ValueError) as exc:
             raise SourceError(f"{path}: not a NumPy array file ({exc}); write it again with "
                               "numpy.save") from None

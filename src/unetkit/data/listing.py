@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from unetkit.core.reading import refuse_special
 from unetkit.io.images import IMAGE_EXTENSIONS
 
 # data.layout names -> (images folder, masks folder, mask stem suffix), as recipes name them.
@@ -53,6 +54,8 @@ def list_images(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         hidden = path.name.startswith(".")
+        if not hidden and not path.is_dir():  # a FIFO or device among the images: refused
+            refuse_special(path, "an image file", DataError)
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not hidden:
             if path.stem in found:
                 raise DataError(f"{path}: two files share the stem '{path.stem}' "

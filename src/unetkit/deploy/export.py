@@ -66,6 +66,13 @@ def export(run_dir, fmt: str, out, force: bool = False) -> dict:
     raise RunError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
 
 
+def own_files(run_dir: Path, *outputs: Path) -> list[Path]:
+    """The outputs an export may replace although they are run files: its own ONNX model and
+    description in the run folder it exports (`predict --backend onnx` reads them there)."""
+    return [p for p in outputs if p.resolve().parent == run_dir.resolve() and p.name in
+            ("model.onnx", "model.json", "model.int8.onnx", "model.int8.json")]
+
+
 def export_onnx(run_dir, out, opset: int = OPSET, force: bool = False) -> dict:
     """Write `out` (.onnx) and `out`.json (opset, sizes, check result); return the sidecar."""
     onnx = require("onnx", "onnx", "ONNX export")
@@ -74,7 +81,8 @@ def export_onnx(run_dir, out, opset: int = OPSET, force: bool = False) -> dict:
     out = Path(out)
     described = out.with_suffix(".json")
     check_outputs([(out, "the ONNX model"), (described, "its description")], run_dirs=[run_dir],
-                  new_only=[] if force or written_by_unetkit(described) else [described])
+                  new_only=[] if force or written_by_unetkit(described) else [described],
+                  owned=own_files(run_dir, out, described))
     model = load_model(run_dir, "cpu")
     cfg = model.unetkit_config
     # the operating point travels with the file: the calibrated one, else the training defaults
@@ -152,7 +160,8 @@ def export_hub(run_dir, out, force: bool = False) -> dict:
     earlier = written_by_unetkit(out / "config.json") and (
         written_by_unetkit(out / "README.md") or not (out / "README.md").exists())
     check_outputs([(f, f.name) for f in files], run_dirs=[run_dir],
-                  new_only=[] if force or earlier else files)
+                  new_only=[] if force or earlier else files,
+                  owned=files if earlier and not (out / "config.yaml").exists() else [])
     load_model(run_dir, "cpu")  # fail here, not on the user's side, if the weights do not load
     card = read_model_card(run_dir)
     out.mkdir(parents=True, exist_ok=True)

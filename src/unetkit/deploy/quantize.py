@@ -22,6 +22,7 @@ from unetkit.core.extras import require
 from unetkit.core.files import atomic_write, check_outputs, write_text, written_by_unetkit
 from unetkit.core.version import __version__
 from unetkit.data.splits import resolve_split
+from unetkit.deploy.export import own_files
 from unetkit.evaluation.evaluate import evaluate_predictor
 from unetkit.inference.onnx import OnnxModel
 from unetkit.inference.predictor import ONNX_FILES, Predictor
@@ -80,7 +81,8 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
     described = out.with_suffix(".json")
     check_outputs([(out, "the int8 model"), (described, "its description")],
                   inputs=[float_path], run_dirs=[run_dir],
-                  new_only=[] if force or written_by_unetkit(described) else [described])
+                  new_only=[] if force or written_by_unetkit(described) else [described],
+                  owned=own_files(run_dir, out, described))
     if not tolerance >= 0:  # NaN too
         raise RunError(f"--tolerance {tolerance}: give the largest mDice drop accepted (>= 0)")
     cfg = run_config(run_dir)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetkit.core.files import write_text
+from unetkit.core.files import check_outputs, output_set, write_text
 from unetkit.data.negatives import folder_label
 from unetkit.data.splits import parse_data_split
 from unetkit.evaluation.paper_table import paper_table
@@ -33,6 +33,8 @@ from unetkit.io.plots import class_palette, figure, panel, save_figure, save_png
 WORST = 6  # worst-case panels per data set
 RELIABILITY_BINS = 10
 THUMB = 256  # panel tiles' height (plots.panel); frames are first strided down near it
+REPORT_FILES = ("report.md", "report.html", "per_image.csv", "dice_histograms.png",
+                "reliability.png")
 
 
 def _data_set(data) -> tuple[Path, str]:
@@ -108,6 +110,10 @@ def write_report(run_dir, data: list, negatives: list[str], out, tta: bool = Fal
     if not sets:
         from unetkit.data.folders import DataError
         raise DataError("give at least one --data DIR[:SPLIT] or --negatives DIR")
+    check_outputs([(out / name, "the report") for name in REPORT_FILES],
+                  input_dirs=[Path(d) for _, d, _, _ in sets if d] + [Path(n) for n in negatives],
+                  inputs=[Path(s) for _, _, s, _ in sets if Path(s).is_file()],
+                  run_dirs=[Path(r) for r in (run_dir, *compare) if Path(r).is_dir()])
     results, rows, collectors = [], [], []
     for name, folder, split, negs in sets:
         set_rows: list[dict] = []
@@ -118,14 +124,14 @@ def write_report(run_dir, data: list, negatives: list[str], out, tta: bool = Fal
         results.append((name, scores))
         rows += [{"set": name, **r} for r in set_rows]
         collectors.append((name, col, set_rows))
-    out.mkdir(parents=True, exist_ok=True)
-    pictures = _pictures(out, collectors)
-    write_text(out / "per_image.csv", _csv(rows))
     data_sets = [(name, folder, split) for name, folder, split, negs in sets if not negs]
     table = _paper(run_dir, dict(results), data_sets, compare, tta, progress, published, device)
-    md = _markdown(run_dir, results, pictures, table)
-    write_text(out / "report.md", md)
-    write_text(out / "report.html", _html(md, run_dir))
+    with output_set():  # every file of the report, or none: an earlier report stays whole
+        pictures = _pictures(out, collectors)
+        write_text(out / "per_image.csv", _csv(rows))
+        md = _markdown(run_dir, results, pictures, table)
+        write_text(out / "report.md", md)
+        write_text(out / "report.html", _html(md, run_dir))
     return out
 
 

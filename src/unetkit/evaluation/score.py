@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from unetkit.core.files import write_text
+from unetkit.core.files import check_outputs, output_set, refuse_special, write_text
 from unetkit.evaluation.field_metrics import METRICS, FieldMetrics, score_pair, to_uint8_map
 from unetkit.io.budget import ImageError
 from unetkit.io.images import IMAGE_EXTENSIONS, SIXTEEN_BIT, open_image
@@ -51,6 +51,7 @@ def _images(folder: Path, what: str, suffix: str = "") -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.is_dir():
             continue  # hidden files (.DS_Store) and subfolders are not part of the set
+        refuse_special(path, f"an image file ({what})", ScoreError)  # a FIFO would hang
         stem = path.stem
         if suffix:
             if not stem.endswith(suffix) or stem == suffix:
@@ -118,6 +119,8 @@ def _scored(items: list, workers: int):
 
 
 def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
+    check_outputs([(out / name, "the scores") for name in OUTPUT_FILES],
+                  input_dirs=[maps_dir, masks_dir])
     out_r = out.resolve()
     for folder, what in ((maps_dir, "maps"), (masks_dir, "masks")):
         if out_r == folder.resolve():
@@ -201,8 +204,12 @@ def table_markdown(result: dict, name: str | None = None) -> str:
 
 
 def write_outputs(result: dict, out: Path) -> None:
-    """scores.json, scores.csv, table.md and table.csv, each written atomically."""
-    out.mkdir(parents=True, exist_ok=True)
+    """scores.json, scores.csv, table.md and table.csv, written together (`output_set`)."""
+    with output_set():
+        _write_outputs(result, out)
+
+
+def _write_outputs(result: dict, out: Path) -> None:
     write_text(out / "scores.json", json.dumps(result, indent=1) + "\n")
     fields = ["stem", "map", "mask", "resized", *METRICS]
     buf = io.StringIO()

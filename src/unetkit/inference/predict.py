@@ -4,13 +4,20 @@ at each image's own size, in batches bounded by the pixel budget, never over an 
 
 from __future__ import annotations
 
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from unetkit.core.files import atomic_write, check_outputs
+from unetkit.core.files import (
+    atomic_write,
+    check_outputs,
+    make_folder,
+    output_set,
+    refuse_special,
+)
 from unetkit.data.folders import list_images
 from unetkit.inference.detection import PointError, check_point, foreground
 from unetkit.inference.predictor import PixelGate, parallel_predictor
@@ -30,7 +37,8 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
         path = Path(name)
         if path.is_dir():
             files += list(list_images(path).values())
-        elif path.is_file():
+        elif path.exists():
+            refuse_special(path, "an image file", ImageError)  # a FIFO or device: never read
             files.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
@@ -106,7 +114,7 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
                   inputs=files,
                   input_dirs=[Path(n) for n in inputs if Path(n).is_dir()],
                   run_dirs=[resolve_model_dir(run_dir)])
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     bar = tqdm(total=len(files), desc="predicting", unit="image", disable=not progress)
     bar.update(len(failed))
     gate = PixelGate(MAX_BATCH_PIXELS)
@@ -152,16 +160,22 @@ def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,
     batches = pixel_batches(sizes, batch_size, MAX_BATCH_PIXELS // workers)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="unetkit-predict") if workers > 1 \
         else None  # one at a time: in this thread, whose memory the pixel budget was set for
-    try:
-        for done, errors in (pool.map if pool else map)(run_batch, batches):
-            summaries += done
-            failed += errors
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)  # an error stops the batches not yet started
-    bar.close()
-    if summaries:
-        write_summaries(out_dir, summaries)
+    with output_set():  # the masks and the summary together, or none (an earlier result stays)
+        context = contextvars.copy_context()  # the threads write into this set too
+
+        def in_set(batch: list[int]):
+            return context.copy().run(run_batch, batch)
+
+        try:
+            for done, errors in (pool.map if pool else map)(in_set, batches):
+                summaries += done
+                failed += errors
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)  # an error stops the batches not yet started
+        bar.close()
+        if summaries:
+            write_summaries(out_dir, summaries)
     return {"written": len(summaries), "failed": failed, "out": str(out_dir)}
 
 

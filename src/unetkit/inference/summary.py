@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetkit.core.files import write_text
+from unetkit.core.files import output_set, write_text
 
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity: pixels touching at a corner belong together
 
@@ -60,7 +60,6 @@ def summarize(name: str, labels: np.ndarray, classes: list[str]) -> dict:
 def write_summaries(out_dir: str | Path, summaries: list[dict]) -> None:
     """summary.json (a list, one object per image) and summary.csv (one row per image and class)."""
     out_dir = Path(out_dir)
-    write_text(out_dir / "summary.json", json.dumps(summaries, indent=2))
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["image", "height", "width", "class", "area_px", "area_fraction",
@@ -70,4 +69,6 @@ def write_summaries(out_dir: str | Path, summaries: list[dict]) -> None:
             box = c["bbox_xyxy"] or ["", "", "", ""]
             writer.writerow([s["image"], s["height"], s["width"], cls, c["area_px"],
                              c["area_fraction"], *box, c["components"]])
-    write_text(out_dir / "summary.csv", buf.getvalue())
+    with output_set():  # the two files together, or neither
+        write_text(out_dir / "summary.json", json.dumps(summaries, indent=2))
+        write_text(out_dir / "summary.csv", buf.getvalue())

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from unetkit.core.reading import open_regular
 from unetkit.io.budget import MAX_BATCH_PIXELS, MAX_IMAGE_PIXELS, ImageError
 from unetkit.io.tiff import is_tiff, open_tiff
 
@@ -33,9 +34,11 @@ def open_image(path: str | Path) -> Image.Image:
     if is_tiff(path):  # tifffile reads what Pillow cannot (see tiff.py)
         return open_tiff(path)
     try:
-        with warnings.catch_warnings():
+        # a FIFO or a device is refused here, never read (see core.reading)
+        with open_regular(path, "an image file", ImageError) as f, \
+                warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(f)
             _check_size(path, img.width, img.height)
             img.load()
     except ImageError:
@@ -48,6 +51,9 @@ def open_image(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "broken file"
         raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
                          "or remove it from the folder") from None
+    except MemoryError:
+        raise ImageError(f"{path}: out of memory decoding this image; downscale it, or free "
+                         "memory") from None
     return ImageOps.exif_transpose(img)
 
 
@@ -62,9 +68,10 @@ def check_pixel_budget(path: str | Path) -> tuple[int, int]:
     pixel budget or not an image: nothing is decoded, so a bomb costs nothing."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
+        with open_regular(path, "an image file", ImageError) as f, \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(f) as img:
                 size = img.size
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None

@@ -33,12 +33,13 @@ def read_tiff(path: str | Path, keep_grey16: bool = False) -> np.ndarray:
     `keep_grey16`, a 16-bit grey page is returned as it is, uint16)."""
     import tifffile
 
+    from unetkit.core.reading import open_regular
     from unetkit.io.budget import MAX_IMAGE_PIXELS as MAX_PIXELS
     from unetkit.io.budget import ImageError
 
     path = Path(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with open_regular(path, "a TIFF image", ImageError) as fh, tifffile.TiffFile(fh) as tif:
             pages = tif.pages
             first = pages[0]
             full = [p for p in pages if getattr(p, "shape", None) is not None

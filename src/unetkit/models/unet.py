@@ -160,6 +160,8 @@ class TimmUNet(SegmentationModel, nn.Module):
                                              pretrained=pretrained,
                                              pretrained_cfg_overlay=overlay)
         except (OSError, ConnectionError) as exc:  # timm's own download, where it does one
+            if str(encoder).startswith("hf-hub:"):  # the architecture itself is on the Hub
+                raise hub_encoder_error(encoder, exc) from None
             if not pretrained:
                 raise
             raise network_error(encoder, exc) from None
@@ -208,6 +210,16 @@ class TimmUNet(SegmentationModel, nn.Module):
             x = block["conv"](torch.cat([feats.pop(), block["up"](x)], dim=1))
         x = self.final_conv(self.final_up(x))
         return self.head(x)[..., :h, :w]
+
+
+def hub_encoder_error(encoder: str, exc: Exception) -> Exception:
+    from unetkit.config.schema import ConfigError
+
+    why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return ConfigError(f"model.encoder={encoder}: could not be fetched from the Hugging Face Hub "
+                       f"({why}); connect once (it is cached for later, offline use), or "
+                       "--set model.encoder=NAME of an architecture timm builds without a "
+                       "network (e.g. resnet34, efficientnet_lite0)")
 
 
 def build_model(cfg) -> nn.Module:

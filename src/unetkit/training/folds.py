@@ -21,7 +21,7 @@ import copy
 import json
 from pathlib import Path
 
-from unetkit.core.files import write_text
+from unetkit.core.files import check_new_run_folder, check_outputs, output_set, write_text
 from unetkit.core.text import plural
 from unetkit.data.folders import DataError, pair_items
 from unetkit.data.splits import fold_splits, group_table, split_items
@@ -39,6 +39,13 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     return rows[-1]["epoch"] >= min(epochs, rows[-1].get("planned_epochs", epochs))
 
 
+def _cross_validation(folder: Path) -> bool:
+    """Whether `folder` is an earlier cross-validation (it continues) rather than a run."""
+    single = any((folder / n).exists() for n in ("config.yaml", "config.json",
+                                                  "model.safetensors"))
+    return not single and ((folder / "folds").is_dir() or (folder / "folds.json").exists())
+
+
 def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=print) -> dict:
     """Train `cfg` once per fold into `out_dir`; write folds.json and ensemble.json."""
     from unetkit.evaluation.evaluate import evaluate
@@ -48,6 +55,8 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
     if not cfg.data.root:
         raise DataError("no data: give --data DIR (or data.root in the config)")
     root, out_dir = Path(cfg.data.root), Path(out_dir)
+    check_outputs([], folders=[out_dir], input_dirs=[root])
+    check_new_run_folder(out_dir, f"a {k}-fold cross-validation", continues=_cross_validation)
     items, problems = pair_items(root, cfg.data)
     if problems:
         raise DataError(f"{root}: {plural(len(problems), 'problem')}; see `unetkit check-data "
@@ -85,9 +94,11 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
         rows.append({"fold": i, "run": run.name, **_flat(scores)})
         log(f"fold {i}/{k}: val mDice {scores['mDice']:.4f}  dice {scores['dice']:.4f}")
     oof = _flat(pooled.compute())
-    write_text(out_dir / "folds.json", json.dumps({"folds": rows, "out_of_fold": oof}, indent=2))
     members = {"members": [r["run"] for r in rows]}
-    write_text(out_dir / ENSEMBLE_FILE, json.dumps(members, indent=2))
+    with output_set():  # the scores and the ensemble together
+        write_text(out_dir / "folds.json",
+                   json.dumps({"folds": rows, "out_of_fold": oof}, indent=2))
+        write_text(out_dir / ENSEMBLE_FILE, json.dumps(members, indent=2))
     log(f"out of fold ({oof['images']} images): mDice {oof['mDice']:.4f}  mIoU {oof['mIoU']:.4f}  "
         f"dice {oof['dice']:.4f}; the {k} folds as one model: {out_dir}")
     return {"folds": rows, "out_of_fold": oof}
