@@ -139,11 +139,11 @@ def fail_writes_from(monkeypatch, n: int, err: int) -> list[int]:
     """Make the n-th file unetkit writes (and every later one) fail with OSError(err)."""
     real, calls = files_mod._fill, []
 
-    def fill(f, write):
+    def fill(f, write, path):
         calls.append(1)
         if len(calls) >= n:
             raise OSError(err, os.strerror(err))
-        real(f, write)
+        real(f, write, path)
 
     monkeypatch.setattr(files_mod, "_fill", fill)
     return calls
@@ -152,9 +152,9 @@ def fail_writes_from(monkeypatch, n: int, err: int) -> list[int]:
 def count_writes(monkeypatch) -> list[int]:
     real, calls = files_mod._fill, []
 
-    def fill(f, write):
+    def fill(f, write, path):
         calls.append(1)
-        real(f, write)
+        real(f, write, path)
 
     monkeypatch.setattr(files_mod, "_fill", fill)
     return calls

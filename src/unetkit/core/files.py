@@ -107,16 +107,16 @@ def temp_beside(path: str | Path) -> Iterator[tuple[BinaryIO, Path]]:
             tmp.unlink()
 
 
-def _fill(f: BinaryIO, write: Callable[[BinaryIO], None]) -> None:
-    """The one place the bytes of every output are produced (a test makes it fail as a full
-    disk would)."""
+def _fill(f: BinaryIO, write: Callable[[BinaryIO], None], path: Path) -> None:
+    """The one place the bytes of every output (`path`) are produced (a test makes it fail as
+    a full disk would)."""
     write(f)
 
 
 def _write_temp(path: Path, write: Callable[[BinaryIO], None], durable: bool) -> Path:
     """A finished temporary file beside `path` holding what `write` wrote; removed on error."""
     with temp_beside(path) as (f, tmp):
-        _fill(f, write)
+        _fill(f, write, path)
         f.flush()
         if durable:
             os.fsync(f.fileno())
