@@ -286,11 +286,12 @@ def check_outputs(planned: Iterable[tuple[Path, str]], inputs: Iterable[Path] = 
     given `--force`. `folders`: output folders (a run to train) that may not lie inside an
     input folder. `option`: the option that chose the outputs, named in the fix."""
     fix = f"choose another {option}"
-    protected = {_key(Path(p)): f"the input {p}" for p in inputs}
+    allowed = {_key(Path(p)) for p in owned}
+    protected = {}
     for run_dir in run_dirs:
         protected.update({_key(p): f"{p}, a file of the run folder {run_dir}"
-                          for p in run_folder_files(run_dir)})
-    allowed = {_key(Path(p)) for p in owned}
+                          for p in run_folder_files(run_dir) if _key(p) not in allowed})
+    protected.update({_key(Path(p)): f"the input {p}" for p in inputs})  # never owned
     read_dirs = [(Path(d).resolve(), Path(d)) for d in input_dirs]
     runs, seen = {}, {}
     for folder in folders:
@@ -310,7 +311,7 @@ def check_outputs(planned: Iterable[tuple[Path, str]], inputs: Iterable[Path] = 
         if blocker is not None:
             raise OutputError(f"{blocker} is a file, not a folder, so {out} cannot be written; "
                               f"{fix} (a folder that does not exist yet, or a folder)")
-        if key in protected and key not in allowed:
+        if key in protected:
             raise OutputError(f"{out} would replace {protected[key]}; {fix}")
         resolved = out.resolve()
         for real, given in read_dirs:
