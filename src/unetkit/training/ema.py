@@ -1,4 +1,4 @@
-"""An exponential moving average of a model's weights (Polyak averaging, as timm's ModelEma).
+"""An exponential moving average of a model's weights (Polyak averaging), by timm's ModelEmaV3.
 
 After each optimiser step:  ema = d * ema + (1 - d) * weights,  for every floating-point
 parameter and buffer (BatchNorm statistics included); integer buffers are copied. The decay
@@ -9,36 +9,42 @@ is the one validated, picked as best and saved to model.safetensors.
 
 from __future__ import annotations
 
-import copy
-
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
+
+
+class _RampedEma(ModelEmaV3):
+    """timm's update (foreach lerp over the state dict) with unetkit's ramp of the decay."""
+
+    updates = 0
+
+    def get_decay(self, step: int | None = None) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
 
 class EMA:
     def __init__(self, model: nn.Module, decay: float):
-        self.decay, self.updates = float(decay), 0
-        self.module = copy.deepcopy(model).eval()
+        self._ema = _RampedEma(model, decay=float(decay))
+        self.module = self._ema.module
         for p in self.module.parameters():
             p.requires_grad_(False)
 
+    @property
+    def updates(self) -> int:
+        return self._ema.updates
+
     def current_decay(self) -> float:
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        return self._ema.get_decay()
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        d = self.current_decay()
-        ours = self.module.state_dict()
-        for key, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                ours[key].mul_(d).add_(value.detach(), alpha=1 - d)
-            else:
-                ours[key].copy_(value)
-        self.updates += 1
+        self._ema.update(model)
+        self._ema.updates += 1
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
+        self._ema.updates = int(state["updates"])
