@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +34,13 @@ from unetkit.runs.loading import load_model
 
 FORMATS = EXPORT_FORMATS  # int8: quantize.export_int8 (needs images to check on)
 HUB_FILES = ("model.safetensors", "config.json", "operating_point.json", "README.md")
-OPSET = 17  # supported by every ONNX Runtime since 1.11 (2022), and by TensorRT / OpenVINO
+# The exporter's own opset (a lower one is converted down, with a warning); ONNX Runtime reads
+# it since 1.14 (2023), TensorRT since 8.6, OpenVINO since 2023.0.
+OPSET = 18
 # Largest |ONNX - PyTorch| logit difference accepted at export time. Float32 kernels differ in
 # summation order, which moves logits of a deep U-Net by ~1e-5; a wrong graph moves them by >0.1.
 ATOL = 1e-3
+MAX_SIDE_BLOCKS = 8192  # the largest exported height and width, in multiples of the stride
 
 
 def onnx_out(run_dir, fmt: str, out) -> Path:
@@ -76,6 +78,7 @@ def own_files(run_dir: Path, *outputs: Path) -> list[Path]:
 def export_onnx(run_dir, out, opset: int = OPSET, force: bool = False) -> dict:
     """Write `out` (.onnx) and `out`.json (opset, sizes, check result); return the sidecar."""
     onnx = require("onnx", "onnx", "ONNX export")
+    require("onnxscript", "onnx", "ONNX export")  # what torch.onnx's exporter writes with
 
     run_dir = resolve_model_dir(run_dir)
     out = Path(out)
@@ -101,14 +104,7 @@ def export_onnx(run_dir, out, opset: int = OPSET, force: bool = False) -> dict:
     def write(f) -> None:
         with tempfile.TemporaryDirectory() as d:
             raw = Path(d) / "model.onnx"
-            # The TorchScript exporter: records height and width as dynamic axes. Inputs of a
-            # multiple of the stride take no padding, so no size is frozen into the graph.
-            with warnings.catch_warnings():  # the tracer's notes on the padding branch (see above)
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (example,), str(raw), input_names=["image"],
-                                  output_names=["logits"], opset_version=opset, dynamo=False,
-                                  dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                                "logits": {0: "batch", 2: "height", 3: "width"}})
+            export_graph(model, example, multiple, opset).save(str(raw))
             proto = onnx.load(str(raw))
             for key, value in meta.items():
                 proto.metadata_props.add(key=key, value=value)
@@ -130,6 +126,19 @@ def export_onnx(run_dir, out, opset: int = OPSET, force: bool = False) -> dict:
                            "channel, softmax for more")
     write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2))
     return sidecar
+
+
+def export_graph(model: torch.nn.Module, example: torch.Tensor, multiple: int, opset: int):
+    """torch.onnx's exporter (torch.export): the batch, height and width are dynamic; height
+    and width are declared multiples of the stride, so the padding branch, never taken for
+    them, is not in the graph (`OnnxModel` pads other sizes as the PyTorch model does)."""
+    from torch.export import Dim
+
+    side = {"min": 1, "max": MAX_SIDE_BLOCKS}
+    shapes = ({0: Dim("batch", min=1, max=4096), 2: multiple * Dim("height_blocks", **side),
+               3: multiple * Dim("width_blocks", **side)},)
+    return torch.onnx.export(model, (example,), input_names=["image"], output_names=["logits"],
+                             opset_version=opset, dynamo=True, dynamic_shapes=shapes)
 
 
 @torch.no_grad()
