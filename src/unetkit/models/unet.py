@@ -244,9 +244,10 @@ def build_model(cfg) -> nn.Module:
 def load_encoder_weights(model: TimmUNet, path: str) -> None:
     """Load a local ImageNet checkpoint (safetensors or a torch state dict) into the encoder.
 
-    Keys are matched by name first (a timm checkpoint of the same model); when the names differ
-    but the tensors correspond one-to-one in order and shape (a port of the same network), they
-    are matched by position. Classifier weights the encoder does not have are ignored.
+    Keys are matched by name: a timm checkpoint of the same model, or a packaged Lite
+    checkpoint through its name mapping (`offline_weights.lite_to_timm`). Classifier weights the
+    encoder does not have are ignored; any other tensor without a place, or of another shape,
+    is an error.
     """
     from pathlib import Path
 
@@ -264,16 +265,12 @@ def load_encoder_weights(model: TimmUNet, path: str) -> None:
     if all(k in state and state[k].shape == v.shape for k, v in target.items()):
         model.encoder.load_state_dict({k: state[k] for k in target})
         return
-    # By position: BatchNorm's step counters carry no weights and are left out on both sides.
-    theirs = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
-    ours = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
-    mapped = dict(target)
-    for i, (key, value) in enumerate(ours):
-        if i >= len(theirs) or theirs[i][1].shape != value.shape:
-            found = f"'{theirs[i][0]}' {tuple(theirs[i][1].shape)}" if i < len(theirs) \
-                else "nothing"
-            raise ValueError(f"{file}: tensor {i} of the checkpoint is {found}, but the encoder "
-                             f"expects '{key}' {tuple(value.shape)}; is it a checkpoint of "
-                             f"model.encoder's architecture?")
-        mapped[key] = theirs[i][1]
+    from unetkit.models.offline_weights import is_lite_checkpoint, lite_to_timm
+
+    if not is_lite_checkpoint(state):
+        missing = [k for k in target if k not in state or state[k].shape != target[k].shape]
+        raise ValueError(f"{file}: no tensor '{missing[0]}' {tuple(target[missing[0]].shape)} "
+                         f"(and {len(missing) - 1} more); is it a checkpoint of "
+                         "model.encoder's architecture?")
+    mapped = lite_to_timm(state, target, file)
     model.encoder.load_state_dict(mapped)
