@@ -145,9 +145,9 @@ def main() -> None:
         f"images (predict, {len(pictures)} Kvasir-SEG JPEGs, images/s) | "
         "network alone (ms/frame) |",
         "|---|---:|---:|---:|---:|", *rows,
-        f"\nint8 check on {check['images']} Kvasir-SEG images: mDice float "
-        f"{check['float_mDice']:.4f}, int8 {check['int8_mDice']:.4f} (random weights: not "
-        "informative about accuracy)."])
+        f"\nint8 check on {check['images']} Kvasir-SEG images: mDice@point float "
+        f"{check['float_mDice_point']:.4f}, int8 {check['int8_mDice_point']:.4f} (random "
+        "weights: not informative about accuracy)."])
     print(text)
     if args.write:
         with (REPO / "benchmarks" / "RESULTS.md").open("a") as f:

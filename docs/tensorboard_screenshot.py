@@ -77,7 +77,7 @@ def main() -> None:
                 page.goto(url + "#timeseries", wait_until="networkidle")
                 page.wait_for_selector("text=samples", timeout=60_000)
                 page.fill("input[placeholder='Filter tags (regex)']", "loss|val_m")
-                page.wait_for_selector("text=val_mDice", timeout=60_000)
+                page.wait_for_selector("text=val_mDice_point", timeout=60_000)
                 page.keyboard.press("Escape")  # the tag list's completions
                 page.locator("button:has-text('Settings')").first.click()  # hides that pane
                 time.sleep(3)  # let the charts finish drawing (a picture, not a test)

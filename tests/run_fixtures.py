@@ -26,5 +26,5 @@ def make_run(run_dir: Path, overrides: list[str] = (), recipe: str | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", config_mod.to_yaml(cfg))
     save_weights(model, run_dir / "model.safetensors")
-    write_model_card(run_dir, cfg, {"mDice": 0.5, "mIoU": 0.4})
+    write_model_card(run_dir, cfg, {"mDice_point": 0.5, "mIoU_point": 0.4})
     return run_dir

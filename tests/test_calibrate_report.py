@@ -41,7 +41,7 @@ def test_evaluate_calibrate_predict_and_report(run, synthetic_data, tmp_path):
     before = json.loads((tmp_path / "before.json").read_text())
     assert before["frames_negative"] == 4 and before["frames_positive"] == before["images"]
     assert before["operating_point"] == "default" and before["threshold"] == 0.5
-    for key in ("sensitivity", "false_alarm_rate", "auroc", "mDice"):
+    for key in ("sensitivity", "false_alarm_rate", "auroc", "mDice", "mDice_point"):
         assert before[key] is not None and 0 <= before[key] <= 1
 
     proc = run_cli("calibrate", str(out), "--data", str(synthetic_data), "--negatives", str(neg),
@@ -60,7 +60,7 @@ def test_evaluate_calibrate_predict_and_report(run, synthetic_data, tmp_path):
     # Calibrated on these very frames, so evaluate must reproduce the calibration's numbers.
     assert after["false_alarm_rate"] == pytest.approx(point["after"]["false_alarm_rate"])
     assert after["sensitivity"] == pytest.approx(point["after"]["sensitivity"])
-    assert after["mDice"] == pytest.approx(point["after"]["mDice"], abs=1e-6)
+    assert after["mDice_point"] == pytest.approx(point["after"]["mDice_point"], abs=1e-6)
 
     run_cli("predict", str(out), str(neg), "--out", str(tmp_path / "masks"), "--quiet")
     flagged = sum(np.asarray(Image.open(p)).any() for p in (tmp_path / "masks").glob("*.png"))

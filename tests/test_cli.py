@@ -52,7 +52,7 @@ def test_run_folder_is_complete(run):
     assert panel.width > 2 * panel.height  # image | truth | prediction side by side
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert all(0 <= float(r["val_mDice"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    assert all(0 <= float(r["val_mDice_point"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
 
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and {"model", "optimizer", "scheduler", "rng"} <= set(state)
@@ -75,7 +75,8 @@ def test_evaluate_json(run, synthetic_data, tmp_path):
                    "--quiet")
     assert "mDice" in proc.stdout
     scores = json.loads(out.read_text())
-    for key in ("mDice", "mIoU", "dice", "iou", "precision", "recall"):
+    for key in ("mDice", "mIoU", "mDice_point", "mIoU_point", "dice", "iou", "precision",
+                "recall"):
         assert 0.0 <= scores[key] <= 1.0, key
     # --split val is the run's own validation split: 48 images, val_fraction 0.2 (demo recipe)
     assert scores["images"] == 10 and scores["split"] == "val"
@@ -121,8 +122,8 @@ def test_resume_continues_and_refuses_overwrite(run, synthetic_data, tmp_path):
 
     proc = run_cli("train", "--resume", str(resumed), "--set", "train.epochs=4",
                    "--set", "train.monitor=dice", "--quiet", check=False)
-    assert proc.returncode == 2 and "by val mDice" in proc.stderr, proc.stderr
-    assert "train.monitor=mDice" in proc.stderr
+    assert proc.returncode == 2 and "by val mDice_point" in proc.stderr, proc.stderr
+    assert "train.monitor=mDice_point" in proc.stderr
     assert len(list(csv.DictReader((resumed / "metrics.csv").open()))) == 3  # left as it was
 
     proc = run_cli("train", "--resume", str(tmp_path / "nothing"), "--quiet", check=False)

@@ -156,8 +156,8 @@ def test_calibration_search_finds_the_known_best_point():
     assert point == OperatingPoint(0.61, 0.02)
     i, j = 60, list(AREAS).index(0.02)
     assert g["sensitivity"][i, j] == 1.0 and g["false_alarm_rate"][i, j] == pytest.approx(0.2)
-    assert g["mDice"][i, j] == pytest.approx(1.0)
-    assert g["mDice"][59, j] < 1.0 and g["false_alarm_rate"][i, j - 1] == 1.0
+    assert g["mDice_point"][i, j] == pytest.approx(1.0)
+    assert g["mDice_point"][59, j] < 1.0 and g["false_alarm_rate"][i, j - 1] == 1.0
     assert search(frames, max_false_alarm=0.0)[0] == OperatingPoint(0.61, 0.05)
     # A negative frame half covered at 0.999: no threshold or min_area on the grid silences it.
     with pytest.raises(CalibrationError, match="lowest reachable is 20.0%"):

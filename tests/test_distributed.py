@@ -79,7 +79,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, monkeypatc
     for ra, rb in zip(a, b, strict=False):
         for key in ("train_loss", "val_loss"):
             assert float(rb[key]) == pytest.approx(float(ra[key]), rel=LOSS_RTOL), (key, ra, rb)
-        for key in ("val_mDice", "val_mIoU", "val_dice", "val_iou"):
+        for key in ("val_mDice_point", "val_mIoU_point", "val_dice", "val_iou"):
             assert float(rb[key]) == pytest.approx(float(ra[key]), abs=METRIC_ATOL), (key, ra, rb)
     first, last = float(a[0]["train_loss"]), float(a[-1]["train_loss"])
     assert first != pytest.approx(last, rel=1e-2)  # it trains

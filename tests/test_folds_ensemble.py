@@ -117,8 +117,8 @@ def test_train_folds_end_to_end(synthetic_data, tmp_path):
     report = json.loads((out / "folds.json").read_text())
     assert [f["images"] for f in report["folds"]] == [24, 24]
     assert report["out_of_fold"]["images"] == 48
-    mdice = sum(f["mDice"] * f["images"] for f in report["folds"]) / 48
-    assert report["out_of_fold"]["mDice"] == pytest.approx(mdice)
+    mdice = sum(f["mDice_point"] * f["images"] for f in report["folds"]) / 48
+    assert report["out_of_fold"]["mDice_point"] == pytest.approx(mdice)
     vals = [set((out / "folds" / f"fold-{i}-val.txt").read_text().split()) for i in (1, 2)]
     assert not vals[0] & vals[1] and len(vals[0] | vals[1]) == 48
     train1 = set((out / "folds" / "fold-1-train.txt").read_text().split())

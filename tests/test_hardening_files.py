@@ -318,8 +318,8 @@ def test_report_md_writes_a_data_set_name_as_text_not_html():
     from unetkit.evaluation.report import _html, _markdown
 
     name = "<img src=x onerror=alert(1)>|x"
-    scores = {k: 0.5 for k in ("mDice", "mIoU", "dice", "sensitivity", "false_alarm_rate",
-                               "auroc", "threshold", "min_area")}
+    scores = {k: 0.5 for k in ("mDice_point", "mIoU_point", "dice", "sensitivity",
+                               "false_alarm_rate", "auroc", "threshold", "min_area")}
     scores.update(frames_positive=1, frames_negative=0)
     md = _markdown("run", [(name, scores)], {name: ["worst/x/a.png"]})
     assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;&#124;x" in md

@@ -22,8 +22,8 @@ from unetkit.training.fit import fit
 
 TINY = ["model.base_channels=4", "model.depth=2", "data.image_size=[32,32]", "train.epochs=2",
         "train.batch_size=8", "train.device=cpu", "train.samples=2", "train.deterministic=true"]
-COLUMNS = ("train_loss", "val_loss", "val_mDice", "val_mIoU", "val_dice", "val_iou", "lr",
-           "seconds", "images_per_s")
+COLUMNS = ("train_loss", "val_loss", "val_mDice_point", "val_mIoU_point", "val_dice", "val_iou",
+           "lr", "seconds", "images_per_s")
 RUN_FILES = ("config.yaml", "config.json", "model.safetensors", "metrics.csv", "curves.png",
              "checkpoints/last.pt")
 

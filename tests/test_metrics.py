@@ -37,8 +37,8 @@ def test_binary_by_hand():
     s = scores(PRED, TRUTH)
     # Per image: A has TP 1, FP 1, FN 1 -> Dice 2/4, IoU 1/3; B: truth and prediction empty
     # -> 1 and 1 (the convention); C: truth empty, one pixel predicted -> 0 and 0.
-    assert s["mDice"] == approx((0.5 + 1 + 0) / 3)
-    assert s["mIoU"] == approx((1 / 3 + 1 + 0) / 3)
+    assert s["mDice_point"] == approx((0.5 + 1 + 0) / 3)
+    assert s["mIoU_point"] == approx((1 / 3 + 1 + 0) / 3)
     # Dataset level, from the summed counts TP 1, FP 2, FN 1: the empty image B adds nothing.
     assert s["dice"] == approx(2 / 5)
     assert s["iou"] == approx(1 / 4)
@@ -53,9 +53,10 @@ def test_empty_mask_convention():
     empty = torch.zeros(1, 4, 4, dtype=torch.long)
     one = empty.clone()
     one[0, 1, 1] = 1
-    assert scores(empty, empty)["mDice"] == 1.0 and scores(empty, empty)["mIoU"] == 1.0
-    assert scores(one, empty)["mDice"] == 0.0 and scores(one, empty)["mIoU"] == 0.0  # false alarm
-    assert scores(empty, one)["mDice"] == 0.0  # missed lesion
+    assert scores(empty, empty)["mDice_point"] == 1.0 and scores(empty, empty)["mIoU_point"] == 1.0
+    # a false alarm
+    assert scores(one, empty)["mDice_point"] == 0.0 and scores(one, empty)["mIoU_point"] == 0.0
+    assert scores(empty, one)["mDice_point"] == 0.0  # missed lesion
     # Dataset level with nothing anywhere: Dice/IoU 1 (nothing to find, nothing found), while
     # precision and recall, undefined, are 0.
     s = scores(empty, empty)
@@ -71,7 +72,7 @@ def test_per_image_and_dataset_level_differ_as_defined():
     pred = truth.clone()
     pred[1] = 0
     s = scores(pred, truth)
-    assert s["mDice"] == approx(0.5)
+    assert s["mDice_point"] == approx(0.5)
     assert s["dice"] == approx(2 * 64 / (2 * 64 + 1))
 
 
@@ -111,7 +112,7 @@ def test_multiclass_by_hand():
     assert (b["dice"], b["iou"], b["precision"], b["recall"]) == (0, 0, 0, 0)
     assert bg["dice"] == approx(1 / 2) and bg["pixels"] == 2 and a["pixels"] == 3
     # The headline scores average the foreground classes; *_with_background all three.
-    assert s["dice"] == approx(1 / 3) and s["mDice"] == approx(1 / 3)
+    assert s["dice"] == approx(1 / 3) and s["mDice_point"] == approx(1 / 3)
     assert s["dice_with_background"] == approx((1 / 2 + 2 / 3 + 0) / 3)
     assert s["accuracy"] == approx(3 / 6)
 
@@ -120,7 +121,7 @@ def test_ignore_index():
     truth = torch.tensor([[[1, 255], [0, 255]]])
     pred = torch.tensor([[[1, 1], [0, 1]]])  # wrong only where the truth is ignored
     s = scores(pred, truth, ignore_index=255)
-    assert s["mDice"] == 1.0 and s["dice"] == 1.0 and s["accuracy"] == 1.0
+    assert s["mDice_point"] == 1.0 and s["dice"] == 1.0 and s["accuracy"] == 1.0
 
 
 def test_logits_to_labels():
@@ -166,7 +167,7 @@ def test_binary_agrees_with_torchmetrics(seed):
     per_image = dice_score(pred, truth, num_classes=2, include_background=False,
                            input_format="index", aggregation_level="samplewise", average="none")
     assert not per_image.isnan().any()
-    assert s["mDice"] == pytest.approx(per_image.mean().item(), abs=1e-6)
+    assert s["mDice_point"] == pytest.approx(per_image.mean().item(), abs=1e-6)
     glob = dice_score(pred, truth, num_classes=2, include_background=False, input_format="index",
                       aggregation_level="global", average="none")
     assert s["dice"] == pytest.approx(glob.item(), abs=1e-6)
@@ -188,5 +189,5 @@ def test_multiclass_agrees_with_torchmetrics(seed):
     per_image = dice_score(pred, truth, num_classes=k, include_background=True,
                            input_format="index", aggregation_level="samplewise", average="none")
     assert not per_image.isnan().any()
-    ours = [s["per_class"][str(c)]["mDice"] for c in range(k)]
+    ours = [s["per_class"][str(c)]["mDice_point"] for c in range(k)]
     assert ours == pytest.approx(per_image.mean(0).tolist(), abs=1e-6)

@@ -42,9 +42,9 @@ def test_per_image_mean_counts_an_absent_class_predicted_absent_as_right():
     out = m.compute()
     # image 1: neoplastic 1, non-neoplastic absent -> 1; image 2: neoplastic absent -> 1,
     # non-neoplastic tp 1 fn 1 -> 2/3.
-    assert out["per_class"]["neoplastic"]["mDice"] == pytest.approx(1.0)
-    assert out["per_class"]["non_neoplastic"]["mDice"] == pytest.approx((1 + 2 / 3) / 2)
-    assert out["mDice"] == pytest.approx((1 + (1 + 2 / 3) / 2) / 2)
+    assert out["per_class"]["neoplastic"]["mDice_point"] == pytest.approx(1.0)
+    assert out["per_class"]["non_neoplastic"]["mDice_point"] == pytest.approx((1 + 2 / 3) / 2)
+    assert out["mDice_point"] == pytest.approx((1 + (1 + 2 / 3) / 2) / 2)
 
 
 def test_against_torchmetrics_over_batches_with_ignore_index():
@@ -70,4 +70,5 @@ def test_against_torchmetrics_over_batches_with_ignore_index():
                      torch.nn.functional.one_hot(truth[:, 1:], 3).permute(0, 3, 1, 2),
                      num_classes=3, include_background=True, average="none", input_format="one-hot")
     for i, name in enumerate(NAMES):
-        assert out["per_class"][name]["mDice"] == pytest.approx(ref[:, i].mean().item(), rel=1e-6)
+        assert out["per_class"][name]["mDice_point"] == pytest.approx(ref[:, i].mean().item(),
+                                                                      rel=1e-6)

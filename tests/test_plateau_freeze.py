@@ -26,9 +26,10 @@ def tiny_cfg(data, **model):
 def test_lr_halves_after_patience_epochs_without_improvement(synthetic_data, tmp_path, monkeypatch):
     """PyTorch's ReduceLROnPlateau: the epoch that sets the best is followed by `patience` epochs
     without improvement that are tolerated; the next one without improvement halves the lr."""
-    scores = iter([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])  # val mDice per epoch: never improves
+    scores = iter([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])  # val mDice@point per epoch: never improves
     monkeypatch.setattr(Trainer, "validate",
-                        lambda self: ({"mDice": next(scores), "mIoU": 0, "dice": 0, "iou": 0}, 0.0))
+                        lambda self: ({"mDice_point": next(scores), "mIoU_point": 0, "dice": 0,
+                                       "iou": 0}, 0.0))
     cfg = tiny_cfg(synthetic_data)
     cfg.train.epochs = 6
     fit(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
@@ -36,15 +37,15 @@ def test_lr_halves_after_patience_epochs_without_improvement(synthetic_data, tmp
     assert lrs == pytest.approx([1e-4, 1e-4, 1e-4, 1e-4, 5e-5, 5e-5])
 
 
-@pytest.mark.parametrize("monitor, best_epoch", [("mDice", 1), ("dice", 3)])
+@pytest.mark.parametrize("monitor, best_epoch", [("mDice_point", 1), ("dice", 3)])
 def test_monitor_names_the_score_that_picks_the_best_weights(synthetic_data, tmp_path, monkeypatch,
                                                             monitor, best_epoch):
-    """A rare class learnt late: per-image mDice falls while data-set dice rises."""
+    """A rare class learnt late: per-image mDice@point falls while data-set dice rises."""
     scores = iter([(0.6, 0.1), (0.5, 0.2), (0.4, 0.3)])
 
     def validate(self):
         m_dice, dice = next(scores)
-        return {"mDice": m_dice, "mIoU": 0, "dice": dice, "iou": 0}, 0.0
+        return {"mDice_point": m_dice, "mIoU_point": 0, "dice": dice, "iou": 0}, 0.0
 
     monkeypatch.setattr(Trainer, "validate", validate)
     cfg = tiny_cfg(synthetic_data)
@@ -53,13 +54,13 @@ def test_monitor_names_the_score_that_picks_the_best_weights(synthetic_data, tmp
     result = fit(cfg, tmp_path / "run", progress=False, log=logged.append)
     card = json.loads((tmp_path / "run" / "config.json").read_text())
     assert card["metrics"]["epoch"] == best_epoch
-    assert result["best"] == {"mDice": 0.6, "dice": 0.3}[monitor]
+    assert result["best"] == {"mDice_point": 0.6, "dice": 0.3}[monitor]
     assert logged[-1].endswith(f"best val {monitor} {result['best']:.4f}")
 
 
 def test_unknown_monitor_is_refused():
     with pytest.raises(config.ConfigError,
-                       match="train.monitor must be one of mDice, mIoU, dice, iou"):
+                       match="train.monitor must be one of mDice_point, mIoU_point, dice, iou"):
         config.load("neopolyp-unet3", overrides=["train.monitor=loss"])
 
 

@@ -53,9 +53,9 @@ def test_int8_is_kept_when_its_dice_holds(quantisable, tmp_path):
     proc = run_cli("export", str(run), "--format", "int8", "--data", str(data),
                    "--out", str(run / "model.int8.onnx"), "--quiet")
     check = json.loads((run / "model.int8.json").read_text())["check"]
-    assert check["float_mDice"] == pytest.approx(1.0) and check["images"] == 8
-    assert check["mDice_drop"] <= 0.01 and check["int8_mDice"] > 0.95
-    assert "mDice int8" in proc.stdout
+    assert check["float_mDice_point"] == pytest.approx(1.0) and check["images"] == 8
+    assert check["mDice_point_drop"] <= 0.01 and check["int8_mDice_point"] > 0.95
+    assert "mDice@point int8" in proc.stdout
     # the kept model runs through the same Predictor, on images it was not calibrated on
     int8 = Predictor.from_run(run, backend="int8")
     img = read_image(sorted((data / "images").glob("*.jpg"))[0])
@@ -75,7 +75,7 @@ def test_int8_is_refused_when_dice_drops_and_nothing_is_written(quantisable, tmp
         scores = real(predictor, *args, **kwargs)
         calls.append(predictor)
         if len(calls) == 2:
-            scores["mDice"] -= 0.2
+            scores["mDice_point"] -= 0.2
         return scores
 
     monkeypatch.setattr(q, "evaluate_predictor", lower_for_int8)

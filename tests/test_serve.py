@@ -38,8 +38,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 # In the run folder's config.json, so the test can see the page shows the run's own scores.
-CARD_METRICS = {"epoch": 3, "split": "val", "mDice": 0.4321, "mIoU": 0.3456, "dice": 0.5012,
-                "iou": 0.3344, "precision": 0.61, "recall": 0.55}
+CARD_METRICS = {"epoch": 3, "split": "val", "mDice_point": 0.4321, "mIoU_point": 0.3456,
+                "dice": 0.5012, "iou": 0.3344, "precision": 0.61, "recall": 0.55}
 
 
 def need(module: str | None = None, path: Path | None = None, why: str = "") -> None:
@@ -208,7 +208,8 @@ def test_page_in_a_browser_shows_the_model_the_mask_and_the_numbers_of_unetkit_p
             card = page.locator("#model-card").inner_text(timeout=60_000)
             assert "demo: binary segmentation" in card
             assert "background, lesion" in card and "64x64" in card
-            assert "mDice 0.4321" in card and "mIoU 0.3456" in card  # from the run's config.json
+            # from the run's config.json
+            assert "mDice@point 0.4321" in card and "mIoU@point 0.3456" in card
             assert "Not a medical device" in card
 
             page.set_input_files("#uploads input[type=file]", [str(image_path), str(notes)])
@@ -281,7 +282,7 @@ def test_model_page_segments_like_predict_and_describes_the_run(tmp_path):
         assert res["stats"]["lesion"]["area_px"] == int(want.sum())
         assert len(page.examples) == 3 and all(p.exists() for p in page.examples)
         text = page.describe()
-        assert "mDice 0.4321" in text and "Not a medical device" in text
+        assert "mDice@point 0.4321" in text and "Not a medical device" in text
         (tmp_path / "upload.txt").write_text("hello")
         with pytest.raises(ImageError, match=re.escape("report.txt: cannot read")):
             page.segment(tmp_path / "upload.txt", name="report.txt")

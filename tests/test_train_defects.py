@@ -62,7 +62,7 @@ def test_validation_loss_does_not_depend_on_the_eval_batch_size(synthetic_data, 
         trainer.train_epoch()
         s, loss = trainer.validate()
         losses.append(loss)
-        scores.append(s["mDice"])
+        scores.append(s["mDice_point"])
     assert losses[0] > 0 and math.isfinite(losses[0])
     assert losses == pytest.approx([losses[0]] * 3, rel=1e-5)
     assert scores == pytest.approx([scores[0]] * 3, abs=1e-6)

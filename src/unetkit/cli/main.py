@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a trained model on a data folder")
     run_dir_arg(p)
     data_arg(p, "the data folder", required=True)
-    split_arg(p, "val")
+    split_arg(p, "val, the held-out split, on the run's own training data; all on any other "
+                 "folder")
     p.add_argument("--tta", action="store_true",
                    help="average predictions over flips (and 90-degree rotations if declared)")
     p.add_argument("--json", help="also write the scores to this JSON file")
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_smoothing_args(p.add_argument_group("--sequences: the alarm rule"), min_area=False)
     frame_args(p)
     device_arg(p)
-    p.set_defaults(func=verb("cmd_evaluate"), split_default="val")
+    # no default split: evaluate takes val on the run's own data, all elsewhere
+    p.set_defaults(func=verb("cmd_evaluate"), split_default=None)
 
     p = sub.add_parser("calibrate", help="choose and record the threshold and minimum area that "
                                          "keep false alarms under a target")
@@ -148,14 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model as ONNX or a Hugging Face Hub folder")
     run_dir_arg(p)
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS,
-                   help="int8: quantise RUN_DIR/model.onnx, kept if its mDice holds on --data")
+                   help="int8: quantise RUN_DIR/model.onnx, kept if its mDice@point holds on "
+                        "--data")
     p.add_argument("--out", help="the Hub folder; for onnx and int8 the .onnx file (default: "
                                  "RUN_DIR/model.onnx or model.int8.onnx, where `predict "
                                  "--backend onnx|int8` and `serve` look for it)")
     data_arg(p, "int8: the data folder to calibrate on and check with")
     split_arg(p, "val")
     p.add_argument("--tolerance", type=float, default=0.01,
-                   help="int8: largest mDice drop accepted (default 0.01)")
+                   help="int8: largest mDice@point drop accepted (default 0.01)")
     p.add_argument("--force", action="store_true",
                    help="replace files already there that --out did not name (the .json beside "
                         "the .onnx, a Hub folder's README.md, config.json, ...); never a run "

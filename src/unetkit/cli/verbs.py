@@ -63,9 +63,10 @@ def cmd_evaluate(args) -> int:
     scores = evaluate(args.run_dir, args.data, args.split, args.tta, progress=not args.quiet,
                       negatives=args.negatives, threshold=args.threshold, min_area=args.min_area,
                       device=args.device)
-    print_scores(args.split, scores, args.tta)
+    print_scores(scores["split"], scores, args.tta)
     for name, s in scores.get("per_class", {}).items():
-        print(f"  {name:>20}: dice {s['dice']:.4f}  iou {s['iou']:.4f}  mDice {s['mDice']:.4f}")
+        print(f"  {name:>20}: dice {s['dice']:.4f}  iou {s['iou']:.4f}  "
+              f"mDice@point {s['mDice_point']:.4f}")
     if args.json:
         write_text(args.json, json.dumps(scores, indent=2))
         print(f"wrote {args.json}")
@@ -91,16 +92,23 @@ def print_scores(split: str, scores: dict, tta: bool) -> None:
     from unetkit.evaluation.paper_table import COLUMNS
     from unetkit.evaluation.report import format_frames
 
-    keys = ("mDice", "mIoU", "dice", "iou", "precision", "recall", "accuracy")
+    keys = ("mDice_point", "mIoU_point", "dice", "iou", "precision", "recall", "accuracy")
+    print(scored_line(scores))
     if scores["images"]:
         print(f"{split} ({scores['images']} images with foreground{', TTA' if tta else ''}), "
               "at the operating point: "
-              + "  ".join(f"{k}@point {scores[k]:.4f}" if k in ("mDice", "mIoU")
-                          else f"{k} {scores[k]:.4f}" for k in keys))
+              + "  ".join(f"{k.replace('_point', '@point')} {scores[k]:.4f}" for k in keys))
     if scores.get("field"):
         print("the polyp literature's columns (256 thresholds, as PraNet's evaluation): "
               + "  ".join(f"{title} {scores['field'][k]:.3f}" for k, title in COLUMNS))
     print(f"frames: {format_frames(scores)}")
+
+
+def scored_line(scores: dict) -> str:
+    """What was scored, first: the split and how many frames of how many."""
+    what = {"all": "every image", "val": "the held-out split"}.get(scores["split"], "")
+    return (f"scored split '{scores['split']}'{f' ({what})' if what else ''}: "
+            f"{scores['images_scored']} of {scores['images_total']} images")
 
 
 def cmd_calibrate(args) -> int:
@@ -113,7 +121,7 @@ def cmd_calibrate(args) -> int:
         s = r[name]
         print(f"{name:>6}: threshold {s['threshold']:.2f}  min_area {s['min_area']:.4f}  "
               f"sensitivity {s['sensitivity']:.3f}  false alarms {s['false_alarm_rate']:.3f}  "
-              f"mDice {s['mDice']:.4f}")
+              f"mDice@point {s['mDice_point']:.4f}")
     print(f"recorded in {Path(args.run_dir) / 'operating_point.json'}; predict, evaluate, serve, "
           "submit and export use it (override with --threshold / --min-area)")
     if r.get("warning"):
@@ -196,9 +204,9 @@ def cmd_export(args) -> int:
                                          "calibrated on (train split) and checked on (--split)")
         c = export_int8(args.run_dir, args.out, args.data, args.split, args.tolerance,
                         progress=not args.quiet, force=args.force)["check"]
-        print(f"wrote {args.out}: mDice int8 {c['int8_mDice']:.4f} vs float "
-              f"{c['float_mDice']:.4f} on {c['images']} {c['split']} images (drop "
-              f"{c['mDice_drop']:.4f} <= {c['tolerance']}){elsewhere}")
+        print(f"wrote {args.out}: mDice@point int8 {c['int8_mDice_point']:.4f} vs float "
+              f"{c['float_mDice_point']:.4f} on {c['images']} {c['split']} images (drop "
+              f"{c['mDice_point_drop']:.4f} <= {c['tolerance']}){elsewhere}")
         return 0
     result = export(args.run_dir, args.format, args.out, force=args.force)
     if args.format == "onnx":

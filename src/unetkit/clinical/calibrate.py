@@ -6,7 +6,7 @@ class and predicted foreground class, so the pixel counts at every threshold of 
 threshold t and minimum area a of `AREAS`, a frame is flagged when more than a of it is above t
 (see `detection`). The search keeps the points whose false-alarm rate on the negative frames is
 at most the target, and among them picks the fewest missed positive frames, then the highest
-mDice over positive frames, then the lowest threshold and area.
+mDice@point over positive frames, then the lowest threshold and area.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class FrameCounts:
 
 
 def grid(frames: list[FrameCounts]) -> dict[str, np.ndarray]:
-    """Sensitivity, false-alarm rate and mDice over positive frames at every (threshold, area):
-    arrays of shape (len(THRESHOLDS), len(AREAS))."""
+    """Sensitivity, false-alarm rate and mDice@point over positive frames at every (threshold,
+    area): arrays of shape (len(THRESHOLDS), len(AREAS))."""
     areas = np.asarray(AREAS)
     pos = [f for f in frames if f.positive]
     neg = [f for f in frames if not f.positive]
@@ -96,7 +96,8 @@ def grid(frames: list[FrameCounts]) -> dict[str, np.ndarray]:
         _, area = f.at()
         fa += area[:, None] > areas[None, :]
     n_pos, n_neg = max(1, len(pos)), max(1, len(neg))
-    return {"sensitivity": sens / n_pos, "false_alarm_rate": fa / n_neg, "mDice": mdice / n_pos}
+    return {"sensitivity": sens / n_pos, "false_alarm_rate": fa / n_neg,
+            "mDice_point": mdice / n_pos}
 
 
 def index_of(threshold: float, min_area: float) -> tuple[int, int]:
@@ -109,7 +110,7 @@ def index_of(threshold: float, min_area: float) -> tuple[int, int]:
 def search(frames: list[FrameCounts], max_false_alarm: float, data: str | None = None
            ) -> tuple[OperatingPoint, dict]:
     """The operating point with false alarms <= target and the fewest misses (then the highest
-    mDice, the lowest threshold, the smallest area); and the grid it was chosen from. `data`:
+    mDice@point, the lowest threshold, the smallest area); and the grid it was chosen from. `data`:
     the --data given (None: the run's own), for the messages."""
     if not any(not f.positive for f in frames):
         raise CalibrationError("no frame without foreground to measure false alarms on: give "
@@ -129,7 +130,7 @@ def search(frames: list[FrameCounts], max_false_alarm: float, data: str | None =
                                "raise --max-false-alarm or train with negative frames")
     # Lexicographic choice: np.lexsort sorts by the last key first.
     ti, ai = np.nonzero(ok)
-    order = np.lexsort((ai, ti, -g["mDice"][ti, ai], -g["sensitivity"][ti, ai]))
+    order = np.lexsort((ai, ti, -g["mDice_point"][ti, ai], -g["sensitivity"][ti, ai]))
     i, j = ti[order[0]], ai[order[0]]
     return OperatingPoint(float(THRESHOLDS[i]), float(AREAS[j])), g
 

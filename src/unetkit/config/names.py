@@ -14,7 +14,7 @@ MISSING_MASKS = ("error", "negative")  # data.missing_masks (data.negatives)
 OPTIMIZERS = ("adamw", "adam", "sgd")  # train.optimizer (training.optim)
 SCHEDULES = ("cosine", "linear", "constant", "plateau")  # train.schedule (training.optim)
 POLICIES = ("stop", "skip")  # train.nan_policy (training.numerics)
-MONITORS = ("mDice", "mIoU", "dice", "iou")  # train.monitor (evaluation.metrics)
+MONITORS = ("mDice_point", "mIoU_point", "dice", "iou")  # train.monitor (evaluation.metrics)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs",
                  "max-autotune")  # train.compile_mode (training.compiling)
 LOSS_TERMS = ("bce", "dice", "structure")  # train.loss.<term> weights (training.losses)

@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat
 from pydantic.dataclasses import dataclass
 
 from unetkit.config import names as N
+from unetkit.core.metric_names import POINT_RENAMES
 
 
 class ConfigError(ValueError):
@@ -203,9 +204,10 @@ class TrainConfig:
     schedule: Text = key("cosine", "the learning-rate schedule after warm-up (plateau: on "
                          "the monitored score)", names=N.SCHEDULES)
     warmup_epochs: Float = key(0.0, "epochs of linear warm-up", ge=0)
-    monitor: Text = key("mDice", "the validation score that picks the best weights and drives "
-                        "the plateau schedule: per image (mDice, mIoU) or data-set level (dice, "
-                        "iou: better for a rare class)", names=N.MONITORS)
+    monitor: Text = key("mDice_point", "the validation score that picks the best weights and "
+                        "drives the plateau schedule: per image at the operating point "
+                        "(mDice_point, mIoU_point) or data-set level (dice, iou: better for a "
+                        "rare class)", names=N.MONITORS)
     plateau_factor: Float = key(0.5, "factor of the learning rate when the monitored score "
                                 "stalls (schedule `plateau`)", gt=0, lt=1)
     plateau_patience: Int = key(3, "epochs without improvement before that", ge=0)
@@ -276,9 +278,35 @@ class Config:
 MOVED = {"train.loss.ignore_index": "data.ignore_index"}
 
 
+# Values that were renamed: key -> {old value: new value}. train.monitor's mDice and mIoU were
+# the operating point's per-image means; bare mDice now names only the literature's (see
+# core.metric_names).
+RENAMED_VALUES = {"train.monitor": POINT_RENAMES}
+
+
+def _renamed(values: dict):
+    """(key, its section's dict, old value) for every old value of `RENAMED_VALUES` present."""
+    for dotted, names in RENAMED_VALUES.items():
+        section, key = dotted.split(".")
+        node = values.get(section)
+        old = node.get(key) if isinstance(node, dict) else None
+        if isinstance(old, str) and old in names:
+            yield dotted, node, old
+
+
+def renamed_notes(values: dict) -> list[str]:
+    """What `migrate` renames in `values`, one line each (a configuration a user gives)."""
+    return [f"{dotted}: {old} is now called {RENAMED_VALUES[dotted][old]} (the operating "
+            f"point's per-image mean; a bare {old} is the literature's 256-threshold mean)"
+            for dotted, _, old in _renamed(values)]
+
+
 def migrate(values: dict) -> dict:
-    """A copy of `values` with every key of `MOVED` at its new place."""
+    """A copy of `values` with every key of `MOVED` at its new place and every old value of
+    `RENAMED_VALUES` under its new name."""
     values = copy.deepcopy(values)
+    for dotted, node, old in list(_renamed(values)):
+        node[dotted.split(".")[1]] = RENAMED_VALUES[dotted][old]
     for old, new in MOVED.items():
         *path, name = old.split(".")
         node = values

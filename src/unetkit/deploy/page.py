@@ -99,9 +99,10 @@ class ModelPage:
                  f"- **Model:** {arch}, {cfg.model.in_channels}-channel input, resized to "
                  f"{w}x{h} (width x height) for the model; masks come back at each image's size",
                  f"- **Classes:** {', '.join(self.classes)}"]
-        if m.get("mDice") is not None:
-            scores = "  ".join(f"{k} {m[k]:.4f}" for k in ("mDice", "mIoU", "dice", "iou",
-                                                         "precision", "recall") if k in m)
+        if m.get("mDice_point") is not None:
+            scores = "  ".join(f"{k.replace('_point', '@point')} {m[k]:.4f}"
+                               for k in ("mDice_point", "mIoU_point", "dice", "iou",
+                                         "precision", "recall") if k in m)
             lines.append(f"- **Validation** ({m.get('split', 'val')} split, epoch "
                          f"{m.get('epoch', '?')}, at the training size): {scores}")
         else:

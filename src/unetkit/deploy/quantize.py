@@ -4,8 +4,8 @@ ONNX Runtime's static quantisation (QDQ format, int8 weights per output channel,
 activations) with activation ranges calibrated on training images, so convolutions run as int8
 kernels. Quantisation can cost accuracy, so the int8 model is scored against the float ONNX model
 (itself checked against PyTorch when exported) on a validation split, and written only when its
-mDice is at most `tolerance` below the float model's: the same rule as the export's parity check,
-on segmentations instead of logits.
+mDice@point is at most `tolerance` below the float model's: the same rule as the export's parity
+check, on segmentations instead of logits.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from unetkit.inference.predictor import ONNX_FILES, Predictor
 from unetkit.runs.check import resolve_model_dir, run_config
 from unetkit.runs.folder import RunError
 
-# The largest mDice drop (absolute, on the validation split) accepted from int8 quantisation.
-# On Kvasir-SEG the spread of mDice between training seeds is ~0.01; a larger loss is a model
+# The largest mDice@point drop (absolute, on the validation split) accepted from int8 quantisation.
+# On Kvasir-SEG the spread of mDice@point between training seeds is ~0.01; a larger loss is a model
 # that quantises badly (extreme activations), not noise.
 TOLERANCE = 0.01
 CALIBRATION_IMAGES = 32
@@ -50,7 +50,7 @@ def float_convolutions(model) -> list[str]:
     """The convolutions quantisation leaves in float: the first, which sees the image itself,
     and the grouped (depthwise) ones, whose filters of 9 weights per channel lose most to int8
     and which do little of the work. On the polyp-sota-cpu model (EfficientNet-Lite0, Kvasir-SEG
-    val) quantising every convolution lost 0.040 mDice, all but the first 0.011, all but these
+    val) quantising every convolution lost 0.040 mDice@point, all but the first 0.011, all but these
     0.001 (see benchmarks/RESULTS.md)."""
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     grouped = [n for n in convs[1:] if any(a.name == "group" and a.i > 1 for a in n.attribute)]
@@ -61,7 +61,8 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
                 calibration: int = CALIBRATION_IMAGES, progress: bool = True, log=print,
                 force: bool = False) -> dict:
     """Quantise RUN_DIR/model.onnx to `out` (and `out`.json: the scores of both models), or
-    raise RunError, writing nothing, when int8 loses more than `tolerance` mDice on `split`."""
+    raise RunError, writing nothing, when int8 loses more than `tolerance` mDice@point on
+    `split`."""
     import onnx
     require("onnxruntime", "onnx", "int8 export")
     from onnxruntime.quantization import (
@@ -84,7 +85,8 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
                   new_only=[] if force or written_by_unetkit(described) else [described],
                   owned=own_files(run_dir, out, described))
     if not tolerance >= 0:  # NaN too
-        raise RunError(f"--tolerance {tolerance}: give the largest mDice drop accepted (>= 0)")
+        raise RunError(f"--tolerance {tolerance}: give the largest mDice@point drop "
+                       "accepted (>= 0)")
     cfg = run_config(run_dir)
     float_model = OnnxModel(float_path)
     float_predictor = Predictor(float_model, cfg, "cpu")
@@ -122,16 +124,19 @@ def export_int8(run_dir, out, data_dir, split: str = "val", tolerance: float = T
         scores = {name: evaluate_predictor(Predictor(OnnxModel(path), cfg, "cpu"), data_dir,
                                            split, progress=progress)
                   for name, path in (("float", float_path), ("int8", q))}
-        drop = scores["float"]["mDice"] - scores["int8"]["mDice"]
+        drop = scores["float"]["mDice_point"] - scores["int8"]["mDice_point"]
         check = {"split": split, "data": str(data_dir), "images": scores["float"]["images"],
-                 "float_mDice": scores["float"]["mDice"], "int8_mDice": scores["int8"]["mDice"],
+                 "float_mDice_point": scores["float"]["mDice_point"],
+                 "int8_mDice_point": scores["int8"]["mDice_point"],
                  "float_dice": scores["float"]["dice"], "int8_dice": scores["int8"]["dice"],
-                 "mDice_drop": drop, "tolerance": tolerance, "calibration_images": len(batches),
+                 "mDice_point_drop": drop, "tolerance": tolerance,
+                 "calibration_images": len(batches),
                  "float_convolutions": len(keep_float)}
         if not np.isfinite(drop) or drop > tolerance:
-            raise RunError(f"int8 model not kept: mDice {check['int8_mDice']:.4f} vs float "
-                           f"{check['float_mDice']:.4f} on {split} (drop {drop:.4f} > tolerance "
-                           f"{tolerance}); use the float model (--backend onnx)")
+            raise RunError(f"int8 model not kept: mDice@point {check['int8_mDice_point']:.4f} "
+                           f"vs float {check['float_mDice_point']:.4f} on {split} (drop "
+                           f"{drop:.4f} > tolerance {tolerance}); use the float model "
+                           "(--backend onnx)")
         out = Path(out)
         with q.open("rb") as src:
             atomic_write(out, lambda f: shutil.copyfileobj(src, f))

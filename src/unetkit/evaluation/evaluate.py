@@ -5,14 +5,20 @@ from __future__ import annotations
 import torch
 
 from unetkit.evaluation.field_metrics import FieldMetrics
-from unetkit.evaluation.frames import frame_row, predicted_frames, scoring_items
+from unetkit.evaluation.frames import (
+    default_split,
+    frame_row,
+    images_total,
+    predicted_frames,
+    scoring_items,
+)
 from unetkit.evaluation.metrics import SegmentationMetrics
 from unetkit.inference.detection import foreground, frame_summary
 from unetkit.inference.predictor import Predictor
 from unetkit.io.images import MaskDecoder
 
 
-def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_size: int = 16,
+def evaluate(run_dir, data_dir, split: str | None = None, tta: bool = False, batch_size: int = 16,
              device: str | None = None, progress: bool = True, negatives: list[str] = (),
              threshold: float | None = None, min_area: float | None = None,
              rows: list | None = None, on_frame=None,
@@ -20,15 +26,21 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     """Scores of the run's model on one split of `data_dir` (see `metrics` for definitions),
     plus frame detection (see `detection`): sensitivity, false-alarm rate and AUROC.
 
+    `split` None: the run's held-out `val` split of its own training data, every image of any
+    other folder (`frames.default_split`). The result says what was scored: `split`,
+    `images_scored` (frames, negatives included) of `images_total` (the folder's frames).
+
     The split is resolved with the run's own data settings (layout, mask encoding, split files
     or seed), so `--split val` is the run's validation set, its negative frames included.
     `negatives`: folders of frames without foreground, scored too. Pixel scores count the frames
     with foreground only. `field` holds the polyp literature's columns on those frames (mDice
     and mIoU over 256 thresholds, wF, S, E, MAE: see `field_metrics`), from the foreground
-    probability map at the image's size; the top-level mDice and mIoU are at the operating
-    point. Predictions use the run's operating point unless `threshold` or
-    `min_area` is given, and are compared with the masks at full resolution. Every pair is
-    checked as `check-data` checks it; a bad one stops the scoring with the list of problems.
+    probability map at the image's size. The top-level mDice_point and mIoU_point are at the
+    operating point; a binary model's top-level mDice and mIoU are the literature's (the
+    field's), a multi-class model has none (its field columns score any foreground).
+    Predictions use the run's operating point unless `threshold` or `min_area` is given, and
+    are compared with the masks at full resolution. Every pair is checked as `check-data`
+    checks it; a bad one stops the scoring with the list of problems.
     `rows`, when given, receives every frame's scores (see `frames.frame_row`);
     `on_frame(row, image, truth, probs, labels)` is called for every frame (the report's
     pictures); `metrics`: an empty accumulator to fill (its counts can then be pooled with
@@ -36,6 +48,8 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
     """
     predictor = Predictor.from_run(run_dir, device, tta=tta, threshold=threshold,
                                    min_area=min_area)
+    if split is None:
+        split = default_split(predictor.cfg, data_dir) if data_dir else "val"
     scores = evaluate_predictor(predictor, data_dir, split, batch_size, progress, negatives,
                                 rows, on_frame, metrics)
     given = threshold is not None or min_area is not None
@@ -44,12 +58,15 @@ def evaluate(run_dir, data_dir, split: str = "val", tta: bool = False, batch_siz
             else "default"}
 
 
-def evaluate_predictor(predictor: Predictor, data_dir, split: str = "val", batch_size: int = 16,
+def evaluate_predictor(predictor: Predictor, data_dir, split: str | None = None,
+                       batch_size: int = 16,
                        progress: bool = True, negatives: list[str] = (),
                        rows: list | None = None, on_frame=None,
                        metrics: SegmentationMetrics | None = None) -> dict:
     """The scores of `evaluate` for any Predictor (e.g. one running an ONNX model)."""
     cfg = predictor.cfg
+    if split is None:
+        split = default_split(cfg, data_dir) if data_dir else "val"
     items = scoring_items(cfg, data_dir, split, list(negatives))
     decoder = MaskDecoder.from_config(cfg)
     ignore = cfg.data.ignore_index
@@ -71,7 +88,13 @@ def evaluate_predictor(predictor: Predictor, data_dir, split: str = "val", batch
     if not metrics.images:  # no frame with foreground: pixel scores would be 0/0
         pixel = {k: None for k in pixel}
         pixel["images"] = 0
-    return {**pixel, **frame_summary(frames), "field": field_columns(field),
+    columns = field_columns(field)
+    literature = {}  # bare mDice / mIoU name only the literature's values (core.metric_names)
+    if columns is not None and cfg.num_classes == 2:
+        literature = {"mDice": columns["mDice"], "mIoU": columns["mIoU"]}
+    return {"split": split, "images_scored": len(frames),
+            "images_total": images_total(cfg, data_dir, list(negatives)),
+            **literature, **pixel, **frame_summary(frames), "field": columns,
             "threshold": predictor.threshold, "min_area": predictor.min_area}
 
 

@@ -25,6 +25,23 @@ def same_folder(a, b) -> bool:
     return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
+def default_split(cfg, data_dir) -> str:
+    """The split scored when none is given: the run's held-out `val` split on its own training
+    data; every image (`all`) of any other folder, which the model never saw: scoring a seeded
+    share of it would report a sample as the data set's score."""
+    return "val" if same_folder(data_dir, cfg.data.root) else "all"
+
+
+def images_total(cfg, data_dir, negatives: list[str] = ()) -> int:
+    """How many frames the scored split was taken from: every pair of `data_dir` (and, when it
+    is the run's data folder, its own negative frames) plus the `negatives` folders."""
+    own = []
+    if data_dir and same_folder(data_dir, cfg.data.root):
+        own = [it for part in negative_splits(Path(data_dir), cfg.data).values() for it in part]
+    items = scoring_items(cfg, data_dir, "all", negatives) if data_dir or negatives else []
+    return len({it.image.resolve() for it in items + own})
+
+
 def scoring_items(cfg, data_dir, split: str = "val", negatives: list[str] = ()) -> list[Item]:
     """The frames to score: `split` of `data_dir` (read with the run's data settings), the
     run's own negative frames of that split when `data_dir` is the run's data folder, and every
@@ -92,5 +109,6 @@ def frame_row(name: str, truth: np.ndarray, labels: np.ndarray, probs, num_class
     s = m.compute()
     return {"name": name, "positive": bool((truth > 0).any()),
             "detected": is_detected(labels, min_area), "score": frame_score(probs),
-            "dice": s["mDice"], "iou": s["mIoU"], "true_area": float((truth > 0).mean()),
+            "dice": s["mDice_point"], "iou": s["mIoU_point"],
+            "true_area": float((truth > 0).mean()),
             "predicted_area": float((labels > 0).mean())}

@@ -4,8 +4,9 @@ Definitions (K classes, class 0 the background; "foreground classes" are 1..K-1)
 - per image and class: Dice = 2TP / (2TP + FP + FN), IoU = TP / (TP + FP + FN).
   Empty-mask convention: when a class is absent from both the truth and the prediction of an
   image, that image's Dice and IoU for the class are 1 (the prediction is exactly right).
-- mDice, mIoU: the per-image scores averaged over images, then over foreground classes (the
-  polyp literature's mDice / mIoU).
+- mDice_point, mIoU_point: the per-image scores averaged over images, then over foreground
+  classes (Dice and IoU at the operating point; the literature's mDice / mIoU average over 256
+  thresholds of the probability map instead: see `field_metrics` and core.metric_names).
 - dice, iou: dataset-level, from TP/FP/FN summed over all images, averaged over foreground classes.
 - precision, recall: dataset-level TP/(TP+FP) and TP/(TP+FN), averaged over foreground classes
   (0 when the denominator is 0); accuracy: correctly classified pixels / all counted pixels.
@@ -103,7 +104,7 @@ class SegmentationMetrics:
         m_dice, m_iou = self.image_scores[0] / n, self.image_scores[1] / n
         fg = slice(1, None)
         out = {
-            "mDice": m_dice[fg].mean().item(), "mIoU": m_iou[fg].mean().item(),
+            "mDice_point": m_dice[fg].mean().item(), "mIoU_point": m_iou[fg].mean().item(),
             "dice": dice[fg].mean().item(), "iou": iou[fg].mean().item(),
             "precision": precision[fg].mean().item(), "recall": recall[fg].mean().item(),
             "accuracy": (tp.sum() / cm.sum().clamp_min(1)).item(),
@@ -112,8 +113,9 @@ class SegmentationMetrics:
         }
         if self.num_classes > 2:
             out["per_class"] = {
-                name: {"dice": dice[i].item(), "iou": iou[i].item(), "mDice": m_dice[i].item(),
-                       "mIoU": m_iou[i].item(), "precision": precision[i].item(),
+                name: {"dice": dice[i].item(), "iou": iou[i].item(),
+                       "mDice_point": m_dice[i].item(),
+                       "mIoU_point": m_iou[i].item(), "precision": precision[i].item(),
                        "recall": recall[i].item(), "pixels": int(cm[i].sum().item())}
                 for i, name in enumerate(self.class_names)}
             out["confusion_matrix"] = cm.long().tolist()

@@ -3,7 +3,8 @@
     unetkit report RUN --data kvasir-seg:val --data cvc-colondb --negatives polyp-free --out rep/
 
 writes to the out folder:
-- report.md and report.html: a table per data set (mDice, mIoU, data-set Dice over the frames
+- report.md and report.html: the papers' table (mDice, mIoU over 256 thresholds...), a table
+  per data set at the operating point (mDice@point, mIoU@point, data-set Dice over the frames
   with foreground; sensitivity, false-alarm rate, AUROC over frames; image counts), the
   operating point used, per-image Dice histograms, the reliability diagram and the worst cases;
 - per_image.csv: every frame's scores (set, name, positive, detected, score, dice, iou, areas);
@@ -240,7 +241,7 @@ def _markdown(run_dir, results, worst, paper: str = "") -> str:
               "images (with / without foreground) | threshold | min_area |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in results:
-        lines.append(f"| {_md(name)} | {_fmt(s['mDice'])} | {_fmt(s['mIoU'])} | "
+        lines.append(f"| {_md(name)} | {_fmt(s['mDice_point'])} | {_fmt(s['mIoU_point'])} | "
                      f"{_fmt(s['dice'])} | "
                      f"{_fmt(s['sensitivity'], True)} | {_fmt(s['false_alarm_rate'], True)} | "
                      f"{_fmt(s['auroc'])} | {s['frames_positive']} / {s['frames_negative']} | "

@@ -166,8 +166,8 @@ def plot_curves(rows: list[dict], path: str | Path, side_losses: bool = False) -
 
 
 def curves_figure(rows: list[dict], side_losses: bool = False):
-    """Training and validation loss, and validation mDice / mIoU, by epoch; with markers, so
-    that a run of one or a few epochs shows its points. `side_losses`: the training loss also
+    """Training and validation loss, and validation mDice@point / mIoU@point, by epoch; with
+    markers, so that a run of one or a few epochs shows its points. `side_losses`: the training loss also
     holds the deep supervision heads' losses (then it is not comparable with validation's)."""
     epochs = [r["epoch"] for r in rows]
     marker = "o" if len(epochs) <= 30 else None
@@ -178,8 +178,9 @@ def curves_figure(rows: list[dict], side_losses: bool = False):
     ax1.plot(epochs, [r["val_loss"] for r in rows], marker=marker, label="validation")
     ax1.set(xlabel="epoch", ylabel="loss", title="Loss (train: on augmented batches)")
     ax1.legend()
-    for key in ("val_mDice", "val_mIoU"):
-        ax2.plot(epochs, [r[key] for r in rows], marker=marker, label=key[4:] + "@point")
+    for key in ("val_mDice_point", "val_mIoU_point"):
+        ax2.plot(epochs, [r[key] for r in rows], marker=marker,
+                 label=key[4:].replace("_point", "@point"))
     ax2.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0, 1))
     ax2.legend()
     ax2.grid(alpha=0.3)

@@ -25,6 +25,7 @@ from torch import nn
 
 from unetkit.core.files import atomic_write, read_limited, write_text
 from unetkit.core.text import plural
+from unetkit.core.metric_names import point_keys
 from unetkit.core.version import __version__
 from unetkit.data.preprocess import Preprocess
 
@@ -120,6 +121,8 @@ def read_run_card(run_dir: str | Path) -> dict:
         raise RunError(f"{path}: damaged JSON ({exc})") from None
     if not isinstance(card, dict) or not isinstance(card.get("config"), dict):
         raise RunError(f"{path}: not a unetkit model card (no 'config' mapping)")
+    if isinstance(card.get("metrics"), dict):  # older cards: the point scores as mDice, mIoU
+        card["metrics"] = point_keys(card["metrics"])
     return card
 
 
@@ -149,8 +152,9 @@ def read_metrics_csv(path: Path) -> list[dict]:
     try:
         text = read_limited(path, MAX_METRICS_BYTES, "the metrics.csv training wrote",
                             inside=path.parent, error=RunError).decode()
-        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v != ""}
+        rows = [{k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v != ""}
                 for row in csv.DictReader(io.StringIO(text))]
+        return [point_keys(row, "val_") for row in rows]  # val_mDice of older runs
     except FileNotFoundError:
         raise RunError(f"{path}: a link to a file that does not exist; delete it") from None
     except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:

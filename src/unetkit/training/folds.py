@@ -92,22 +92,23 @@ def train_folds(cfg, out_dir: str | Path, k: int, progress: bool = True, log=pri
                           metrics=metrics)
         pooled.load_state(pooled.state() + metrics.state())
         rows.append({"fold": i, "run": run.name, **_flat(scores)})
-        log(f"fold {i}/{k}: val mDice {scores['mDice']:.4f}  dice {scores['dice']:.4f}")
+        log(f"fold {i}/{k}: val mDice@point {scores['mDice_point']:.4f}  dice {scores['dice']:.4f}")
     oof = _flat(pooled.compute())
     members = {"members": [r["run"] for r in rows]}
     with output_set():  # the scores and the ensemble together
         write_text(out_dir / "folds.json",
                    json.dumps({"folds": rows, "out_of_fold": oof}, indent=2))
         write_text(out_dir / ENSEMBLE_FILE, json.dumps(members, indent=2))
-    log(f"out of fold ({oof['images']} images): mDice {oof['mDice']:.4f}  mIoU {oof['mIoU']:.4f}  "
+    log(f"out of fold ({oof['images']} images): mDice@point {oof['mDice_point']:.4f}  "
+        f"mIoU@point {oof['mIoU_point']:.4f}  "
         f"dice {oof['dice']:.4f}; the {k} folds as one model: {out_dir}")
     return {"folds": rows, "out_of_fold": oof}
 
 
 def _flat(scores: dict) -> dict:
-    keys = ("images", "mDice", "mIoU", "dice", "iou", "precision", "recall")
+    keys = ("images", "mDice_point", "mIoU_point", "dice", "iou", "precision", "recall")
     out = {key: scores[key] for key in keys}
     if "per_class" in scores:
-        out["per_class"] = {name: {m: v[m] for m in ("dice", "mDice")}
+        out["per_class"] = {name: {m: v[m] for m in ("dice", "mDice_point")}
                             for name, v in scores["per_class"].items()}
     return out

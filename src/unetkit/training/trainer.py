@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from unetkit import config as config_mod
 from unetkit.core.files import write_text
 from unetkit.core.text import plural
+from unetkit.core.metric_names import POINT_RENAMES, point_keys
 from unetkit.data.arrays import device_tensors, prepare_data
 from unetkit.data.layouts import find_layout
 from unetkit.data.negatives import BatchPlan, negative_mask
@@ -131,7 +132,8 @@ class Trainer:
             if not steps_per_batch(self.scheduler):  # the plateau schedule watches the score
                 self.scheduler.step(scores[t.monitor])
             row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "val_mDice": scores["mDice"], "val_mIoU": scores["mIoU"],
+                   "val_mDice_point": scores["mDice_point"],
+                   "val_mIoU_point": scores["mIoU_point"],
                    "val_dice": scores["dice"], "val_iou": scores["iou"],
                    "lr": self.optimizer.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - tic,
@@ -150,9 +152,9 @@ class Trainer:
             if self.loggers.wants_images(self.epoch, self.horizon.epochs):
                 self.loggers.log_images(self.sample_panels(), self.epoch)
             self.log(f"epoch {self.epoch:3d}/{self.horizon.epochs}  train loss {train_loss:.4f}  "
-                     f"val loss {val_loss:.4f}  val mDice {scores['mDice']:.4f}  "
-                     f"mIoU {scores['mIoU']:.4f}  dice {scores['dice']:.4f}  lr {row['lr']:.2e}  "
-                     f"{row['seconds']:.1f}s"
+                     f"val loss {val_loss:.4f}  val mDice@point {scores['mDice_point']:.4f}  "
+                     f"mIoU@point {scores['mIoU_point']:.4f}  dice {scores['dice']:.4f}  "
+                     f"lr {row['lr']:.2e}  {row['seconds']:.1f}s"
                      f"{'  *best' if improved else ''}")
         self.log(f"done in {time.perf_counter() - started:.1f}s; best val {t.monitor} "
                  f"{self.best:.4f}")
@@ -284,7 +286,7 @@ class Trainer:
         if scores is not None:
             return {"epoch": self.epoch, "split": "val", **scores}
         if (self.run_dir / "config.json").exists():
-            return read_model_card(self.run_dir).get("metrics", {})
+            return point_keys(read_model_card(self.run_dir).get("metrics", {}))
         return {}
 
     def generators(self) -> dict[str, torch.Generator]:
@@ -305,7 +307,9 @@ class Trainer:
             unwrap(self.model), state["model"], path))
         # The best score so far, the saved best weights and the plateau schedule's memory are all
         # in the run's own score; compared with another they would mean nothing.
-        monitor = state.get("monitor", "mDice")  # runs from before train.monitor used mDice
+        # runs from before train.monitor used mDice; the old names of the point scores too
+        monitor = state.get("monitor", "mDice")
+        monitor = POINT_RENAMES.get(monitor, monitor)
         if monitor != self.cfg.train.monitor:
             raise RunError(f"{self.run_dir} picked its best weights by val {monitor}; resume it "
                            f"with train.monitor={monitor}, or train a new run to use "
