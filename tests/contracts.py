@@ -3,13 +3,24 @@
 point its output somewhere) or not, and as reading files (which of its inputs a hostile file
 can be put in) or not. A new verb is covered by being registered; the tests fail for a verb of
 the argument parser that is in neither list.
+
+The second half holds the wrong-input cases every verb that reads masks or maps must meet
+(CASES) and the registry of those verbs (VERBS), run by tests/test_contracts.py: a case is met
+when the verb either decodes the input as declared (its numbers equal those on the clean copy of
+the same images) or refuses it with a message naming the file or option and the fix, no
+traceback; the test fails for a verb taking --masks, --maps or --data that is not in VERBS.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 TINY = ["model.base_channels=4", "model.depth=2", "data.image_size=[32,32]"]
 RECIPE = ["--recipe", "demo"]
@@ -169,3 +180,208 @@ NOT_READING = {
     "serve": "reads the run folder like predict (run config) and decodes uploads with the "
              "same image reader; a server is not started here: tests/test_serve.py",
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks and maps: the wrong-input cases and the verbs that read them.
+
+FIXTURE_RUN = Path(__file__).parent / "fixtures" / "run-0.1.0"  # a trained binary model
+COUNT = 6  # images per case: seconds for every verb
+
+REFUSED, SAME, EITHER = "refused", "same", "refused or same"
+
+
+# ---------------------------------------------------------------------------------------------
+# The inputs: a clean folder (images/*.jpg, masks/*.png 0/255, maps/STEM_prob.png = the truth),
+# and one variant per case.
+
+def clean_data(source: Path, root: Path) -> Path:
+    """COUNT pairs of `source` (the Kvasir-SEG layout) with perfect maps beside them."""
+    for sub in ("images", "masks", "maps"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for mask in sorted((source / "masks").glob("*.png"))[:COUNT]:
+        shutil.copy(source / "images" / f"{mask.stem}.jpg", root / "images")
+        shutil.copy(mask, root / "masks")
+        shutil.copy(mask, root / "maps" / f"{mask.stem}_prob.png")
+    return root
+
+
+def _masks(root: Path):
+    return [(p, np.asarray(Image.open(p)) > 127) for p in sorted((root / "masks").glob("*.png"))]
+
+
+def _rewrite_masks(root: Path, write: Callable[[Path, np.ndarray], None]) -> None:
+    for path, truth in _masks(root):
+        path.unlink()
+        write(path, truth)
+
+
+def _maps(root: Path):
+    return [(p, np.asarray(Image.open(p))) for p in sorted((root / "maps").glob("*_prob.png"))]
+
+
+def colour_masks(root: Path) -> None:  # the polyp red (255, 0, 0) on black
+    def write(path, truth):
+        rgb = np.zeros((*truth.shape, 3), np.uint8)
+        rgb[truth] = (255, 0, 0)
+        Image.fromarray(rgb).save(path)
+    _rewrite_masks(root, write)
+
+
+def sixteen_bit_01_masks(root: Path) -> None:
+    _rewrite_masks(root, lambda p, t: Image.fromarray(t.astype(np.uint16)).save(p))
+
+
+def sixteen_bit_0255_masks(root: Path) -> None:  # decodable: 0/255 stored in 16 bits
+    _rewrite_masks(root, lambda p, t: Image.fromarray(t.astype(np.uint16) * 255).save(p))
+
+
+def jpeg_01_masks(root: Path) -> None:
+    _rewrite_masks(root, lambda p, t: Image.fromarray(t.astype(np.uint8)).save(
+        p.with_suffix(".jpg"), quality=95))
+
+
+def empty_truth(root: Path) -> None:
+    _rewrite_masks(root, lambda p, t: Image.fromarray(np.zeros(t.shape, np.uint8)).save(p))
+
+
+def maps_other_size(root: Path) -> None:
+    for path, grey in _maps(root):
+        Image.fromarray(grey).resize((grey.shape[1] // 2, grey.shape[0] // 2)).save(path)
+
+
+def maps_other_class_count(root: Path) -> None:  # three class planes for a binary data set
+    for path, grey in _maps(root):
+        path.unlink()
+        fg = grey.astype(np.float32) / 255
+        np.save(path.with_name(path.name.replace("_prob.png", ".npy")),
+                np.stack([1 - fg, fg / 2, fg / 2]))
+
+
+def maps_sixteen_bit(root: Path) -> None:  # decodable: probabilities scaled by 65535
+    for path, grey in _maps(root):
+        Image.fromarray((grey.astype(np.uint32) * 257).astype(np.uint16)).save(path)
+
+
+def maps_in_red_channel(root: Path) -> None:  # decodable: the probability in one channel
+    for path, grey in _maps(root):
+        rgb = np.zeros((*grey.shape, 3), np.uint8)
+        rgb[..., 0] = grey
+        Image.fromarray(rgb).save(path)
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[Path], None] | None  # changes a clean copy; None: the same folder twice
+    expect: str  # REFUSED, SAME or EITHER
+    kind: str = "masks"  # what it damages: masks, maps, or "twice" (one folder given twice)
+
+
+CASES = [
+    Case("colour masks", colour_masks, REFUSED),
+    Case("16-bit 0/1 masks", sixteen_bit_01_masks, REFUSED),
+    Case("16-bit 0/255 masks", sixteen_bit_0255_masks, SAME),
+    Case("0/1 JPEG masks", jpeg_01_masks, REFUSED),
+    Case("empty truth everywhere", empty_truth, REFUSED),
+    Case("the same folder twice", None, REFUSED, "twice"),
+    Case("maps of another size", maps_other_size, EITHER, "maps"),
+    Case("maps of another class count", maps_other_class_count, REFUSED, "maps"),
+    Case("16-bit probability maps", maps_sixteen_bit, SAME, "maps"),
+    Case("a probability in the red channel", maps_in_red_channel, SAME, "maps"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# The verbs. `args(work)` gives the command line for a case's folder `work` (images/, masks/,
+# maps/ and a copy of the fixture run in run/); `numbers(work, proc)` the numbers compared
+# with the clean run's; `twice(work)` the command line that gives one folder in two roles.
+
+@dataclass
+class Verb:
+    name: str
+    args: Callable[[Path], list[str]] | None
+    numbers: Callable[[Path, object], dict] | None = None
+    twice: Callable[[Path], list[str]] | None = None
+    kinds: tuple[str, ...] = ("masks", "twice")
+    expect: dict[str, str] = field(default_factory=dict)  # case name -> its own expectation
+    reads_none: str = ""  # why a verb with such options reads no mask or map
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _evaluate_numbers(work, proc):
+    s = _json(work / "out.json")
+    return {k: s[k] for k in ("images_scored", "frames_positive", "mDice_point", "dice")} | {
+        "mDice": (s.get("field") or {}).get("mDice")}
+
+
+def _score_numbers(work, proc):
+    s = _json(work / "out.json")
+    return {"images": s["images"], "empty": s["empty_truth"], **s["metrics"]}
+
+
+def _audit_numbers(work, proc):
+    text = (work / "out" / "audit.csv").read_text().splitlines()
+    return {"rows": sorted(text[1:])}
+
+
+def _report_numbers(work, proc):
+    return {"per_image": (work / "out" / "per_image.csv").read_text()}
+
+
+def _calibrate_numbers(work, proc):
+    point = _json(work / "run" / "operating_point.json")
+    return {k: point[k] for k in ("threshold", "min_area", "frames_positive", "frames_negative")}
+
+
+def _negatives(work: Path) -> Path:
+    """Frames without foreground for `calibrate`: plain grey, beside the case's folder."""
+    neg = work / "negatives"
+    if not neg.exists():
+        neg.mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((48, 48, 3), 100 + 10 * i, np.uint8)).save(neg / f"n{i}.jpg")
+    return neg
+
+
+VERBS = [
+    Verb("evaluate", lambda w: ["evaluate", str(w / "run"), "--data", str(w), "--json",
+                                str(w / "out.json")], _evaluate_numbers,
+         expect={"empty truth everywhere": EITHER}),  # empty masks are negative frames
+    Verb("score", lambda w: ["score", str(w / "maps"), "--masks", str(w / "masks"), "--suffix",
+                             "_prob", "--json", str(w / "out.json")], _score_numbers,
+         twice=lambda w: ["score", str(w / "masks"), "--masks", str(w / "masks")],
+         kinds=("masks", "maps", "twice")),
+    Verb("audit", lambda w: ["audit", str(w), str(w / "maps"), "--out", str(w / "out")],
+         _audit_numbers, twice=lambda w: ["audit", str(w), str(w), "--out", str(w / "out")],
+         kinds=("masks", "maps", "twice"),
+         expect={"empty truth everywhere": EITHER}),  # empty masks are audited as such
+    Verb("report", lambda w: ["report", str(w / "run"), "--data", str(w), "--out",
+                              str(w / "out")], _report_numbers,
+         twice=lambda w: ["report", str(w / "run"), "--data", str(w), "--data", str(w),
+                          "--out", str(w / "out")],
+         expect={"empty truth everywhere": EITHER}),
+    Verb("calibrate", lambda w: ["calibrate", str(w / "run"), "--data", str(w), "--split", "all",
+                                 "--negatives", str(_negatives(w)), "--max-false-alarm", "0.5"],
+         _calibrate_numbers,
+         twice=lambda w: ["calibrate", str(w / "run"), "--data", str(w), "--split", "all",
+                          "--negatives", str(w / "images"), "--max-false-alarm", "0.5"]),
+    Verb("import-labels", None, kinds=("twice",),
+         twice=lambda w: ["import-labels", str(w / "labels.json"), "--images", str(w / "images"),
+                          "--masks", str(w / "masks"), "--out", str(w / "masks")]),
+    Verb("check-data", lambda w: ["check-data", str(w), "--recipe", "demo"],
+         lambda w, proc: {"out": proc.stdout.splitlines()[-1].replace(str(w), "DATA")},
+         kinds=("masks",),
+         expect={"empty truth everywhere": EITHER}),
+    Verb("train", None, reads_none="its data is checked as `check-data` checks it (one reader, "
+         "MaskDecoder.problems, covered by check-data's cases); a training per case costs "
+         "minutes"),
+    Verb("export", None, reads_none="--data (int8) scores through evaluate_predictor, the "
+         "path of `evaluate`'s cases; it needs onnxruntime"),
+    Verb("submit", None, reads_none="--data is a competition's test images: no masks"),
+    Verb("predict", None, reads_none="--masks is an output switch (write mask PNGs); "
+         "--label-masks are read by the reader of `check-data` (MaskDecoder)"),
+]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import real_data
+from conftest import real_data, run_cli
 from unetkit.cli import score as cli_score
 from unetkit.evaluation.field_metrics import FieldMetrics, image_scores, resize_map, to_uint8_map
 from unetkit.evaluation.score import ScoreError, score_folders
@@ -346,19 +346,33 @@ def test_evaluate_gives_the_same_columns_as_score_on_the_maps_predict_writes(syn
 
 def test_report_prints_the_papers_table_with_published_rows_marked(synthetic_data, tmp_path):
     """One row per model, a block of columns per set, the unseen mean; published rows carry
-    '*' and their source, and are never given values the papers did not print."""
+    '*' and their source, are never given values the papers did not print, and stand only
+    beside the protocol's test images: a folder merely named like the benchmark gets a line
+    saying why they are absent."""
     import shutil
     from pathlib import Path
 
+    from unetkit.data.synthetic import write_dataset
     from unetkit.evaluation.evaluate import evaluate
-    from unetkit.evaluation.paper_table import PUBLISHED, published_key
+    from unetkit.evaluation.paper_table import PUBLISHED, protocol_stems, published_key
     from unetkit.evaluation.report import write_report
 
     fixture = Path(__file__).parent / "fixtures" / "run-0.1.0"
     run = tmp_path / "ours"
     shutil.copytree(fixture, run)
-    kvasir = tmp_path / "kvasir-seg"  # named as the data set, so the published rows match
-    shutil.copytree(synthetic_data, kvasir)
+    named = tmp_path / "named" / "kvasir-seg"  # named as the data set, 48 other images
+    shutil.copytree(synthetic_data, named)
+    out = write_report(run, [str(named)], [], tmp_path / "rep0", progress=False, published=True)
+    md = (out / "report.md").read_text()
+    assert "PraNet *" not in md and "arXiv:2401.11734" not in md
+    assert "kvasir-seg: no published rows: the 48 images scored are not PraNet's 100" in md
+
+    kvasir = tmp_path / "kvasir-seg"  # the protocol's 100 test stems (synthetic pixels)
+    write_dataset(kvasir, count=100, size=32)
+    stems = sorted(protocol_stems("kvasir"))
+    for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+        for path, stem in zip(sorted((kvasir / folder).iterdir()), stems, strict=True):
+            path.rename(kvasir / folder / f"{stem}{suffix}")
     out = write_report(run, [str(kvasir)], [], tmp_path / "rep", progress=False,
                        compare=[str(fixture)], published=True)
     md = (out / "report.md").read_text()
@@ -372,6 +386,16 @@ def test_report_prints_the_papers_table_with_published_rows_marked(synthetic_dat
     dice, iou = PUBLISHED["PraNet"]["kvasir"]
     assert rows["PraNet *"].startswith(f"| PraNet * | {dice:.3f} | {iou:.3f} | – |")
     assert "published figures, not measured here" in md and "arXiv:2401.11734" in md
+
+
+def test_report_prints_the_papers_table_to_the_terminal(synthetic_data, tmp_path):
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "run-0.1.0"
+    proc = run_cli("report", str(fixture), "--data", str(synthetic_data), "--out",
+                   str(tmp_path / "rep"), "--published", "--quiet")
+    assert proc.stdout.startswith("| model | ")
+    assert "Published rows not shown: no data set here is a benchmark" in proc.stdout
 
 
 @pytest.mark.parametrize("name", ["kvasir-seg", "cvc-colondb"])

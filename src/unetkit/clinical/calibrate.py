@@ -25,6 +25,33 @@ AREAS = (0.0, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.0
          0.1)
 
 
+# The sample below which a chosen point is a guess (docs/metrics.md, "Calibration sample"): 30
+# frames with foreground give sensitivity to about +-0.15 (95 %); on n negative frames without
+# a false alarm the rate can still be up to 3/n (the rule of three), so the target needs
+# n >= 3 / target, and at least 30 as well.
+MIN_POSITIVE = 30
+MIN_NEGATIVE = 30
+CURVE_FILE = "operating_point.png"
+
+
+def negative_floor(max_false_alarm: float) -> int:
+    """Negative frames needed to check a false-alarm target (a 0 target is checked as 1 %)."""
+    return max(MIN_NEGATIVE, int(np.ceil(3 / max(max_false_alarm, 0.01) - 1e-9)))
+
+
+def sample_warning(positive: int, negative: int, max_false_alarm: float) -> str | None:
+    """The warning of a calibration decided from too few frames, None when enough."""
+    floor = negative_floor(max_false_alarm)
+    short = ([f"{positive} frames with foreground (fewer than {MIN_POSITIVE})"]
+             if positive < MIN_POSITIVE else [])
+    short += ([f"{negative} frames without (fewer than {floor} for a "
+               f"{max_false_alarm:.1%} target)"] if negative < floor else [])
+    if not short:
+        return None
+    return (f"decided from {' and '.join(short)}: the point and its rates are uncertain; "
+            "calibrate on more frames (see docs/metrics.md, Calibration sample)")
+
+
 class CalibrationError(DataError):
     """Calibration data that cannot pick an operating point; the message says what to do."""
 
@@ -135,6 +162,16 @@ def search(frames: list[FrameCounts], max_false_alarm: float, data: str | None =
     return OperatingPoint(float(THRESHOLDS[i]), float(AREAS[j])), g
 
 
+def plot_curve(g: dict, point: OperatingPoint, path: Path) -> None:
+    """Sensitivity against false alarms over the thresholds, at the chosen min_area."""
+    from unetkit.io.plots import plot_operating_curve
+
+    i, j = index_of(point.threshold, point.min_area)
+    plot_operating_curve(g["false_alarm_rate"][:, j], g["sensitivity"][:, j],
+                         (g["false_alarm_rate"][i, j], g["sensitivity"][i, j]), path,
+                         "Operating point", f"thresholds 0.01-0.99, min_area {point.min_area}")
+
+
 def scores_at(g: dict, threshold: float, min_area: float) -> dict:
     i, j = index_of(threshold, min_area)
     return {"threshold": float(THRESHOLDS[i]), "min_area": float(AREAS[j]),
@@ -176,10 +213,20 @@ def calibrate(run_dir, data_dir, max_false_alarm: float, split: str = "val",
         "before": scores_at(g, cfg.train.threshold, 0.0),
         "after": scores_at(g, point.threshold, point.min_area),
     }
+    warnings = [w for w in [sample_warning(result["frames_positive"],
+                                           result["frames_negative"], max_false_alarm)] if w]
     if result["after"]["sensitivity"] == 0:
-        result["warning"] = (f"sensitivity 0 at this point: no frame with foreground is flagged "
-                             f"while false alarms stay at or under {max_false_alarm:.1%}; this "
-                             "point misses every lesion (raise --max-false-alarm, or train with "
-                             "more data or negative frames)")
+        warnings.append(f"sensitivity 0 at this point: no frame with foreground is flagged "
+                        f"while false alarms stay at or under {max_false_alarm:.1%}; this "
+                        "point misses every lesion (raise --max-false-alarm, or train with "
+                        "more data or negative frames)")
+    if warnings:
+        result["warning"] = "; ".join(warnings)
+    result["sample"] = {"frames_positive": result["frames_positive"],
+                        "frames_negative": result["frames_negative"],
+                        "floor_positive": MIN_POSITIVE,
+                        "floor_negative": negative_floor(max_false_alarm)}
     write_operating_point(run_dir, point, result)
+    plot_curve(g, point, Path(run_dir) / CURVE_FILE)
+    result["curve"] = str(Path(run_dir) / CURVE_FILE)
     return {"threshold": point.threshold, "min_area": point.min_area, **result}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import yaml
 # Checks that need more than one field, and the allowed names, live beside the ranges.
 from unetkit.config.build import all_keys, from_dict, unknown_key_message
 from unetkit.config.rules import validate
-from unetkit.config.schema import MOVED, Config, ConfigError
+from unetkit.config.schema import MOVED, Config, ConfigError, renamed_notes
 from unetkit.core.files import read_limited
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
@@ -127,6 +128,8 @@ def load(recipe: str | None = None, file: str | None = None, overrides: list[str
     if data_root:
         _merge_into(values, ["data", "root"], str(data_root))
     values = apply_overrides(values, list(overrides))
+    for line in renamed_notes(values):  # the run folders' own configs migrate silently
+        print(f"unetkit: note: {line}", file=sys.stderr)
     mark_description(values, list(overrides))
     cfg = from_dict(values)
     validate(cfg)

@@ -49,8 +49,9 @@ from unetkit.curation.sources import (
 )
 from unetkit.data.folders import DataError, pair_items, read_stems, resolve_layout
 from unetkit.data.splits import split_items
+from unetkit.inference.detection import check_point
 from unetkit.io.budget import ImageError
-from unetkit.io.images import MaskDecoder, read_image, read_mask, resize_mask
+from unetkit.io.images import MaskDecoder, read_checked_mask, read_image, resize_mask
 from unetkit.io.plots import class_palette
 
 COLUMNS = ["rank", "image", "suspicion", "reasons", "dice", "boundary_mean", "boundary_p95",
@@ -97,7 +98,8 @@ def resolve_source(predictions, data_dir: Path, out_dir: Path, cfg, folds: int |
         if not (path / "ensemble.json").exists():  # a run: did it train on these images?
             src.trained = training_names(src.cfg, data_dir)
         return src, cfg or src.cfg
-    return FolderSource(path, cfg), cfg or config_mod.from_dict({})
+    cfg = cfg or config_mod.from_dict({})  # binary masks unless a config says otherwise
+    return FolderSource(path, cfg), cfg
 
 
 def split_names(items, root: Path, cfg, splits) -> dict[str, str]:
@@ -131,6 +133,7 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
     {split name: stems file or list} for the duplicate search (default: the configuration's
     split). Returns {"rows": ranked rows, "duplicates": pairs, "out": out_dir}."""
     root, out_dir = Path(data_dir), Path(out_dir)
+    check_point(threshold, None)  # the one range rule of every verb's --threshold
     check_ranges(top, hash_distance)
     planned = [(out_dir / n, "the audit") for n in OUTPUT_FILES]
     # before any fold is trained: the fold runs are outputs too
@@ -160,8 +163,8 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
         batch, images, masks = [], [], []
         for it in items[start:start + batch_size]:
             try:
-                image, mask = read_image(it.image, cfg.model.in_channels), read_mask(it.mask,
-                                                                                     decoder)
+                image = read_image(it.image, cfg.model.in_channels)
+                mask = read_checked_mask(it.mask, decoder)  # as check-data reads it
             except ImageError as exc:
                 log(f"skipped: {exc}")
                 continue

@@ -26,7 +26,7 @@ from PIL import Image
 from unetkit.core.files import open_regular
 from unetkit.data.folders import DataError, Item, read_stems
 from unetkit.io.budget import ImageError
-from unetkit.io.images import open_image
+from unetkit.io.maps import as_probabilities, read_map
 
 
 class SourceError(DataError):
@@ -106,27 +106,14 @@ class FolderSource:
                           f"--out {self.folder}`")
 
     def load(self, item: Item) -> np.ndarray:
+        """(K, H, W) probabilities, read as `score` reads maps (unetkit.io.maps): 16-bit PNGs
+        scaled by their bit depth, a .npy of another class count than the data's refused."""
         path = self.find(item)
-        if path.suffix == ".png":
-            try:
-                arr = np.asarray(open_image(path).convert("L"), np.float32)[None] / 255.0
-            except ImageError as exc:
-                raise SourceError(str(exc)) from None
-            return arr
         try:
-            with open_regular(path, "a NumPy .npy file", SourceError) as f:  # never a FIFO
-                arr = np.load(f, allow_pickle=False).astype(np.float32)
-        except SourceError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise SourceError(f"{path}: not a NumPy array file ({exc}); write it again with "
-                              "numpy.save") from None
-        arr = arr[None] if arr.ndim == 2 else arr
-        if arr.ndim != 3 or not arr.size or not np.isfinite(arr).all() or arr.min() < 0 \
-                or arr.max() > 1:
-            raise SourceError(f"{path}: expected (H, W) or (K, H, W) probabilities in [0, 1], "
-                              f"got shape {arr.shape}; save probabilities, not logits or labels")
-        return arr
+            classes = self.cfg.num_classes if self.cfg is not None else None
+            return as_probabilities(read_map(path, classes))
+        except ImageError as exc:
+            raise SourceError(str(exc)) from None
 
     def probabilities(self, items, images, sizes):
         out = []

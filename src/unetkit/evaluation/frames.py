@@ -49,7 +49,12 @@ def scoring_items(cfg, data_dir, split: str = "val", negatives: list[str] = ()) 
     items = resolve_split(cfg, Path(data_dir), split) if data_dir else []
     if data_dir and split in ("train", "val", "test") and same_folder(data_dir, cfg.data.root):
         items += negative_splits(Path(data_dir), cfg.data)[split]
+    data_folders = {it.image.parent.resolve() for it in items} | (
+        {Path(data_dir).resolve()} if data_dir else set())
     for folder in negatives:
+        if Path(folder).resolve() in data_folders:
+            raise DataError(f"{folder}: the images of --data {data_dir} given as negatives too; "
+                            "--negatives names another folder, of frames without foreground")
         items += folder_items(Path(folder))
     seen: set[Path] = set()  # a file named twice (the run's negatives and --negatives) counts once
     items = [it for it in items if not (it.image.resolve() in seen or seen.add(it.image.resolve()))]

@@ -3,12 +3,15 @@ set, and the mean over the unseen centres (every set but the one the model train
 
 The columns are the papers' (see `field_metrics`): mDice and mIoU averaged over 256 thresholds,
 weighted F-measure, S-measure, mean and max E-measure, MAE. Published rows may be added for
-context; they are marked as published figures, with their source, never as measured here.
+context; they are marked as published figures, with their source, never as measured here, and
+only beside a set whose scored images are exactly the protocol's test set (the stems shipped in
+evaluation/protocols/): a folder merely named like a benchmark, or part of one, gets none.
 """
 
 from __future__ import annotations
 
 import re
+from importlib import resources
 
 COLUMNS = (("mDice", "mDice"), ("mIoU", "mIoU"), ("wFm", "wFβ"), ("Sm", "Sα"),
            ("meanEm", "mEφ"), ("maxEm", "maxEφ"), ("MAE", "MAE"))
@@ -39,16 +42,55 @@ KEYS = (("kvasir", "kvasir"), ("clinicdb", "clinicdb"), ("cvc612", "clinicdb"),
         ("endoscene", "cvc300"))
 
 
+# The protocol's test images of a key of PUBLISHED, as stems (files in evaluation/protocols/):
+# Kvasir-SEG: PraNet's 100 test images; CVC-ColonDB: all its 380 frames. The other sets' lists
+# do not ship, so their published figures are never shown.
+PROTOCOL_FILES = {"kvasir": ("kvasir-pranet-test.txt", "PraNet's 100 Kvasir-SEG test images"),
+                  "colondb": ("cvc-colondb-test.txt", "CVC-ColonDB's 380 frames")}
+
+
 def published_key(name: str) -> str | None:
     flat = re.sub(r"[^a-z0-9]", "", name.lower())
     return next((key for token, key in KEYS if token in flat), None)
 
 
+def protocol_stems(key: str) -> set[str] | None:
+    """The stems of a benchmark's test set under the papers' protocol, None when none ships."""
+    if key not in PROTOCOL_FILES:
+        return None
+    text = resources.files("unetkit.evaluation").joinpath(
+        "protocols", PROTOCOL_FILES[key][0]).read_text()
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def published_sets(sets: list[str], scored: dict[str, set[str]]) -> tuple[dict[str, str], list]:
+    """({set name: its key in PUBLISHED} for the sets whose scored stems are exactly the
+    protocol's test set, [one line per other benchmark-named set: why it gets no rows])."""
+    shown, why = {}, []
+    for name in sets:
+        key = published_key(name)
+        if key is None:
+            continue
+        stems, got = protocol_stems(key), scored.get(name, set())
+        if stems is None:
+            why.append(f"{name}: no published rows: unetkit ships no list of this benchmark's "
+                       "test images to check the scored ones against")
+        elif got != stems:
+            why.append(f"{name}: no published rows: the {len(got)} images scored are not "
+                       f"{PROTOCOL_FILES[key][1]} ({len(got & stems)} of them scored, "
+                       f"{len(got - stems)} others)")
+        else:
+            shown[name] = key
+    return shown, why
+
+
 def paper_table(measured: list[tuple[str, dict[str, dict | None]]], sets: list[str],
-                unseen: dict[str, list[str]], published: bool = False) -> str:
+                unseen: dict[str, list[str]], published: bool = False,
+                scored: dict[str, set[str]] | None = None) -> str:
     """Markdown: `measured` is [(model name, {set name: field columns or None})]; `unseen`
     names, per model, the sets from centres it never trained on (their mean is the last
-    block)."""
+    block). `published`: the published rows, beside the sets whose `scored` stems ({set name:
+    stems}) are the protocol's test set; a line says why the others have none."""
     head = ["model"] + [f"{s} {title}" for s in sets for _, title in COLUMNS]
     head += [f"unseen mean {title}" for _, title in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -62,7 +104,11 @@ def paper_table(measured: list[tuple[str, dict[str, dict | None]]], sets: list[s
                   for k, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     if published:
-        keys = [published_key(s) for s in sets]
+        shown, why = published_sets(sets, scored or {})
+        keys = [shown.get(s) for s in sets]
+        if not shown:
+            reason = "; ".join(why) or "no data set here is a benchmark with published figures"
+            return "\n".join(lines) + f"\n\nPublished rows not shown: {reason}.\n"
         for model, figures in PUBLISHED.items():
             cells = [f"{model} *"]
             for key in keys:
@@ -71,7 +117,7 @@ def paper_table(measured: list[tuple[str, dict[str, dict | None]]], sets: list[s
                 cells += ["–"] * (len(COLUMNS) - 2)
             cells += ["–"] * len(COLUMNS)  # which sets are unseen differs from ours
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"\\* {SOURCE}."]
+        lines += ["", f"\\* {SOURCE}."] + [f"Not beside {line}." for line in why]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,8 @@ writes to the out folder:
   per data set at the operating point (mDice@point, mIoU@point, data-set Dice over the frames
   with foreground; sensitivity, false-alarm rate, AUROC over frames; image counts), the
   operating point used, per-image Dice histograms, the reliability diagram and the worst cases;
+- papers_table.md: the papers' table alone (`unetkit report` prints it);
+- scores.json: each set's scores, as `evaluate --json` writes them;
 - per_image.csv: every frame's scores (set, name, positive, detected, score, dice, iou, areas);
 - dice_histograms.png, reliability.png, worst/<set>/<name>.png (image | truth | prediction).
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +37,8 @@ from unetkit.io.plots import class_palette, figure, panel, save_figure, save_png
 WORST = 6  # worst-case panels per data set
 RELIABILITY_BINS = 10
 THUMB = 256  # panel tiles' height (plots.panel); frames are first strided down near it
-REPORT_FILES = ("report.md", "report.html", "per_image.csv", "dice_histograms.png",
-                "reliability.png")
+REPORT_FILES = ("report.md", "report.html", "per_image.csv", "papers_table.md", "scores.json",
+                "dice_histograms.png", "reliability.png")
 
 
 def _data_set(data) -> tuple[Path, str]:
@@ -108,6 +111,7 @@ def write_report(run_dir, data: list, negatives: list[str], out, tta: bool = Fal
     sets = [(f"{d.name}:{split}" if split != "all" else d.name, d, split, [])
             for d, split in map(_data_set, data)]
     sets += [(folder_label(Path(n)), None, "all", [n]) for n in negatives]
+    _check_sets(sets)
     if not sets:
         from unetkit.data.folders import DataError
         raise DataError("give at least one --data DIR[:SPLIT] or --negatives DIR")
@@ -115,7 +119,7 @@ def write_report(run_dir, data: list, negatives: list[str], out, tta: bool = Fal
                   input_dirs=[Path(d) for _, d, _, _ in sets if d] + [Path(n) for n in negatives],
                   inputs=[Path(s) for _, _, s, _ in sets if Path(s).is_file()],
                   run_dirs=[Path(r) for r in (run_dir, *compare) if Path(r).is_dir()])
-    results, rows, collectors = [], [], []
+    results, rows, collectors, scored = [], [], [], {}
     for name, folder, split, negs in sets:
         set_rows: list[dict] = []
         col = Collector(palette)
@@ -124,20 +128,37 @@ def write_report(run_dir, data: list, negatives: list[str], out, tta: bool = Fal
                           device=device)
         results.append((name, scores))
         rows += [{"set": name, **r} for r in set_rows]
+        scored[name] = {r["name"] for r in set_rows}
         collectors.append((name, col, set_rows))
     data_sets = [(name, folder, split) for name, folder, split, negs in sets if not negs]
-    table = _paper(run_dir, dict(results), data_sets, compare, tta, progress, published, device)
+    table = _paper(run_dir, dict(results), data_sets, compare, tta, progress, published, scored,
+                   device)
     with output_set():  # every file of the report, or none: an earlier report stays whole
         pictures = _pictures(out, collectors)
         write_text(out / "per_image.csv", _csv(rows))
         md = _markdown(run_dir, results, pictures, table)
+        write_text(out / "papers_table.md", table)  # also printed by `unetkit report`
+        write_text(out / "scores.json", json.dumps(dict(results), indent=1) + "\n")
         write_text(out / "report.md", md)
         write_text(out / "report.html", _html(md, run_dir))
     return out
 
 
+def _check_sets(sets: list) -> None:
+    """The same images given twice would be scored twice and shown as two data sets."""
+    from unetkit.data.folders import DataError
+
+    seen = {}
+    for name, folder, split, negs in sets:
+        key = (Path(folder or negs[0]).resolve(), split)
+        if key in seen:
+            raise DataError(f"{folder or negs[0]}: given twice (as {seen[key]} and {name}); "
+                            "give each data set once")
+        seen[key] = name
+
+
 def _paper(run_dir, first: dict, data_sets: list, compare: list, tta: bool, progress: bool,
-           published: bool, device: str | None = None) -> str:
+           published: bool, scored: dict, device: str | None = None) -> str:
     """The papers' table (see paper_table): the report's run, then each run of `compare`."""
     from unetkit.evaluation.evaluate import evaluate
     from unetkit.evaluation.frames import same_folder
@@ -155,7 +176,7 @@ def _paper(run_dir, first: dict, data_sets: list, compare: list, tta: bool, prog
         root = run_config(run).data.root
         unseen[label] = [name for name, folder, _ in data_sets if not same_folder(folder, root)]
         measured.append((label, scores))
-    return paper_table(measured, names, unseen, published)
+    return paper_table(measured, names, unseen, published, scored)
 
 
 def _csv(rows: list[dict]) -> str:

@@ -1,8 +1,12 @@
 """`score_folders`: a folder of prediction maps against a folder of masks, with the polyp
 literature's metrics (field_metrics), one image at a time (only per-image numbers are kept).
 
-Maps: PNG/JPEG/BMP/TIFF..., 8-bit as they are, 16-bit as round(v/257), probability or binary.
-Masks: any image format (TIFF through tifffile), binarised as > 128. Stems pair them up.
+Maps: PNG/JPEG/BMP/TIFF..., read by `unetkit.io.maps` (the reader of every verb taking maps):
+8-bit as they are, 16-bit as round(v/257), probability or binary.
+Masks: any image format (TIFF through tifffile), decoded by `unetkit.io.images.MaskDecoder` as
+declared (the reader of `check-data` and `evaluate`): by default binary with foreground > 128;
+a mask that does not look so (colour, 0/1, mid-grey) is refused with the option that reads it.
+Stems pair them up.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from tqdm.auto import tqdm
 from unetkit.core.files import check_outputs, output_set, refuse_special, write_text
 from unetkit.evaluation.field_metrics import METRICS, FieldMetrics, score_pair, to_uint8_map
 from unetkit.io.budget import ImageError
-from unetkit.io.images import IMAGE_EXTENSIONS, SIXTEEN_BIT, open_image
+from unetkit.io.images import IMAGE_EXTENSIONS, MaskDecoder, read_checked_mask
+from unetkit.io.maps import foreground_plane
+from unetkit.io.maps import read_map as read_map_planes
 
 OUTPUT_FILES = ("scores.json", "scores.csv", "table.md", "table.csv")
 # The papers' column order (PraNet, Polyp-PVT...), then the extras.
@@ -72,35 +78,45 @@ def _images(folder: Path, what: str, suffix: str = "") -> dict[str, Path]:
     return found
 
 
+# The mask settings as `score` spells them in its messages (see MaskDecoder.names).
+OPTION_NAMES = {"encoding": "--mask-encoding", "threshold": "--mask-threshold",
+                "colors": "--class-colors", "classes": "--classes"}
+FIELD_THRESHOLD = 129  # the field's masks: foreground is > 128
+
+
+def mask_decoder(encoding: str = "binary", threshold: int = FIELD_THRESHOLD,
+                 colors: list[list[int]] | None = None, classes: int = 2) -> MaskDecoder:
+    """The decoder of the truth masks, as declared to `score` (binary: grey >= threshold;
+    color: nearest of `colors`, background first; index: values are class indices)."""
+    if encoding not in ("binary", "color", "index"):
+        raise ScoreError(f"--mask-encoding {encoding}: give binary, color or index")
+    if encoding == "color":
+        if not colors or len(colors) < 2:
+            raise ScoreError("--mask-encoding color needs --class-colors with the background's "
+                             "colour first, e.g. --class-colors 0,0,0 255,0,0")
+        classes = len(colors)
+    if not 1 <= threshold <= 255:
+        raise ScoreError(f"--mask-threshold {threshold}: give a grey level in 1..255")
+    return MaskDecoder(encoding, classes, threshold, colors, names=OPTION_NAMES)
+
+
 def read_map(path: str | Path) -> np.ndarray:
-    """A prediction map as the field's uint8 0-255 grey map (16-bit: round(v/257))."""
-    img = open_image(path)
-    if img.mode in SIXTEEN_BIT:
-        arr = np.asarray(img)
-        if arr.dtype != np.uint16:
-            arr = arr.clip(0, 65535).astype(np.uint16)
-        return to_uint8_map(arr)
-    if img.mode == "F":
-        raise ImageError(f"{path}: a float image; save maps as 8- or 16-bit PNG")
-    return np.asarray(img.convert("L"))
+    """A prediction map as the field's uint8 0-255 grey map (16-bit: round(v/257)), read by
+    `unetkit.io.maps` (a multi-plane map: its foreground)."""
+    return to_uint8_map(foreground_plane(read_map_planes(path)))
 
 
-def read_truth(path: str | Path) -> np.ndarray:
-    """A mask as bool: grey value > 128 (16-bit masks: > 128 after round(v/257)). A mask whose
-    values are 0 and 1 only (class indices) is an error: it would read as empty (JPEG masks
-    excepted: an empty one may carry such noise)."""
-    grey = read_map(path)
-    if grey.max() == 1 and Path(path).suffix.lower() not in (".jpg", ".jpeg"):
-        raise ImageError(f"{path}: a 0/1 mask (class indices); the field's masks are 0/255 "
-                         "with foreground > 128: save it as 0/255 (value * 255)")
-    return grey > 128
+def read_truth(path: str | Path, decoder: MaskDecoder | None = None) -> np.ndarray:
+    """A mask as bool (any foreground class), decoded as declared (default: grey > 128), or
+    `ImageError` with the fix when it does not look encoded so."""
+    return read_checked_mask(path, decoder or mask_decoder()) > 0
 
 
-def _score_files(item: tuple[str, Path, Path]):
+def _score_files(item: tuple[str, Path, Path, MaskDecoder]):
     """One pair's (scores, curves), or the reading error's message (run in a worker)."""
-    _, map_path, mask_path = item
+    _, map_path, mask_path, decoder = item
     try:
-        return score_pair(read_map(map_path), read_truth(mask_path))
+        return score_pair(read_map(map_path), read_truth(mask_path, decoder))
     except ImageError as exc:
         return str(exc)
 
@@ -116,6 +132,12 @@ def _scored(items: list, workers: int):
         yield from pool.map(_score_files, items, chunksize=8)
     finally:  # an error stops the rest at once
         pool.shutdown(cancel_futures=True)
+
+
+def _check_folders(maps_dir: Path, masks_dir: Path) -> None:
+    if maps_dir.is_dir() and masks_dir.is_dir() and maps_dir.resolve() == masks_dir.resolve():
+        raise ScoreError(f"{maps_dir} is given as both the maps and the masks; give the "
+                         "folder of predicted maps first and the truth masks with --masks")
 
 
 def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
@@ -136,7 +158,8 @@ def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
 
 def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "all",
                   out: str | Path | None = None, progress: bool = True,
-                  workers: int | None = None, suffix: str = "") -> dict:
+                  workers: int | None = None, suffix: str = "",
+                  decoder: MaskDecoder | None = None) -> dict:
     """Score every map against the mask of the same stem.
 
     pairs="all": a map without a mask or a mask without a map is a `ScoreError` listing them;
@@ -146,12 +169,16 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
     `unetkit predict --probs` writes beside its masks.
     workers: processes scoring images (default: the CPU count, at most 4); the result is the
     same for any number (images are added in stem order).
+    decoder: how the masks are encoded (`mask_decoder`; default binary, foreground > 128).
+    A set whose every mask is empty is a `ScoreError` (nothing to score: a misread encoding).
     Returns {"metrics": data-set scores, "images", "resized", "per_image": [...],
     "maps_without_mask": [...], "masks_without_map": [...], ...}.
     """
     if pairs not in ("all", "existing"):
         raise ValueError(f"pairs must be 'all' or 'existing', not {pairs!r}")
     maps_dir, masks_dir = Path(maps_dir), Path(masks_dir)
+    _check_folders(maps_dir, masks_dir)
+    decoder = decoder or mask_decoder()
     if out is not None:
         _check_out(Path(out), maps_dir, masks_dir)
     maps, masks = _images(maps_dir, "maps", suffix), _images(masks_dir, "masks")
@@ -170,10 +197,10 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
         raise ScoreError(f"no map in {maps_dir} has a mask of the same stem in {masks_dir}")
     metrics, rows = FieldMetrics(), []
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
-    items = [(stem, maps[stem], masks[stem]) for stem in stems]
+    items = [(stem, maps[stem], masks[stem], decoder) for stem in stems]
     bar = tqdm(total=len(items), desc="score", unit="image",
                disable=not progress or len(items) < 50)
-    for (stem, map_path, mask_path), done in zip(items, _scored(items, workers), strict=True):
+    for (stem, map_path, mask_path, _), done in zip(items, _scored(items, workers), strict=True):
         if isinstance(done, str):
             raise ScoreError(done)
         scores = metrics.record(*done)
@@ -181,6 +208,11 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
         bar.update()
     bar.close()
     total = metrics.results()
+    if total["empty_truth"] == total["images"]:
+        raise ScoreError(f"every one of the {total['images']} masks in {masks_dir} is empty "
+                         "(no foreground pixel): nothing to score. Check the masks folder, or "
+                         "declare how they are encoded (--mask-encoding, --mask-threshold, "
+                         "--class-colors)")
     result = {"metrics": {name: total[name] for name in METRICS}, "images": total["images"],
               "resized": total["resized"], "empty_truth": total["empty_truth"],
               "resize_rule": "bilinear on the 0-1 map (align_corners=False) to the mask's size",
@@ -195,9 +227,9 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
 def table_markdown(result: dict, name: str | None = None) -> str:
     """The papers' table: one row of the data-set scores (3 decimals)."""
     name = name or Path(result["maps_dir"]).name
-    head = ["maps", *(title for _, title in COLUMNS), "images"]
+    head = ["maps", *(title for _, title in COLUMNS), "images", "empty truth"]
     cells = [name, *(f"{result['metrics'][key]:.3f}" for key, _ in COLUMNS),
-             str(result["images"])]
+             str(result["images"]), str(result["empty_truth"])]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|",
              "| " + " | ".join(cells) + " |"]
     return "\n".join(lines) + "\n"

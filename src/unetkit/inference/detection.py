@@ -12,8 +12,8 @@ Conventions (the same in `evaluate`, `calibrate`, `report`, prediction and video
 - The per-frame score (for AUROC) is `frame_score`: the foreground probability that the most
   confident `SCORE_AREA` (0.5 %) of the frame's pixels exceed. Thresholding it at t is exactly
   "more than 0.5 % of the frame above t", so it ranks frames the way the detection rule does.
-- Pixel scores (mDice_point, mIoU_point, dice, ...) are computed over the positive frames only: on a frame
-  without a polyp Dice is 1 or 0 (empty or not), which is the false-alarm rate again.
+- Pixel scores (mDice_point, mIoU_point, dice, ...) are computed over the positive frames only:
+  on a frame without a polyp Dice is 1 or 0 (empty or not), which is the false-alarm rate again.
 
 An operating point (threshold, min_area) is chosen by `unetkit calibrate` and recorded as
 RUN_DIR/operating_point.json; prediction, evaluation, the web page, submissions and exports use

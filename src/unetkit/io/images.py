@@ -141,11 +141,18 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class MaskDecoder:
     """Turns a mask file into an (H, W) uint8 array of class indices, as the config declares."""
 
+    # How a message names the settings, for a data folder's configuration by default; a verb
+    # taking them as options (`score`) passes its own (see `OPTION_NAMES`).
+    CONFIG_NAMES = {"encoding": "data.mask_encoding", "threshold": "data.mask_threshold",
+                    "colors": "data.class_colors", "classes": "data.classes"}
+
     def __init__(self, encoding: str, num_classes: int, threshold: int = 128,
-                 colors: list[list[int]] | None = None, ignore_index: int | None = None):
+                 colors: list[list[int]] | None = None, ignore_index: int | None = None,
+                 names: dict[str, str] | None = None):
         self.encoding, self.num_classes, self.threshold = encoding, num_classes, threshold
         self.colors = np.asarray(colors, dtype=np.int32) if colors is not None else None
         self.ignore_index = ignore_index
+        self.names = names or self.CONFIG_NAMES
 
     @classmethod
     def from_config(cls, cfg) -> MaskDecoder:
@@ -171,7 +178,7 @@ class MaskDecoder:
 
     def problems(self, img: Image.Image, mask: np.ndarray) -> list[str]:
         """Reasons to doubt that this mask is encoded as declared (empty list: looks right)."""
-        found = []
+        found, n = [], self.names
         if self.encoding == "binary":
             if img.mode not in ("L", "1", *SIXTEEN_BIT) and colourful(to_array(img, 3)):
                 return ["a colour mask read as grey (data.mask_encoding=binary); declare "
@@ -179,13 +186,16 @@ class MaskDecoder:
                         "names the colours it finds)"]
             grey = mask_grey(img)
             mid = ((grey > 32) & (grey < 224)).mean()
-            if 0 < grey.max() < self.threshold:
+            if is_colour(img):  # its grey levels would be luminance: red 255,0,0 reads as 76
+                found.append(f"a colour mask (its channels differ): declare "
+                             f"{n['encoding']}=color with {n['colors']} (background first)")
+            elif 0 < grey.max() < self.threshold:
                 found.append(f"all values are below the threshold {self.threshold} (max "
                              f"{grey.max()}): looks like a 0/1 index mask; set "
-                             "data.mask_encoding=index or data.mask_threshold=1")
+                             f"{n['encoding']}=index or {n['threshold']}=1")
             elif mid > 0.05:
                 found.append(f"{mid:.0%} of pixels are mid-grey: not a binary mask; check "
-                             "data.masks points at masks, or declare data.mask_encoding")
+                             f"the masks folder holds masks, or declare {n['encoding']}")
         elif self.encoding == "index":
             # The file's own values: a 16-bit 256 would wrap to 0 in the uint8 mask.
             raw = np.asarray(img) if img.mode in ("P", "L", "I", "I;16", "1") else mask
@@ -195,14 +205,14 @@ class MaskDecoder:
             if not valid.all():
                 bad = sorted(set(np.unique(raw[~valid]).tolist()))[:5]
                 found.append(f"values {bad} are not class indices 0..{self.num_classes - 1}; "
-                             "declare data.mask_encoding=binary or color, or fix data.classes")
+                             f"declare {n['encoding']}=binary or color, or fix {n['classes']}")
         else:
             rgb = to_array(img, 3).astype(np.int32)
             nearest = self.colors[mask]
             far = (np.abs(rgb - nearest).max(-1) > 100).mean()
             if far > 0.01:
                 found.append(f"{far:.0%} of pixels are far from every colour in "
-                             "data.class_colors; check the colours declared for this data set")
+                             f"{n['colors']}; check the colours declared for this data set")
         return found
 
 
@@ -221,5 +231,26 @@ def mask_grey(img: Image.Image) -> np.ndarray:
     return to_array(img, 1)[..., 0]
 
 
+def is_colour(img: Image.Image) -> bool:
+    """Whether an image's colour channels differ beyond JPEG noise on more than 1 % of pixels
+    (a grey mask saved as RGB is not colour)."""
+    if img.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+        return False
+    rgb = to_array(img, 3)
+    spread = rgb.max(-1).astype(np.int16) - rgb.min(-1)
+    return bool((spread > 64).mean() > 0.01)
+
+
 def read_mask(path: str | Path, decoder: MaskDecoder) -> np.ndarray:
     return decoder.decode(open_image(path))
+
+
+def read_checked_mask(path: str | Path, decoder: MaskDecoder) -> np.ndarray:
+    """A mask decoded as declared, or `ImageError` naming the file and the fix when it does not
+    look encoded so (the rules of `check-data`: `MaskDecoder.problems`)."""
+    img = open_image(path)
+    mask = decoder.decode(img)
+    found = decoder.problems(img, mask)
+    if found:
+        raise ImageError(f"{path}: {found[0]}")
+    return mask

@@ -189,3 +189,20 @@ def curves_figure(rows: list[dict], side_losses: bool = False):
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
             ax.set_xticks([epochs[0]])
     return fig
+
+
+def plot_operating_curve(false_alarms, sensitivity, chosen: tuple[float, float], path,
+                         title: str, label: str) -> None:
+    """The sensitivity / false-alarm curve (one point per threshold) with the chosen point
+    marked, as a PNG (see `figure`: no pyplot)."""
+    fig = figure(4.6, 4.2)
+    ax = fig.add_subplot()
+    ax.plot(false_alarms, sensitivity, marker=".", markersize=3, label=label)
+    ax.plot([chosen[0]], [chosen[1]], marker="o", markersize=9, color="red", linestyle="none",
+            label=f"chosen: false alarms {chosen[0]:.1%}, sensitivity {chosen[1]:.1%}")
+    ax.set(xlabel="false-alarm rate (frames without foreground)",
+           ylabel="sensitivity (frames with foreground)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+           title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, path)
