@@ -157,7 +157,7 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
     check_outputs(planned, input_dirs=[image_dir, mask_dir])
     split_of = split_names(items, root, cfg, splits)
     decoder = MaskDecoder.from_config(cfg)
-    rows, small, hashes, names = [], {}, [], []
+    rows, small, hashes, names, skipped = [], {}, [], [], []
     bar = tqdm(total=len(items), desc="auditing", unit="image", disable=not progress)
     for start in range(0, len(items), batch_size):
         batch, images, masks = [], [], []
@@ -167,6 +167,7 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
                 mask = read_checked_mask(it.mask, decoder)  # as check-data reads it
             except ImageError as exc:
                 log(f"skipped: {exc}")
+                skipped.append(str(exc))
                 continue
             if mask.shape != image.shape[:2]:
                 log(f"skipped: {it.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
@@ -190,6 +191,8 @@ def audit(data_dir, predictions=None, out_dir="audit", *, cfg=None, folds: int |
             names.append(it.name)
         bar.update(len(items[start:start + batch_size]))
     bar.close()
+    if not rows and skipped:  # nothing audited: an empty page would read as "all is well"
+        raise DataError(f"no mask could be audited: {skipped[0]}")
     seen = sum(r["judged_by"].endswith("(trained on it)") for r in rows)
     if seen:
         log(f"{seen} of {plural(len(rows), 'image')} were in the run's training split: a model "
