@@ -32,7 +32,7 @@ from unetkit.curation.errors import LabelError
 from unetkit.curation.reading import LabelSet, is_int
 from unetkit.data.folders import LAYOUTS, DataError, list_images
 from unetkit.io.budget import ImageError
-from unetkit.io.images import MaskDecoder, check_pixel_budget, read_mask
+from unetkit.io.images import MaskDecoder, check_pixel_budget, read_checked_mask
 from unetkit.io.plots import class_palette, color_mask, save_png
 
 FORMATS = {".json": "coco", ".xml": "cvat", ".zip": "cvat"}
@@ -107,7 +107,7 @@ def masks_from_folder(image_dir, mask_dir, decoder: MaskDecoder,
             w, h = check_pixel_budget(images[stem])
         except ImageError as exc:
             raise LabelError(str(exc)) from None
-        mask = read_mask(masks[stem], decoder)
+        mask = read_checked_mask(masks[stem], decoder)  # as check-data reads it
         if mask.shape != (h, w):  # the label file declares the image's size: they must agree
             raise LabelError(f"{masks[stem]}: the mask is {mask.shape[1]}x{mask.shape[0]} but "
                              f"its image {images[stem]} is {w}x{h}; give masks at their "

@@ -213,6 +213,10 @@ tags: [unetkit, u-net, image-segmentation]
 
 ## Validation metrics
 
+mDice_point / mIoU_point: Dice / IoU of the thresholded mask per image, averaged over images (not
+the polyp literature's mDice, which averages 256 thresholds); dice / iou: from the pixel counts
+of the whole validation set.
+
 | metric | value |
 |---|---|
 {rows or '| (none recorded) | |'}
