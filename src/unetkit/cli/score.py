@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mask-encoding", choices=("binary", "color", "index"), default="binary",
                    help="binary: grey, foreground >= --mask-threshold; color: the nearest of "
                    "--class-colors; index: values are class indices (default binary)")
-    g.add_argument("--mask-threshold", type=int, default=FIELD_THRESHOLD,
-                   help=f"binary masks: the lowest foreground grey level (default "
-                   f"{FIELD_THRESHOLD}: > 128, the field's rule)")
+    g.add_argument("--mask-threshold", type=int, default=None,
+                   help="binary masks: the lowest foreground grey level (default 129: > 128, "
+                   "the field's rule)")
     g.add_argument("--class-colors", type=colour, nargs="+", metavar="R,G,B",
                    help="color masks: each class's colour, the background first, e.g. "
                    "0,0,0 255,0,0")

@@ -115,16 +115,11 @@ def cmd_calibrate(args) -> int:
     from unetkit.clinical.calibrate import calibrate
 
     r = calibrate(args.run_dir, args.data, args.max_false_alarm, args.split, args.negatives,
-<<<<<<< HEAD
                   args.tta, progress=not args.quiet, device=args.device)
-    print(f"{r['frames_positive']} frames with foreground, {r['frames_negative']} without")
-=======
-                  args.tta, progress=not args.quiet)
     s = r["sample"]
     print(f"decided from {s['frames_positive']} frames with foreground and "
           f"{s['frames_negative']} without (floor: {s['floor_positive']} and "
           f"{s['floor_negative']}; see docs/metrics.md)")
->>>>>>> 89d4a38 (score and audit read masks with check-data's reader and maps with one map reader (io.maps: 16-bit scaled by bit depth, one-channel colour maps, .npy class count checked); empty truth counted, all-empty and maps=masks refused; audit's --threshold under the one range rule; report --published only beside the protocol's test stems, table printed; calibrate states its sample, warns below a floor, draws its curve; wrong-input contract cases for every verb)
     for name in ("before", "after"):
         s = r[name]
         print(f"{name:>6}: threshold {s['threshold']:.2f}  min_area {s['min_area']:.4f}  "
@@ -143,16 +138,11 @@ def cmd_report(args) -> int:
 
     out = write_report(args.run_dir, args.data, args.negatives, args.out, tta=args.tta,
                        progress=not args.quiet, threshold=args.threshold,
-<<<<<<< HEAD
                        min_area=args.min_area, compare=args.compare, published=args.published,
                        device=args.device)
-    print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {out / 'per_image.csv'}")
-=======
-                       min_area=args.min_area, compare=args.compare, published=args.published)
     print((out / "papers_table.md").read_text(), end="")
     print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'scores.json'} and "
           f"{out / 'per_image.csv'}")
->>>>>>> 89d4a38 (score and audit read masks with check-data's reader and maps with one map reader (io.maps: 16-bit scaled by bit depth, one-channel colour maps, .npy class count checked); empty truth counted, all-empty and maps=masks refused; audit's --threshold under the one range rule; report --published only beside the protocol's test stems, table printed; calibrate states its sample, warns below a floor, draws its curve; wrong-input contract cases for every verb)
     return 0
 
 

@@ -84,7 +84,7 @@ OPTION_NAMES = {"encoding": "--mask-encoding", "threshold": "--mask-threshold",
 FIELD_THRESHOLD = 129  # the field's masks: foreground is > 128
 
 
-def mask_decoder(encoding: str = "binary", threshold: int = FIELD_THRESHOLD,
+def mask_decoder(encoding: str = "binary", threshold: int | None = None,
                  colors: list[list[int]] | None = None, classes: int = 2) -> MaskDecoder:
     """The decoder of the truth masks, as declared to `score` (binary: grey >= threshold;
     color: nearest of `colors`, background first; index: values are class indices)."""
@@ -95,6 +95,7 @@ def mask_decoder(encoding: str = "binary", threshold: int = FIELD_THRESHOLD,
             raise ScoreError("--mask-encoding color needs --class-colors with the background's "
                              "colour first, e.g. --class-colors 0,0,0 255,0,0")
         classes = len(colors)
+    threshold = FIELD_THRESHOLD if threshold is None else threshold
     if not 1 <= threshold <= 255:
         raise ScoreError(f"--mask-threshold {threshold}: give a grey level in 1..255")
     return MaskDecoder(encoding, classes, threshold, colors, names=OPTION_NAMES)

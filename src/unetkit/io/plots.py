@@ -167,8 +167,9 @@ def plot_curves(rows: list[dict], path: str | Path, side_losses: bool = False) -
 
 def curves_figure(rows: list[dict], side_losses: bool = False):
     """Training and validation loss, and validation mDice@point / mIoU@point, by epoch; with
-    markers, so that a run of one or a few epochs shows its points. `side_losses`: the training loss also
-    holds the deep supervision heads' losses (then it is not comparable with validation's)."""
+    markers, so that a run of one or a few epochs shows its points. `side_losses`: the training
+    loss also holds the deep supervision heads' losses (then it is not comparable with
+    validation's)."""
     epochs = [r["epoch"] for r in rows]
     marker = "o" if len(epochs) <= 30 else None
     fig = figure(10, 3.8)
