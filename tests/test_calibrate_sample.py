@@ -28,8 +28,8 @@ def test_calibrate_names_its_sample_warns_below_the_floor_and_draws_the_curve(sy
     proc = run_cli("calibrate", str(run), "--data", str(synthetic_data), "--split", "all",
                    "--negatives", str(few), "--max-false-alarm", "0.25", "--quiet")
     assert "decided from 48 frames with foreground and 4 without (floor: 30 and 30" in proc.stdout
-    assert "warning: decided from 4 frames without (fewer than 30 for a 25.0% target)" \
-        in proc.stderr
+    assert "warning: " in proc.stderr
+    assert "decided from 4 frames without (fewer than 30 for a 25.0% target)" in proc.stderr
     point = json.loads((run / "operating_point.json").read_text())
     assert point["sample"] == {"frames_positive": 48, "frames_negative": 4,
                                "floor_positive": 30, "floor_negative": 30}

@@ -24,7 +24,10 @@ def test_data_split_in_either_form(tmp_path):
         a = parse([verb, "run", "--data", f"{data}:test", *extra])
         b = parse([verb, "run", "--data", data, "--split", "test", *extra])
         assert (a.data, a.split) == (b.data, b.split) == (data, "test")
-        assert parse([verb, "run", "--data", data, *extra]).split == "val"
+        # evaluate without a split: val on the run's own data, all elsewhere (decided by
+        # evaluate, which knows the run's data folder)
+        assert parse([verb, "run", "--data", data, *extra]).split == (
+            None if verb == "evaluate" else "val")
     r = parse(["report", "run", "--data", data, "--data", f"{data}:train", "--split", "val",
                "--out", "o"])
     assert r.data == [(data, "val"), (data, "train")]  # --split: the sets without their own

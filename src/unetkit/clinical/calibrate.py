@@ -213,13 +213,14 @@ def calibrate(run_dir, data_dir, max_false_alarm: float, split: str = "val",
         "before": scores_at(g, cfg.train.threshold, 0.0),
         "after": scores_at(g, point.threshold, point.min_area),
     }
-    warnings = [w for w in [sample_warning(result["frames_positive"],
-                                           result["frames_negative"], max_false_alarm)] if w]
+    warnings = []
     if result["after"]["sensitivity"] == 0:
         warnings.append(f"sensitivity 0 at this point: no frame with foreground is flagged "
                         f"while false alarms stay at or under {max_false_alarm:.1%}; this "
                         "point misses every lesion (raise --max-false-alarm, or train with "
                         "more data or negative frames)")
+    small = sample_warning(result["frames_positive"], result["frames_negative"], max_false_alarm)
+    warnings += [small] if small else []
     if warnings:
         result["warning"] = "; ".join(warnings)
     result["sample"] = {"frames_positive": result["frames_positive"],

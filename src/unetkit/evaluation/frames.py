@@ -47,10 +47,11 @@ def scoring_items(cfg, data_dir, split: str = "val", negatives: list[str] = ()) 
     run's own negative frames of that split when `data_dir` is the run's data folder, and every
     image of each folder in `negatives` (frames without foreground)."""
     items = resolve_split(cfg, Path(data_dir), split) if data_dir else []
-    if data_dir and split in ("train", "val", "test") and same_folder(data_dir, cfg.data.root):
-        items += negative_splits(Path(data_dir), cfg.data)[split]
+    # the folders --negatives may not repeat (the run's own negative frames may: counted once)
     data_folders = {it.image.parent.resolve() for it in items} | (
         {Path(data_dir).resolve()} if data_dir else set())
+    if data_dir and split in ("train", "val", "test") and same_folder(data_dir, cfg.data.root):
+        items += negative_splits(Path(data_dir), cfg.data)[split]
     for folder in negatives:
         if Path(folder).resolve() in data_folders:
             raise DataError(f"{folder}: the images of --data {data_dir} given as negatives too; "
