@@ -117,7 +117,8 @@ def _blue_pixels(fig) -> int:
 
 
 def test_curves_of_one_epoch_show_points_and_name_the_side_losses():
-    row = {"epoch": 1, "train_loss": 3.1, "val_loss": 1.85, "val_mDice_point": 0.4, "val_mIoU_point": 0.3}
+    row = {"epoch": 1, "train_loss": 3.1, "val_loss": 1.85, "val_mDice_point": 0.4,
+           "val_mIoU_point": 0.3}
     fig = curves_figure([row], side_losses=True)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0] == "train (incl. side losses)"
@@ -140,7 +141,8 @@ import sys
 import matplotlib
 matplotlib.use("pdf")
 from unetkit.io.plots import plot_curves
-rows = [{{"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "val_mDice_point": 0.5, "val_mIoU_point": 0.4}}]
+rows = [{{"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "val_mDice_point": 0.5,
+          "val_mIoU_point": 0.4}}]
 plot_curves(rows, {str(tmp_path / "curves.png")!r})
 assert matplotlib.get_backend() == "pdf", matplotlib.get_backend()
 assert "matplotlib.pyplot" not in sys.modules
