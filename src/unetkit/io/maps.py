@@ -33,7 +33,7 @@ def read_map(path: str | Path, classes: int | None = None) -> np.ndarray:
     path = Path(path)
     arr = _read_npy(path) if path.suffix.lower() == NPY_SUFFIX else _read_image(path)
     arr = arr[None] if arr.ndim == 2 else arr
-    if arr.ndim != 3:
+    if arr.ndim != 3 or not arr.size:
         raise ImageError(f"{path}: a map of shape {arr.shape}; save (H, W) or (K, H, W) "
                          "probabilities")
     if np.issubdtype(arr.dtype, np.floating):

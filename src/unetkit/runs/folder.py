@@ -24,8 +24,8 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from unetkit.core.files import atomic_write, read_limited, write_text
-from unetkit.core.text import plural
 from unetkit.core.metric_names import point_keys
+from unetkit.core.text import plural
 from unetkit.core.version import __version__
 from unetkit.data.preprocess import Preprocess
 

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from unetkit import config as config_mod
 from unetkit.core.files import write_text
-from unetkit.core.text import plural
 from unetkit.core.metric_names import POINT_RENAMES, point_keys
+from unetkit.core.text import plural
 from unetkit.data.arrays import device_tensors, prepare_data
 from unetkit.data.layouts import find_layout
 from unetkit.data.negatives import BatchPlan, negative_mask
