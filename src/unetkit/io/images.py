@@ -181,15 +181,12 @@ class MaskDecoder:
         found, n = [], self.names
         if self.encoding == "binary":
             if img.mode not in ("L", "1", *SIXTEEN_BIT) and colourful(to_array(img, 3)):
-                return ["a colour mask read as grey (data.mask_encoding=binary); declare "
-                        "data.mask_encoding=color and data.class_colors (`unetkit check-data` "
+                return [f"a colour mask read as grey ({n['encoding']}=binary); declare "
+                        f"{n['encoding']}=color and {n['colors']} (`unetkit check-data` "
                         "names the colours it finds)"]
             grey = mask_grey(img)
             mid = ((grey > 32) & (grey < 224)).mean()
-            if is_colour(img):  # its grey levels would be luminance: red 255,0,0 reads as 76
-                found.append(f"a colour mask (its channels differ): declare "
-                             f"{n['encoding']}=color with {n['colors']} (background first)")
-            elif 0 < grey.max() < self.threshold:
+            if 0 < grey.max() < self.threshold:
                 found.append(f"all values are below the threshold {self.threshold} (max "
                              f"{grey.max()}): looks like a 0/1 index mask; set "
                              f"{n['encoding']}=index or {n['threshold']}=1")
@@ -229,16 +226,6 @@ def mask_grey(img: Image.Image) -> np.ndarray:
     if img.mode in SIXTEEN_BIT:
         return np.asarray(img, dtype=np.uint32).clip(0, 255).astype(np.uint8)
     return to_array(img, 1)[..., 0]
-
-
-def is_colour(img: Image.Image) -> bool:
-    """Whether an image's colour channels differ beyond JPEG noise on more than 1 % of pixels
-    (a grey mask saved as RGB is not colour)."""
-    if img.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
-        return False
-    rgb = to_array(img, 3)
-    spread = rgb.max(-1).astype(np.int16) - rgb.min(-1)
-    return bool((spread > 64).mean() > 0.01)
 
 
 def read_mask(path: str | Path, decoder: MaskDecoder) -> np.ndarray:
