@@ -313,23 +313,23 @@ def _json(path: Path) -> dict:
 
 
 def _evaluate_numbers(work, proc):
-    s = _json(work / "out.json")
+    s = _json(work.parent / "out.json")
     return {k: s[k] for k in ("images_scored", "frames_positive", "mDice_point", "dice")} | {
         "mDice": (s.get("field") or {}).get("mDice")}
 
 
 def _score_numbers(work, proc):
-    s = _json(work / "out.json")
+    s = _json(work.parent / "out.json")
     return {"images": s["images"], "empty": s["empty_truth"], **s["metrics"]}
 
 
 def _audit_numbers(work, proc):
-    text = (work / "out" / "audit.csv").read_text().splitlines()
+    text = (work.parent / "out" / "audit.csv").read_text().splitlines()
     return {"rows": sorted(text[1:])}
 
 
 def _report_numbers(work, proc):
-    return {"per_image": (work / "out" / "per_image.csv").read_text()}
+    return {"per_image": (work.parent / "out" / "per_image.csv").read_text()}
 
 
 def _calibrate_numbers(work, proc):
@@ -349,20 +349,20 @@ def _negatives(work: Path) -> Path:
 
 VERBS = [
     Verb("evaluate", lambda w: ["evaluate", str(w / "run"), "--data", str(w), "--json",
-                                str(w / "out.json")], _evaluate_numbers,
+                                str(w.parent / "out.json")], _evaluate_numbers,
          expect={"empty truth everywhere": EITHER}),  # empty masks are negative frames
     Verb("score", lambda w: ["score", str(w / "maps"), "--masks", str(w / "masks"), "--suffix",
-                             "_prob", "--json", str(w / "out.json")], _score_numbers,
+                             "_prob", "--json", str(w.parent / "out.json")], _score_numbers,
          twice=lambda w: ["score", str(w / "masks"), "--masks", str(w / "masks")],
          kinds=("masks", "maps", "twice")),
-    Verb("audit", lambda w: ["audit", str(w), str(w / "maps"), "--out", str(w / "out")],
-         _audit_numbers, twice=lambda w: ["audit", str(w), str(w), "--out", str(w / "out")],
+    Verb("audit", lambda w: ["audit", str(w), str(w / "maps"), "--out", str(w.parent / "out")],
+         _audit_numbers, twice=lambda w: ["audit", str(w), str(w), "--out", str(w.parent / "out")],
          kinds=("masks", "maps", "twice"),
          expect={"empty truth everywhere": EITHER}),  # empty masks are audited as such
     Verb("report", lambda w: ["report", str(w / "run"), "--data", str(w), "--out",
-                              str(w / "out")], _report_numbers,
+                              str(w.parent / "out")], _report_numbers,
          twice=lambda w: ["report", str(w / "run"), "--data", str(w), "--data", str(w),
-                          "--out", str(w / "out")],
+                          "--out", str(w.parent / "out")],
          expect={"empty truth everywhere": EITHER}),
     Verb("calibrate", lambda w: ["calibrate", str(w / "run"), "--data", str(w), "--split", "all",
                                  "--negatives", str(_negatives(w)), "--max-false-alarm", "0.5"],

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unetkit.core.files import open_regular
 from unetkit.data.folders import DataError, Item, read_stems
 from unetkit.io.budget import ImageError
 from unetkit.io.maps import as_probabilities, read_map

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unetkit.core.reading import open_regular
 from unetkit.io.budget import ImageError
 from unetkit.io.images import SIXTEEN_BIT, open_image
 
@@ -69,7 +70,10 @@ def foreground_plane(arr: np.ndarray) -> np.ndarray:
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open_regular(path, "a NumPy .npy file", ImageError) as f:  # never a FIFO
+            arr = np.load(f, allow_pickle=False)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except (OSError, ValueError) as exc:
