@@ -294,7 +294,7 @@ CASES = [
 
 # ---------------------------------------------------------------------------------------------
 # The verbs. `args(work)` gives the command line for a case's folder `work` (images/, masks/,
-# maps/ and a copy of the fixture run in run/); `numbers(work, proc)` the numbers compared
+# maps/; beside it a copy of the fixture run, run/, and the outputs); `numbers(work, proc)` the numbers compared
 # with the clean run's; `twice(work)` the command line that gives one folder in two roles.
 
 @dataclass
@@ -333,13 +333,13 @@ def _report_numbers(work, proc):
 
 
 def _calibrate_numbers(work, proc):
-    point = _json(work / "run" / "operating_point.json")
+    point = _json(work.parent / "run" / "operating_point.json")
     return {k: point[k] for k in ("threshold", "min_area", "frames_positive", "frames_negative")}
 
 
 def _negatives(work: Path) -> Path:
     """Frames without foreground for `calibrate`: plain grey, beside the case's folder."""
-    neg = work / "negatives"
+    neg = work.parent / "negatives"
     if not neg.exists():
         neg.mkdir()
         for i in range(4):
@@ -348,7 +348,7 @@ def _negatives(work: Path) -> Path:
 
 
 VERBS = [
-    Verb("evaluate", lambda w: ["evaluate", str(w / "run"), "--data", str(w), "--json",
+    Verb("evaluate", lambda w: ["evaluate", str(w.parent / "run"), "--data", str(w), "--json",
                                 str(w.parent / "out.json")], _evaluate_numbers,
          expect={"empty truth everywhere": EITHER}),  # empty masks are negative frames
     Verb("score", lambda w: ["score", str(w / "maps"), "--masks", str(w / "masks"), "--suffix",
@@ -359,16 +359,17 @@ VERBS = [
          _audit_numbers, twice=lambda w: ["audit", str(w), str(w), "--out", str(w.parent / "out")],
          kinds=("masks", "maps", "twice"),
          expect={"empty truth everywhere": EITHER}),  # empty masks are audited as such
-    Verb("report", lambda w: ["report", str(w / "run"), "--data", str(w), "--out",
+    Verb("report", lambda w: ["report", str(w.parent / "run"), "--data", str(w), "--out",
                               str(w.parent / "out")], _report_numbers,
-         twice=lambda w: ["report", str(w / "run"), "--data", str(w), "--data", str(w),
+         twice=lambda w: ["report", str(w.parent / "run"), "--data", str(w), "--data", str(w),
                           "--out", str(w.parent / "out")],
          expect={"empty truth everywhere": EITHER}),
-    Verb("calibrate", lambda w: ["calibrate", str(w / "run"), "--data", str(w), "--split", "all",
-                                 "--negatives", str(_negatives(w)), "--max-false-alarm", "0.5"],
+    Verb("calibrate", lambda w: ["calibrate", str(w.parent / "run"), "--data", str(w),
+                                 "--split", "all", "--negatives", str(_negatives(w)),
+                                 "--max-false-alarm", "0.5"],
          _calibrate_numbers,
-         twice=lambda w: ["calibrate", str(w / "run"), "--data", str(w), "--split", "all",
-                          "--negatives", str(w / "images"), "--max-false-alarm", "0.5"]),
+         twice=lambda w: ["calibrate", str(w.parent / "run"), "--data", str(w), "--split",
+                          "all", "--negatives", str(w / "images"), "--max-false-alarm", "0.5"]),
     Verb("import-labels", None, kinds=("twice",),
          twice=lambda w: ["import-labels", str(w / "labels.json"), "--images", str(w / "images"),
                           "--masks", str(w / "masks"), "--out", str(w / "masks")]),

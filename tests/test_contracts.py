@@ -23,7 +23,7 @@ def clean(synthetic_data, tmp_path_factory):
 def _work(clean, tmp_path, case=None):
     work = tmp_path / "data"
     shutil.copytree(clean, work)
-    shutil.copytree(FIXTURE_RUN, work / "run")
+    shutil.copytree(FIXTURE_RUN, tmp_path / "run")  # beside the data: outputs go there too
     if case is not None and case.make is not None:
         case.make(work)
     return work
