@@ -294,8 +294,9 @@ CASES = [
 
 # ---------------------------------------------------------------------------------------------
 # The verbs. `args(work)` gives the command line for a case's folder `work` (images/, masks/,
-# maps/; beside it a copy of the fixture run, run/, and the outputs); `numbers(work, proc)` the numbers compared
-# with the clean run's; `twice(work)` the command line that gives one folder in two roles.
+# maps/; beside it a copy of the fixture run, run/, and the outputs); `numbers(work, proc)` the
+# numbers compared with the clean run's; `twice(work)` the command line that gives one folder
+# in two roles.
 
 @dataclass
 class Verb:
