@@ -196,13 +196,17 @@ def test_folder_of_pixel_bombs_is_refused_by_header_within_the_memory_cap(run, b
 @pytest.mark.slow
 def test_largest_allowed_image_predicts_within_the_stated_memory(run, tmp_path):
     """35 M pixels (7000x5000, just under the 40 M budget) with overlays and probabilities,
-    within MEMORY_CAP_MB of data memory (measured: 1.47 GB resident at most)."""
+    within 1800 MB of data memory (measured: 1.49 GB resident at most).
+
+    The cap counts address space as well as memory: importing scipy.ndimage (component counts)
+    reserves about 90 MB of it (OpenBLAS's buffers, never touched: the resident peak moved from
+    1.477 to 1.494 GB), so this run needs 1700-1800 MB of cap where it needed 1600-1700."""
     arr = np.zeros((5000, 7000, 3), np.uint8)
     arr[1000:3000, 2000:5000] = 200
     Image.fromarray(arr).save(tmp_path / "big.png")
     del arr
     proc = capped("predict", str(run), str(tmp_path / "big.png"), "--out", str(tmp_path / "out"),
-                  "--quiet", "--overlay", "--probs")
+                  "--quiet", "--overlay", "--probs", mb=1800)
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "out" / "big_overlay.png") as img:
         assert img.size == (7000, 5000)
