@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter
 
 from conftest import real_data, run_cli
 from unetkit.cli import score as cli_score
+from unetkit.core.files import OutputError
 from unetkit.evaluation.field_metrics import FieldMetrics, image_scores, resize_map, to_uint8_map
 from unetkit.evaluation.score import ScoreError, score_folders
 
@@ -315,7 +316,7 @@ def test_nothing_is_written_over_an_input(tmp_path):
     maps, masks, _ = write_set(tmp_path)
     before = {p: p.read_bytes() for p in (*maps.iterdir(), *masks.iterdir())}
     for out in (maps, masks):
-        with pytest.raises(ScoreError, match="another folder"):
+        with pytest.raises(OutputError, match="inside the input folder"):  # the one guard
             score_folders(maps, masks, out=out, progress=False)
     score_folders(maps, masks, out=tmp_path / "out", progress=False)
     with pytest.raises(ScoreError, match="does not write over"):

@@ -39,7 +39,8 @@ def read_tiff(path: str | Path, keep_grey16: bool = False) -> np.ndarray:
 
     path = Path(path)
     try:
-        with open_regular(path, "a TIFF image", ImageError) as fh, tifffile.TiffFile(fh) as tif:
+        with open_regular(path, "a TIFF image", ImageError) as fh, \
+                tifffile.TiffFile(fh, name=path.name) as tif:  # an fd has no name of its own
             pages = tif.pages
             first = pages[0]
             full = [p for p in pages if getattr(p, "shape", None) is not None

@@ -1,11 +1,11 @@
 """`train.time_limit`: a run that ends within the time it is given, with its schedule completed.
 
 Without a limit a run trains `train.epochs` epochs. With one, the number of epochs is a plan
-that is revised after every epoch: from the mean time of the epochs so far (validation and
-checkpoint included), as many more epochs as fit in the time left, never more than
-`train.epochs`. The learning-rate schedule, warm-up included, is stretched over the planned
-epochs (`Horizon.stretch`), so the last epoch ends on the schedule's floor however early the
-limit comes.
+that is revised after every epoch: from the mean time of the epochs so far (training and
+validation; the checkpoint written after it, well under 1 % of an epoch, is not counted), as
+many more epochs as fit in the time left, never more than `train.epochs`. The learning-rate
+schedule, warm-up included, is stretched over the planned epochs (`Horizon.stretch`), so the
+last epoch ends on the schedule's floor however early the limit comes.
 
 The plan is revised before an epoch starts, never inside one, so a run may end past its limit by
 at most one epoch: when an epoch took longer than measured so far and no whole epoch fits any
