@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 # The suite on every core (pytest-xdist), at most 8 workers: each holds torch and a model or two
-# in memory. `make test XDIST=` runs it in one process.
-XDIST ?= -n auto --maxprocesses 8
+# in memory. worksteal: a worker that runs out of tests takes some from another's queue, so the
+# run does not end on one core while the other waits. `make test XDIST=` runs it in one process.
+XDIST ?= -n auto --maxprocesses 8 --dist worksteal
 
 .PHONY: install browser demo docs lint test test-fast
 

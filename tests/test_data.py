@@ -294,8 +294,10 @@ def test_train_refuses_bad_data_naming_the_file(tmp_path, problem):
 
 
 def test_train_lists_several_bad_files_at_once(tmp_path):
+    # The runs go beside the data: a run folder inside the folder it reads is refused.
+    runs, tmp_path = tmp_path, tmp_path / "data"
     expected = broken_folder(tmp_path)
-    proc = run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *TRAIN,
+    proc = run_cli("train", "--data", str(tmp_path), "--out", str(runs / "run"), *TRAIN,
                    check=False)
     assert proc.returncode == 2
     # Unpaired files are found first (the data cannot even be split) and named together.
@@ -308,7 +310,7 @@ def test_train_lists_several_bad_files_at_once(tmp_path):
     # The rest are found when the files are decoded: every one of them in one message.
     (tmp_path / "train.txt").write_text("\n".join(Path(k).stem for k in expected) + "\n")
     (tmp_path / "val.txt").write_text("good\n")
-    proc = run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "run2"), *TRAIN,
+    proc = run_cli("train", "--data", str(tmp_path), "--out", str(runs / "run2"), *TRAIN,
                    "--set", "data.split.train=train.txt", "--set", "data.split.val=val.txt",
                    check=False)
     assert proc.returncode == 2

@@ -68,7 +68,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, monkeypatc
             cwd=tmp_path, process=True)
     first = torchrun("train", "--config", str(config), "--data", str(data), "--out", str(two),
                      "--set", "train.epochs=2", "--quiet", cwd=tmp_path)
-    assert first.stdout.count("training unet on 16 images") == 1  # rank 0 alone logs
+    assert first.stdout.count(" on 16 images, validating on 4") == 1  # rank 0 alone logs
     assert "2 processes, 2 images each per step (global batch 4)" in first.stdout
     resumed = torchrun("train", "--resume", str(two), "--set", "train.epochs=3", "--quiet",
                        cwd=tmp_path)

@@ -169,11 +169,12 @@ def test_out_naming_an_existing_file_says_so_with_the_fix(runs, data, tmp_path):
     run_a, _ = runs
     taken = tmp_path / "report.md"
     taken.write_text("my notes")
+    maps = tmp_path / "maps"  # any 0/255 maps will do: the output is checked first
+    shutil.copytree(data / "masks", maps)
     for args in (["report", str(run_a), "--data", str(data), "--out", str(taken)],
                  ["predict", str(run_a), str(data / "images"), "--out", str(taken)],
                  ["audit", str(data), str(data / "masks"), "--out", str(taken)],
-                 ["score", str(data / "masks"), "--masks", str(data / "masks"), "--out",
-                  str(taken)],
+                 ["score", str(maps), "--masks", str(data / "masks"), "--out", str(taken)],
                  ["train", *RECIPE, "--data", str(data), "--out", str(taken)]):
         err = one_line_error(cli(*args), str(taken), "not a folder", "choose another --out")
         assert "Errno" not in err, err

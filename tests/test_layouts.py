@@ -149,15 +149,16 @@ def test_a_wrong_suffix_names_the_set_that_pairs_them(tmp_path):
     _, items, problems = pairs_of(tmp_path, "data.mask_suffix=_seg")
     assert items == [] and "--set data.mask_suffix=_mask" in problems[0]
     assert problems[0].fix == ("data.mask_suffix=_mask",)
+    out = tmp_path.parent / f"{tmp_path.name}-run"  # beside the data: inside it is refused
     r = run_cli("train", "--recipe", "demo", "--data", str(tmp_path), "--set",
-                "train.epochs=1", "data.mask_suffix=_seg", "--out", str(tmp_path / "run"),
+                "train.epochs=1", "data.mask_suffix=_seg", "--out", str(out),
                 "--quiet", check=False)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()  # the fix first, the same problems grouped
     assert "--set data.mask_suffix=_mask" in lines[1] and len(lines) == 4
     assert lines[-1].split("; run: ")[1] == (
         f"unetkit train --recipe demo --data {tmp_path} --set train.epochs=1 --out "
-        f"{tmp_path / 'run'} --quiet --set data.mask_suffix=_mask")
+        f"{out} --quiet --set data.mask_suffix=_mask")
 
 
 def test_two_suffixes_as_common_are_a_choice_to_make(tmp_path):
@@ -192,11 +193,12 @@ def test_missing_split_files_name_the_set_that_drops_them(tmp_path):
         for sub, src in (("images", img), ("masks", mask)):
             (tmp_path / sub).mkdir(exist_ok=True)
             shutil.copy(src, tmp_path / sub / img.name)
+    out = tmp_path.parent / f"{tmp_path.name}-run"  # beside the data: inside it is refused
     r = run_cli("train", "--recipe", "kvasir-binary", "--data", str(tmp_path), "--out",
-                str(tmp_path / "run"), "--quiet", check=False)
+                str(out), "--quiet", check=False)
     assert r.returncode == 2 and "medico2020-train.txt: no such split file" in r.stderr
     assert (f"; run: unetkit train --recipe kvasir-binary --data {tmp_path} --out "
-            f"{tmp_path / 'run'} --quiet --set data.split.train=null data.split.val=null"
+            f"{out} --quiet --set data.split.train=null data.split.val=null"
             in r.stderr)
 
 

@@ -70,7 +70,7 @@ def test_neopolyp_learns_all_three_classes(tmp_path):
             "--quiet")
     scores = json.loads(out.read_text())
     pc = scores["per_class"]
-    print(json.dumps({k: {m: round(v[m], 4) for m in ("dice", "iou", "mDice")}
+    print(json.dumps({k: {m: round(v[m], 4) for m in ("dice", "iou", "mDice_point")}
                       for k, v in pc.items()}))
     assert np.asarray(scores["confusion_matrix"]).sum() == sum(v["pixels"] for v in pc.values())
 

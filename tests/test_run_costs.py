@@ -33,8 +33,10 @@ def test_a_finished_run_keeps_one_checkpoint_and_says_its_parameter_count(data, 
     said = []
     fit(cfg, tmp_path / "run", progress=False, log=said.append)
     count = sum(p.numel() for p in build_model(cfg).parameters())
-    assert f"({count:,} parameters)" in said[0], said[0]
-    assert ", 2 epochs," in said[0]
+    training = [line for line in said if line.startswith("training ")]
+    assert len(training) == 1, said  # after the line that states the data's layout
+    assert f"({count:,} parameters)" in training[0], training[0]
+    assert ", 2 epochs," in training[0]
     checkpoints = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt"]
     # what it kept is enough to go on: resumed with more epochs, from last.pt

@@ -261,6 +261,6 @@ def test_serve_behind_a_proxy_refuses_in_one_line_and_stops_in_one_on_sigterm(tm
     lines = log.read_text().strip().splitlines()
     assert lines[0].startswith("serving ") and f"http://127.0.0.1:{port}/" in lines[0]
     assert lines[1:] == [
-        "refused an upload: notes.txt: cannot read this image (cannot identify image file "
-        "'notes.txt'); re-export it as PNG or JPEG, or remove it from the folder",
+        "refused an upload: notes.txt: cannot read this image (not an image format Pillow "
+        "knows); re-export it as PNG or JPEG, or remove it from the folder",
         "stopped (SIGTERM); the page's uploads and results are deleted"]

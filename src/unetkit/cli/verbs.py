@@ -12,8 +12,6 @@ from unetkit.core.text import plural
 
 
 def cmd_train(args) -> int:
-    from unetkit.training.fit import fit
-
     if args.resume and args.folds is not None:
         raise config_mod.ConfigError("--folds continues by itself: run the same command again "
                                      "(finished folds are kept), without --resume")
@@ -34,6 +32,8 @@ def cmd_train(args) -> int:
         from unetkit.training.folds import train_folds
         train_folds(cfg, args.out or default_run_dir(cfg), args.folds, progress=not args.quiet)
         return 0
+    from unetkit.training.fit import fit  # the engine (torch, timm) after the config is read
+
     fit(cfg, resume or args.out, resume=resume is not None, progress=not args.quiet)
     return 0
 

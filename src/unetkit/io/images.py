@@ -49,8 +49,8 @@ def open_image(path: str | Path) -> Image.Image:
         raise ImageError(f"{path}: too many pixels to decode safely; downscale the image "
                          "first") from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "broken file"
-        raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
-                         "or remove it from the folder") from None
+        raise ImageError(f"{path}: cannot read this image ({_reason(exc)}); re-export it as PNG "
+                         "or JPEG, or remove it from the folder") from None
     except MemoryError:
         raise ImageError(f"{path}: out of memory decoding this image; downscale it, or free "
                          "memory") from None
@@ -79,10 +79,18 @@ def check_pixel_budget(path: str | Path) -> tuple[int, int]:
         raise ImageError(f"{path}: too many pixels to decode safely; downscale the image "
                          "first") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot read this image ({exc}); re-export it as PNG or JPEG, "
-                         "or remove it from the folder") from None
+        raise ImageError(f"{path}: cannot read this image ({_reason(exc)}); re-export it as PNG "
+                         "or JPEG, or remove it from the folder") from None
     _check_size(path, *size)
     return size
+
+
+def _reason(exc: Exception) -> str:
+    # Pillow names the file it could not identify by its file object, here an opened descriptor
+    # ("<_io.BufferedReader name=11>"): the message already names the path.
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not an image format Pillow knows"
+    return str(exc)
 
 
 def pixel_batches(sizes: list[tuple[int, int]], max_count: int,
