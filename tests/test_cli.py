@@ -48,8 +48,13 @@ def test_run_folder_is_complete(run):
         assert (run / name).is_file(), name
     samples = sorted((run / "samples").glob("*.png"))
     assert len(samples) == 2
-    panel = Image.open(samples[0])
-    assert panel.width > 2 * panel.height  # image | truth | prediction side by side
+    # image | truth | prediction side by side: three 256-px tiles (the images are square),
+    # 6 px apart, under their captions; the truth tile is the image with the lesion drawn on it
+    panel = np.asarray(Image.open(samples[0]).convert("RGB")).astype(int)
+    assert panel.shape[1] == 3 * 256 + 2 * 6 and panel.shape[0] > 256
+    image, truth = (panel[-258:-2, x:x + 256] for x in (0, 262))
+    changed = np.abs(truth - image).sum(-1) > 30
+    assert 0.01 < changed.mean() < 0.9, changed.mean()
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0 <= float(r["val_mDice_point"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
