@@ -163,9 +163,12 @@ def test_evaluate_report_and_score_agree_on_every_shared_number(synthetic_data, 
     reported = json.loads((tmp_path / "rep" / "scores.json").read_text())[synthetic_data.name]
     run_cli("predict", str(FIXTURE_RUN), str(synthetic_data / "images"), "--out",
             str(tmp_path / "pred"), "--probs", "--quiet")
-    run_cli("score", str(tmp_path / "pred"), "--masks", str(synthetic_data / "masks"),
-            "--suffix", "_prob", "--json", str(tmp_path / "s.json"), "--quiet")
+    # predict's folder as it is: score takes its STEM_prob.png maps, skips its summaries
+    proc = run_cli("score", str(tmp_path / "pred"), "--masks", str(synthetic_data / "masks"),
+                   "--json", str(tmp_path / "s.json"), "--quiet")
+    assert proc.stdout.startswith("scored the probability maps STEM_prob.png")
     scored = json.loads((tmp_path / "s.json").read_text())
+    assert scored["suffix"] == "_prob"
     assert ours == reported  # every number, the split and the counts included
     assert ours["images_scored"] == ours["field"]["images"] == scored["images"] == 48
     assert ours["mDice"] == ours["field"]["mDice"]
@@ -173,3 +176,23 @@ def test_evaluate_report_and_score_agree_on_every_shared_number(synthetic_data, 
         assert ours["field"][key] == pytest.approx(value, abs=1e-3), key
     table = (tmp_path / "rep" / "papers_table.md").read_text()
     assert f"| {ours['mDice']:.3f} | {ours['mIoU']:.3f} | {ours['field']['wFm']:.3f} |" in table
+
+
+def test_score_reads_a_predict_folder_without_maps_as_its_masks(synthetic_data, tmp_path):
+    """predict without --probs: its 0/255 masks are the maps (its summaries are skipped); a
+    --suffix given is taken as it is."""
+    from contracts import FIXTURE_RUN
+
+    run_cli("predict", str(FIXTURE_RUN), str(synthetic_data / "images"), "--out",
+            str(tmp_path / "pred"), "--quiet")
+    proc = run_cli("score", str(tmp_path / "pred"), "--masks", str(synthetic_data / "masks"),
+                   "--json", str(tmp_path / "s.json"), "--quiet")
+    scored = json.loads((tmp_path / "s.json").read_text())
+    assert "probability maps" not in proc.stdout
+    assert scored["suffix"] == "" and scored["images"] == 48
+    assert {row["map"] for row in scored["per_image"]} == {
+        p.name for p in (tmp_path / "pred").glob("*.png")}
+    proc = run_cli("score", str(tmp_path / "pred"), "--masks", str(synthetic_data / "masks"),
+                   "--suffix", "_prob", "--quiet", check=False)
+    assert proc.returncode == 2 and "48 mask(s) in" in proc.stderr
+    assert "without a map" in proc.stderr

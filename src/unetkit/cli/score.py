@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "scores.csv (per image), table.md and table.csv")
     parser.add_argument("--existing-only", action="store_true", help="score only the maps "
                         "that have a mask (and masks that have a map); the rest are listed")
-    parser.add_argument("--suffix", default="", help="only maps named STEM+SUFFIX count, e.g. "
-                        "_prob for the STEM_prob.png maps of `unetkit predict --probs`")
+    parser.add_argument("--suffix", default=None, help="only maps named STEM+SUFFIX count, "
+                        "e.g. _prob (default: _prob in a folder `unetkit predict --probs` "
+                        "wrote, its STEM_prob.png maps; otherwise every image)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes scoring images (default: CPU count, at most 4)")
     parser.add_argument("--json", type=Path, default=None, help="write the result (data-set "
@@ -70,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     except ScoreError as exc:
         print(f"unetkit score: {exc}", file=sys.stderr)
         return 2
+    if args.suffix is None and result["suffix"]:
+        print(f"scored the probability maps STEM{result['suffix']}.png that `unetkit predict "
+              "--probs` wrote, not the 0/255 masks beside them")
     print(table_markdown(result), end="")
     skipped = result["maps_without_mask"] + result["masks_without_map"]
     if skipped:

@@ -47,15 +47,37 @@ def _listing(names: list[str]) -> str:
     return shown + (f" ... and {len(names) - SHOW} more" if len(names) > SHOW else "")
 
 
+# What `unetkit predict` writes beside its masks (and, with --probs, its STEM_prob.png maps).
+PREDICT_SUMMARIES = ("summary.json", "summary.csv")
+PROB_SUFFIX = "_prob"
+
+
+def maps_suffix(folder: Path, suffix: str | None) -> str:
+    """The suffix the maps' names carry: `suffix` when given; otherwise "_prob" in a folder
+    `unetkit predict --probs` wrote (its probability maps, not the 0/255 masks beside them,
+    are what the 256-threshold columns need), else none."""
+    if suffix is not None:
+        return suffix
+    if _written_by_predict(folder) and any(folder.glob(f"*{PROB_SUFFIX}.png")):
+        return PROB_SUFFIX
+    return ""
+
+
+def _written_by_predict(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in PREDICT_SUMMARIES)
+
+
 def _images(folder: Path, what: str, suffix: str = "") -> dict[str, Path]:
-    """Stem -> file of the images in a folder; other files are an error naming them. With a
-    suffix, only files whose stem ends with it count (stem without it); the rest is ignored."""
+    """Stem -> file of the images in a folder; other files are an error naming them (but the
+    summaries of a folder `unetkit predict` wrote). With a suffix, only files whose stem ends
+    with it count (stem without it); the rest is ignored."""
     if not folder.is_dir():
         raise ScoreError(f"{folder}: no such folder of {what}")
     found: dict[str, Path] = {}
     others, twice = [], []
+    skip = PREDICT_SUMMARIES if _written_by_predict(folder) else ()
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        if path.name.startswith(".") or path.is_dir() or path.name in skip:
             continue  # hidden files (.DS_Store) and subfolders are not part of the set
         refuse_special(path, f"an image file ({what})", ScoreError)  # a FIFO would hang
         stem = path.stem
@@ -159,7 +181,7 @@ def _check_out(out: Path, maps_dir: Path, masks_dir: Path) -> None:
 
 def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "all",
                   out: str | Path | None = None, progress: bool = True,
-                  workers: int | None = None, suffix: str = "",
+                  workers: int | None = None, suffix: str | None = None,
                   decoder: MaskDecoder | None = None) -> dict:
     """Score every map against the mask of the same stem.
 
@@ -167,7 +189,8 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
     pairs="existing": only the pairs that exist are scored, the others are named in the result.
     out: a folder for scores.json, scores.csv (per image), table.md and table.csv.
     suffix: only maps named STEM + suffix count, e.g. "_prob" for the STEM_prob.png maps
-    `unetkit predict --probs` writes beside its masks.
+    `unetkit predict --probs` writes beside its masks; None: "_prob" in a folder predict wrote
+    with --probs, else "" (`maps_suffix`; the result's "suffix" says which).
     workers: processes scoring images (default: the CPU count, at most 4); the result is the
     same for any number (images are added in stem order).
     decoder: how the masks are encoded (`mask_decoder`; default binary, foreground > 128).
@@ -182,6 +205,7 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
     decoder = decoder or mask_decoder()
     if out is not None:
         _check_out(Path(out), maps_dir, masks_dir)
+    suffix = maps_suffix(maps_dir, suffix)
     maps, masks = _images(maps_dir, "maps", suffix), _images(masks_dir, "masks")
     no_mask = sorted(maps[s].name for s in maps.keys() - masks.keys())
     no_map = sorted(masks[s].name for s in masks.keys() - maps.keys())
@@ -217,7 +241,7 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
     result = {"metrics": {name: total[name] for name in METRICS}, "images": total["images"],
               "resized": total["resized"], "empty_truth": total["empty_truth"],
               "resize_rule": "bilinear on the 0-1 map (align_corners=False) to the mask's size",
-              "maps_dir": str(maps_dir), "masks_dir": str(masks_dir),
+              "maps_dir": str(maps_dir), "suffix": suffix, "masks_dir": str(masks_dir),
               "maps_without_mask": no_mask, "masks_without_map": no_map,
               "curves": total["curves"], "per_image": rows}
     if out is not None:
