@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from conftest import run_cli
 from unetkit import UNet, load_model
 from unetkit.core.version import __version__
+from unetkit.io.plots import TILE
 
 SMALL = ["--set", "data.image_size=[32,32]", "--set", "model.base_channels=8",
          "--set", "model.depth=2", "--set", "train.batch_size=8", "--set", "train.samples=2",
@@ -48,11 +49,11 @@ def test_run_folder_is_complete(run):
         assert (run / name).is_file(), name
     samples = sorted((run / "samples").glob("*.png"))
     assert len(samples) == 2
-    # image | truth | prediction side by side: three 256-px tiles (the images are square),
+    # image | truth | prediction side by side: three TILE-px tiles (the images are square),
     # 6 px apart, under their captions; the truth tile is the image with the lesion drawn on it
     panel = np.asarray(Image.open(samples[0]).convert("RGB")).astype(int)
-    assert panel.shape[1] == 3 * 256 + 2 * 6 and panel.shape[0] > 256
-    image, truth = (panel[-258:-2, x:x + 256] for x in (0, 262))
+    assert panel.shape[1] == 3 * TILE + 2 * 6 and panel.shape[0] > TILE
+    image, truth = (panel[-TILE - 2:-2, x:x + TILE] for x in (0, TILE + 6))
     changed = np.abs(truth - image).sum(-1) > 30
     assert 0.01 < changed.mean() < 0.9, changed.mean()
     rows = list(csv.DictReader((run / "metrics.csv").open()))

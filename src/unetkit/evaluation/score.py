@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from unetkit.core.files import check_outputs, output_set, refuse_special, write_text
 from unetkit.evaluation.field_metrics import METRICS, FieldMetrics, score_pair, to_uint8_map
+from unetkit.inference.summary import SUMMARY_FILES
 from unetkit.io.budget import ImageError
 from unetkit.io.images import IMAGE_EXTENSIONS, MaskDecoder, read_checked_mask
 from unetkit.io.maps import foreground_plane
@@ -47,35 +48,30 @@ def _listing(names: list[str]) -> str:
     return shown + (f" ... and {len(names) - SHOW} more" if len(names) > SHOW else "")
 
 
-# What `unetkit predict` writes beside its masks (and, with --probs, its STEM_prob.png maps).
-PREDICT_SUMMARIES = ("summary.json", "summary.csv")
-PROB_SUFFIX = "_prob"
+PROB_SUFFIX = "_prob"  # `unetkit predict --probs` writes STEM_prob.png beside its masks
 
 
-def maps_suffix(folder: Path, suffix: str | None) -> str:
-    """The suffix the maps' names carry: `suffix` when given; otherwise "_prob" in a folder
-    `unetkit predict --probs` wrote (its probability maps, not the 0/255 masks beside them,
-    are what the 256-threshold columns need), else none."""
-    if suffix is not None:
-        return suffix
-    if _written_by_predict(folder) and any(folder.glob(f"*{PROB_SUFFIX}.png")):
-        return PROB_SUFFIX
-    return ""
+def _maps_of_predict(folder: Path, suffix: str | None) -> tuple[str, tuple[str, ...]]:
+    """(suffix of the maps' names, files to skip) for the maps folder. A folder `unetkit
+    predict` wrote holds its summaries (skipped) and, with --probs, STEM_prob.png maps: those,
+    not the 0/255 masks beside them, are what the 256-threshold columns need, so they are
+    taken unless `suffix` is given."""
+    if not all((folder / name).is_file() for name in SUMMARY_FILES):
+        return suffix or "", ()
+    if suffix is None and any(folder.glob(f"*{PROB_SUFFIX}.png")):
+        suffix = PROB_SUFFIX
+    return suffix or "", SUMMARY_FILES
 
 
-def _written_by_predict(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in PREDICT_SUMMARIES)
-
-
-def _images(folder: Path, what: str, suffix: str = "") -> dict[str, Path]:
+def _images(folder: Path, what: str, suffix: str = "",
+            skip: tuple[str, ...] = ()) -> dict[str, Path]:
     """Stem -> file of the images in a folder; other files are an error naming them (but the
-    summaries of a folder `unetkit predict` wrote). With a suffix, only files whose stem ends
-    with it count (stem without it); the rest is ignored."""
+    names in `skip`). With a suffix, only files whose stem ends with it count (stem without
+    it); the rest is ignored."""
     if not folder.is_dir():
         raise ScoreError(f"{folder}: no such folder of {what}")
     found: dict[str, Path] = {}
     others, twice = [], []
-    skip = PREDICT_SUMMARIES if _written_by_predict(folder) else ()
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.is_dir() or path.name in skip:
             continue  # hidden files (.DS_Store) and subfolders are not part of the set
@@ -190,7 +186,7 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
     out: a folder for scores.json, scores.csv (per image), table.md and table.csv.
     suffix: only maps named STEM + suffix count, e.g. "_prob" for the STEM_prob.png maps
     `unetkit predict --probs` writes beside its masks; None: "_prob" in a folder predict wrote
-    with --probs, else "" (`maps_suffix`; the result's "suffix" says which).
+    with --probs, else "" (the result's "suffix" says which).
     workers: processes scoring images (default: the CPU count, at most 4); the result is the
     same for any number (images are added in stem order).
     decoder: how the masks are encoded (`mask_decoder`; default binary, foreground > 128).
@@ -205,8 +201,8 @@ def score_folders(maps_dir: str | Path, masks_dir: str | Path, *, pairs: str = "
     decoder = decoder or mask_decoder()
     if out is not None:
         _check_out(Path(out), maps_dir, masks_dir)
-    suffix = maps_suffix(maps_dir, suffix)
-    maps, masks = _images(maps_dir, "maps", suffix), _images(masks_dir, "masks")
+    suffix, skip = _maps_of_predict(maps_dir, suffix)
+    maps, masks = _images(maps_dir, "maps", suffix, skip), _images(masks_dir, "masks")
     no_mask = sorted(maps[s].name for s in maps.keys() - masks.keys())
     no_map = sorted(masks[s].name for s in masks.keys() - maps.keys())
     if pairs == "all" and (no_mask or no_map):

@@ -21,7 +21,7 @@ from unetkit.core.files import (
 from unetkit.data.folders import list_images
 from unetkit.inference.detection import PointError, check_point, foreground
 from unetkit.inference.predictor import PixelGate, parallel_predictor
-from unetkit.inference.summary import summarize, write_summaries
+from unetkit.inference.summary import SUMMARY_FILES, summarize, write_summaries
 from unetkit.io import plots
 from unetkit.io.budget import MAX_BATCH_PIXELS, ImageError
 from unetkit.io.images import check_pixel_budget, pixel_batches
@@ -65,7 +65,7 @@ def planned_outputs(files: list[Path], out_dir: Path, binary: bool, overlays: bo
             ([("_prob.png" if binary else "_probs.npy")] if probs else []) + \
             (["_prob_color.png"] if probs and colormap else [])
         planned += [(Path(f"{stem}{suffix}"), str(path)) for suffix in names]
-    return planned + [(out_dir / name, "the summary") for name in ("summary.json", "summary.csv")]
+    return planned + [(out_dir / name, "the summary") for name in SUMMARY_FILES]
 
 
 def predict_files(run_dir, inputs: list[str], out_dir, tta: bool = False,

@@ -17,6 +17,7 @@ import numpy as np
 
 from unetkit.core.files import output_set, write_text
 
+SUMMARY_FILES = ("summary.json", "summary.csv")  # what write_summaries writes beside the masks
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity: pixels touching at a corner belong together
 
 
@@ -69,6 +70,7 @@ def write_summaries(out_dir: str | Path, summaries: list[dict]) -> None:
             box = c["bbox_xyxy"] or ["", "", "", ""]
             writer.writerow([s["image"], s["height"], s["width"], cls, c["area_px"],
                              c["area_fraction"], *box, c["components"]])
+    json_name, csv_name = SUMMARY_FILES
     with output_set():  # the two files together, or neither
-        write_text(out_dir / "summary.json", json.dumps(summaries, indent=2))
-        write_text(out_dir / "summary.csv", buf.getvalue())
+        write_text(out_dir / json_name, json.dumps(summaries, indent=2))
+        write_text(out_dir / csv_name, buf.getvalue())
