@@ -8,9 +8,10 @@ by exactly one fold, so each mask is judged by a model that never trained on it)
 WORK/audit/audit.csv, audit.html and duplicates.csv, with the near-duplicate frames between
 the Medico 2020 train and validation splits and between PraNet's train and test splits. The
 training is long (the kvasir-binary recipe: about half an hour per epoch on 2 CPU cores). On a
-CPU, `--recipe polyp-sota-cpu --set train.epochs=6` takes about 8 minutes a fold on 2 cores
-(fold models at val mDice 0.84-0.86; benchmarks/RESULTS.md). Finished folds are kept: run the
-same command again to continue.
+CPU, `--recipe polyp-sota-cpu --set train.time_limit=55m` fits the whole audit in an hour on 2
+cores: the folds share the limit, 11 minutes each (4-6 epochs, fold models at val mDice
+0.83-0.86; benchmarks/RESULTS.md). Finished folds are kept: run the same command again to
+continue.
 """
 
 from __future__ import annotations
