@@ -9,8 +9,8 @@ WORK/audit/audit.csv, audit.html and duplicates.csv, with the near-duplicate fra
 the Medico 2020 train and validation splits and between PraNet's train and test splits. The
 training is long (the kvasir-binary recipe: about half an hour per epoch on 2 CPU cores). On a
 CPU, `--recipe polyp-sota-cpu --set train.time_limit=55m` fits the whole audit in an hour on 2
-cores: the folds share the limit, 11 minutes each (4-6 epochs, fold models at val mDice
-0.83-0.86; benchmarks/RESULTS.md). Finished folds are kept: run the same command again to
+cores: the folds share the limit, 11 minutes each (measured: 4 epochs a fold, fold models at
+val mDice 0.83-0.85; benchmarks/RESULTS.md). Finished folds are kept: run the same command again to
 continue.
 """
 
