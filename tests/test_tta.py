@@ -1,9 +1,12 @@
-"""Test-time augmentation: exact for symmetric models, rotations only where declared."""
+"""Test-time augmentation: exact for symmetric models, rotations only where declared. And the
+way back to the image's size: logits are resized, then turned into probabilities."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unetkit import config as config_mod
@@ -65,3 +68,33 @@ def test_tta_changes_an_asymmetric_model_and_rotations_need_square_size():
     cfg = _cfg([32, 32], True)
     assert (_probs(model, cfg, False) - _probs(model, cfg, True)).abs().max() > 1e-3
     assert not Predictor(model, _cfg([32, 48], True), tta=True).rotations
+
+
+class Step(nn.Module):
+    """Logits of -10 on the left half of the input and +10 on the right, whatever the pixels;
+    `classes` > 1: one channel per class, the step on the last."""
+
+    def __init__(self, classes: int = 1):
+        super().__init__()
+        self.classes = classes
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], self.classes, *x.shape[-2:])
+        out[:, -1] = -10.0
+        out[:, -1, :, x.shape[-1] // 2:] = 10.0
+        return out
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_logits_are_resized_before_they_become_probabilities(classes):
+    cfg = _cfg([16, 16], False)
+    image = np.zeros((64, 64, 3), np.uint8)  # 4x the network's output
+    probs = Predictor(Step(classes), cfg).probabilities([image])[0]
+    logits = F.interpolate(Step(classes)(torch.zeros(1, 3, 16, 16)), size=(64, 64),
+                           mode="bilinear", align_corners=False)
+    expected = torch.sigmoid(logits) if classes == 1 else logits.softmax(1)
+    assert torch.allclose(probs, expected[0], atol=1e-6)
+    # The step stays a step: at most 2 pixels of a row between 0.05 and 0.95, where the
+    # probabilities resized instead would ramp over 4 (0.125, 0.375, 0.625, 0.875).
+    p = probs[-1]
+    assert int(((p > 0.05) & (p < 0.95)).sum(-1).max()) <= 2
