@@ -185,7 +185,10 @@ def test_the_public_names_are_where_users_look():
 def test_a_run_folder_written_before_the_layout_predicts_the_same(tmp_path):
     """tests/fixtures/run-0.1.0 was written by unetkit 0.1.0 (see fixtures/README.md): it loads,
     its operating point applies, and `predict` writes the masks, probability maps and summary
-    that version wrote."""
+    that version wrote, but for one change made since on purpose: the network's 32 px logits
+    are brought to the image's 48 px before the sigmoid, where 0.1.0 resized the probabilities
+    (inference/predictor.py says why). That moves boundary pixels of the maps by a few grey
+    levels and can flip a mask pixel whose probability sits at the threshold; nothing else."""
     expected = FIXTURES / "run-0.1.0-predicted"
     images = sorted((expected / "images").glob("*.jpg"))
     out = tmp_path / "pred"
@@ -194,12 +197,22 @@ def test_a_run_folder_written_before_the_layout_predicts_the_same(tmp_path):
     for old in sorted(expected.glob("*.png")):
         new = np.asarray(Image.open(out / old.name)).astype(int)
         ref = np.asarray(Image.open(old)).astype(int)
-        if old.name.endswith("_prob.png"):  # float sums may differ in the last bit: 1/255
-            assert np.abs(new - ref).max() <= 1, old.name
+        if old.name.endswith("_prob.png"):  # measured: at most 4/255, 1-3 % of pixels over 1
+            diff = np.abs(new - ref)
+            assert diff.max() <= 6 and (diff > 1).mean() < 0.05, (old.name, diff.max())
         else:
             assert (new == ref).mean() > 0.999, old.name
-    assert json.loads((out / "summary.json").read_text()) == json.loads(
-        (expected / "summary.json").read_text())
+    got = json.loads((out / "summary.json").read_text())
+    want = json.loads((expected / "summary.json").read_text())
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert {k: v for k, v in g.items() if k != "classes"} == \
+            {k: v for k, v in w.items() if k != "classes"}
+        assert g["classes"].keys() == w["classes"].keys()
+        for name, stats in w["classes"].items():  # a flipped pixel: the area moves by one
+            assert abs(g["classes"][name]["area_px"] - stats["area_px"]) <= 1, g["image"]
+            assert {k: g["classes"][name][k] for k in ("bbox_xyxy", "components")} == \
+                {k: stats[k] for k in ("bbox_xyxy", "components")}, g["image"]
 
 
 def test_prediction_checks_only_what_prediction_uses(tmp_path, monkeypatch):
